@@ -1,0 +1,97 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults
+	want.BrokerAddr = "localhost:8883"
+	if c != want {
+		t.Errorf("Load(empty) =\n%+v\nwant\n%+v", c, want)
+	}
+}
+
+func TestLoadOverrides(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"MTTR_HOST":          "alohomora.net",
+		"MTTR_PORT":          "18883",
+		"MTTR_CERT_DAYS":     "7",
+		"MTTR_KEEP_ALIVE":    "30",
+		"MTTR_SEND_INTERVAL": "1500ms",
+		"MTTR_BIND":          "0.0.0.0",
+		"MTTR_IMAGE":         " ",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "alohomora.net" || c.Port != 18883 || c.CertDays != 7 || c.Bind != "0.0.0.0" {
+		t.Errorf("got %+v", c)
+	}
+	if c.KeepAlive != 30*time.Second || c.SendInterval != 1500*time.Millisecond {
+		t.Errorf("durations %s %s", c.KeepAlive, c.SendInterval)
+	}
+	if c.BrokerAddr != "alohomora.net:18883" {
+		t.Errorf("BrokerAddr = %q", c.BrokerAddr)
+	}
+	if c.Image != Defaults.Image {
+		t.Errorf("blank MTTR_IMAGE gave %q, want the default", c.Image)
+	}
+	c, err = Load(env(map[string]string{"MTTR_HOST": "alohomora.net", "MTTR_BROKER_ADDR": "127.0.0.1:9000"}))
+	if err != nil || c.BrokerAddr != "127.0.0.1:9000" || c.Host != "alohomora.net" {
+		t.Errorf("MTTR_BROKER_ADDR: %+v, %v", c, err)
+	}
+}
+
+func TestLoadBadValues(t *testing.T) {
+	tests := []struct {
+		name, value, want string
+	}{
+		{"MTTR_CERT_DAYS", "abc", `MTTR_CERT_DAYS="abc": not a whole number`},
+		{"MTTR_CERT_DAYS", "0", `MTTR_CERT_DAYS="0": must be at least 1`},
+		{"MTTR_PORT", "70000", `MTTR_PORT="70000": not a port number`},
+		{"MTTR_PORT", "http", `MTTR_PORT="http": not a port number`},
+		{"MTTR_KEEP_ALIVE", "soon", `MTTR_KEEP_ALIVE="soon": not a duration`},
+		{"MTTR_KEEP_ALIVE", "500ms", `MTTR_KEEP_ALIVE=500ms: MQTT keep-alive is whole seconds`},
+		{"MTTR_SEND_INTERVAL", "-1s", `MTTR_SEND_INTERVAL="-1s": must be positive`},
+		{"MTTR_READY_TIMEOUT", "0", `MTTR_READY_TIMEOUT="0": must be positive`},
+		{"MTTR_BIND", "localhost", `MTTR_BIND="localhost": not an IP address`},
+		{"MTTR_HOST", "bad host", `MTTR_HOST="bad host"`},
+		{"MTTR_BROKER_ADDR", "nohostport", `MTTR_BROKER_ADDR="nohostport": want host:port`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			_, err := Load(env(map[string]string{tt.name: tt.value}))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q, want one line containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"15": 15 * time.Second, "0.5": 500 * time.Millisecond, "1500ms": 1500 * time.Millisecond, "2m": 2 * time.Minute,
+	} {
+		got, err := Duration(in)
+		if err != nil || got != want {
+			t.Errorf("Duration(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	if _, err := Duration("fast"); err == nil {
+		t.Error(`Duration("fast") = nil error`)
+	}
+}
