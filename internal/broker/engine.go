@@ -1,0 +1,68 @@
+// Package broker runs the MQTT broker as a Docker container through the
+// Engine API: build its image, run it, wait until it really answers MQTT
+// over verified TLS, read its logs and remove what we made. It touches only
+// images and containers that carry our label; anything else of the same name
+// is refused, not overwritten.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/moby/moby/client"
+)
+
+// Labels that mark what MTTR lab made.
+const (
+	LabelManaged    = "org.mttrlab.managed"     // "true" on every image and container we made
+	LabelHost       = "org.mttrlab.host"        // the host name in the image's certificate
+	LabelCertSHA256 = "org.mttrlab.cert-sha256" // that certificate's SHA-256 fingerprint
+)
+
+// Engine is a connection to a Docker engine.
+type Engine struct {
+	cli     *client.Client
+	host    string
+	version string
+}
+
+// Connect reaches the engine named by DOCKER_HOST, DOCKER_TLS_VERIFY and
+// DOCKER_CERT_PATH (the local socket when unset), negotiates the API version
+// and checks that the engine answers.
+func Connect(ctx context.Context) (*Engine, error) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	e := &Engine{cli: cli, host: cli.DaemonHost()}
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("docker engine not reachable at %s (DOCKER_HOST=%q): %w", e.host, os.Getenv("DOCKER_HOST"), err)
+	}
+	v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{})
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("docker engine version: %w", err)
+	}
+	e.version = v.Version
+	return e, nil
+}
+
+// Host is the engine's address, e.g. unix:///var/run/docker.sock.
+func (e *Engine) Host() string { return e.host }
+
+// Version is the engine's version and the negotiated API version.
+func (e *Engine) Version() string {
+	return fmt.Sprintf("%s (API %s)", e.version, e.cli.ClientVersion())
+}
+
+// Close releases the engine connection.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// ErrNotFound reports a missing image or container.
+var ErrNotFound = errors.New("not found")
+
+// ErrNotOurs reports an image or container that MTTR lab did not make.
+var ErrNotOurs = errors.New("not made by MTTR lab")

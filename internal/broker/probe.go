@@ -1,0 +1,109 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ProbeClientPrefix starts the client id of every readiness probe, so that
+// broker-side logs can tell probes from devices.
+const ProbeClientPrefix = "mttr-probe-"
+
+// Probe dials addr over TLS (verified by tlsConf), sends an MQTT 3.1.1
+// CONNECT with a fresh probe client id and returns nil only when the broker
+// answers with a CONNACK that accepts it. It disconnects cleanly afterwards.
+func Probe(ctx context.Context, addr string, tlsConf *tls.Config) error {
+	d := tls.Dialer{Config: tlsConf}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if _, err := conn.Write(connectPacket(probeClientID())); err != nil {
+		return fmt.Errorf("probe: send connect: %w", err)
+	}
+	var ack [4]byte
+	if _, err := io.ReadFull(conn, ack[:]); err != nil {
+		return fmt.Errorf("probe: read connack: %w", err)
+	}
+	if ack[0] != 0x20 || ack[1] != 0x02 {
+		return fmt.Errorf("probe: not a connack: % x", ack)
+	}
+	if ack[3] != 0 {
+		return fmt.Errorf("probe: connack refused with return code %d", ack[3])
+	}
+	_, _ = conn.Write([]byte{0xE0, 0x00}) // DISCONNECT
+	return nil
+}
+
+func probeClientID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return ProbeClientPrefix + hex.EncodeToString(b[:])
+}
+
+// connectPacket encodes an MQTT 3.1.1 CONNECT with a clean session, a
+// 10 s keep-alive and no credentials.
+func connectPacket(clientID string) []byte {
+	body := []byte{0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x0A}
+	body = append(body, byte(len(clientID)>>8), byte(len(clientID)))
+	body = append(body, clientID...)
+	pkt := []byte{0x10}
+	for n := len(body); ; {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		pkt = append(pkt, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(pkt, body...)
+}
+
+// WaitReady probes addr every interval until the broker accepts a CONNECT,
+// ctx ends, or alive reports that the broker can no longer become ready
+// (e.g. its container exited). It returns the time the accepting CONNACK
+// arrived.
+func WaitReady(ctx context.Context, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var last error
+	for {
+		attempt, cancel := context.WithTimeout(ctx, time.Second)
+		err := Probe(attempt, addr, tlsConf)
+		cancel()
+		if err == nil {
+			return time.Now(), nil
+		}
+		last = err
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			return time.Time{}, fmt.Errorf("wait ready: %w", err)
+		}
+		if alive != nil {
+			if err := alive(); err != nil {
+				return time.Time{}, fmt.Errorf("wait ready: %w", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("wait ready: %w (last attempt: %v)", context.Cause(ctx), last)
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/mqtttest"
+)
+
+func TestConnectPacket(t *testing.T) {
+	got := connectPacket("abc")
+	want := []byte{0x10, 15, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 10, 0, 3, 'a', 'b', 'c'}
+	if !bytes.Equal(got, want) {
+		t.Errorf("connectPacket = % x, want % x", got, want)
+	}
+	long := connectPacket(strings.Repeat("x", 200)) // remaining length 212 needs two bytes
+	if long[1] != 212%128|0x80 || long[2] != 1 {
+		t.Errorf("remaining length bytes % x", long[1:3])
+	}
+}
+
+func TestProbe(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := Probe(ctx, b.Addr, b.Client); err != nil {
+		t.Fatalf("Probe on a live broker: %v", err)
+	}
+	wrong := b.Client.Clone()
+	wrong.ServerName = "alohomora.net"
+	if err := Probe(ctx, b.Addr, wrong); err == nil {
+		t.Error("Probe verifying the wrong name succeeded")
+	}
+	at, err := WaitReady(ctx, b.Addr, b.Client, 10*time.Millisecond, nil)
+	if err != nil || at.IsZero() {
+		t.Errorf("WaitReady = %v, %v", at, err)
+	}
+	if _, err := WaitReady(ctx, b.Addr, wrong, 10*time.Millisecond, nil); err == nil {
+		t.Error("WaitReady with a certificate error did not fail at once")
+	}
+}
+
+func TestProbeSilentServer(t *testing.T) {
+	// A listener that accepts and never answers: the probe must honour ctx.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	b := mqtttest.Start(t, "localhost")
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := Probe(ctx, ln.Addr().String(), b.Client); err == nil {
+		t.Fatal("Probe on a silent server succeeded")
+	}
+}
+
+func TestWaitReadyStopsWhenNotAlive(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	addr := b.Addr
+	b.Close()
+	dead := errors.New("container exited")
+	polls := 0
+	alive := func() error {
+		if polls++; polls == 3 {
+			return dead
+		}
+		return nil
+	}
+	_, err := WaitReady(t.Context(), addr, b.Client, time.Millisecond, alive)
+	if !errors.Is(err, dead) {
+		t.Errorf("WaitReady = %v, want %v", err, dead)
+	}
+}
+
+func TestWaitReadyHonoursContext(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	addr := b.Addr
+	b.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	polls := 0
+	alive := func() error {
+		if polls++; polls == 2 {
+			cancel()
+		}
+		return nil
+	}
+	if _, err := WaitReady(ctx, addr, b.Client, time.Millisecond, alive); !errors.Is(err, context.Canceled) {
+		t.Errorf("WaitReady = %v, want context.Canceled", err)
+	}
+}

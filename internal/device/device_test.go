@@ -1,0 +1,138 @@
+package device
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/mqtttest"
+)
+
+func testConfig(b *mqtttest.Broker) Config {
+	return Config{
+		Identity:   Identity{HostName: b.Host, DeviceID: "devicemtr", SharedAccessKey: "Zm9vYmFy"},
+		BrokerAddr: b.Addr,
+		TLS:        b.Client,
+		Timings: Timings{
+			KeepAlive: 2 * time.Second, PingTimeout: time.Second, ConnectTimeout: 2 * time.Second,
+			MaxReconnectInterval: time.Second, ConnectRetryInterval: time.Second,
+		},
+		QoS: 1,
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// next returns the next event of kind, failing the test when ctx ends first.
+func next(ctx context.Context, t *testing.T, d *Device, kind EventKind) Event {
+	t.Helper()
+	for {
+		select {
+		case e := <-d.Events():
+			if e.Kind == kind {
+				return e
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %s event: %v", kind, ctx.Err())
+		}
+	}
+}
+
+func TestPublishQoS1(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	d, err := New(testConfig(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	before := time.Now()
+	if err := d.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	if e := next(ctx, t, d, Connected); e.At.Before(before) {
+		t.Errorf("connected event at %v, before Connect was called at %v", e.At, before)
+	}
+	if !d.IsConnectionOpen() {
+		t.Error("IsConnectionOpen = false after Connect")
+	}
+	for want := int64(1); want <= 3; want++ {
+		m, err := d.Publish(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Seq != want || m.Latency <= 0 {
+			t.Errorf("message %+v, want seq %d and a positive latency", m, want)
+		}
+	}
+}
+
+func TestLostAndReconnected(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	d, err := New(testConfig(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if err := d.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	next(ctx, t, d, Connected)
+	b.Close()
+	lost := next(ctx, t, d, Lost)
+	att := next(ctx, t, d, Connecting)
+	if att.At.Before(lost.At) {
+		t.Errorf("reconnect attempt %v before loss %v", att.At, lost.At)
+	}
+	if d.IsConnectionOpen() {
+		t.Error("IsConnectionOpen = true with the broker gone")
+	}
+}
+
+func TestRejectsCertificateForAnotherHost(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	other := certs.For(t.TempDir(), "localhost")
+	if _, err := certs.Generate(other, 1); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := certs.Pool(other.CertPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]func(*Config){
+		"other certificate": func(c *Config) { c.TLS = c.TLS.Clone(); c.TLS.RootCAs = pool },
+		"other name":        func(c *Config) { c.TLS = c.TLS.Clone(); c.TLS.ServerName = "alohomora.net" },
+	}
+	for name, mutate := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(b)
+			mutate(&cfg)
+			d, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(d.Close)
+			err = d.Connect(ctxT(t))
+			var unknown x509.UnknownAuthorityError
+			var host x509.HostnameError
+			if err == nil || !(errors.As(err, &unknown) || errors.As(err, &host)) {
+				t.Fatalf("Connect = %v, want a certificate verification error", err)
+			}
+		})
+	}
+}
+
+func TestNewRejectsQoS2(t *testing.T) {
+	cfg := Config{Identity: Identity{HostName: "h", DeviceID: "d", SharedAccessKey: "YQ=="}, QoS: 2}
+	if _, err := New(cfg); err == nil {
+		t.Error("New with QoS 2 = nil error")
+	}
+}
