@@ -1,0 +1,359 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/dockertest"
+)
+
+// newLab returns a Lab whose names cannot collide with a user's: a random
+// image tag and container name, certificates in a temporary directory, and
+// a free host port on 127.0.0.1.
+func newLab(t *testing.T, host string) (*Lab, *strings.Builder) {
+	t.Helper()
+	cfg := config.Defaults
+	cfg.Host = host
+	cfg.CertDir = t.TempDir()
+	cfg.CertDays = 1
+	cfg.Image = dockertest.Name("mqtt-broker")
+	cfg.Container = dockertest.Name("expecto-patronum")
+	cfg.NodeImage = dockertest.NodeImage(config.Defaults.NodeImage)
+	cfg.Port = dockertest.FreePort(t)
+	cfg.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
+	cfg.ReadyTimeout = 30 * time.Second
+	cfg.SendInterval = 20 * time.Millisecond
+	out := new(strings.Builder)
+	return &Lab{Config: cfg, Out: &lockedWriter{w: out}, BuildDir: filepath.Join("..", "..", "aedes")}, out
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// build builds l's image and removes it (and l's container) when the test ends.
+func build(t *testing.T, l *Lab) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		quiet := *l
+		quiet.Out = io.Discard
+		_ = quiet.Down(ctx)
+		_ = quiet.RemoveImage(ctx)
+	})
+	if err := l.Image(ctx); err != nil {
+		t.Fatalf("image: %v", err)
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sendUntil runs Send until n messages are acknowledged.
+func sendUntil(t *testing.T, l *Lab, n int) SendSummary {
+	t.Helper()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	counted := *l
+	counted.Out = &ackCounter{w: l.Out, n: n, done: cancel}
+	sum, err := counted.Send(ctx)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if sum.Acked < n || len(sum.Latencies) != sum.Acked || sum.Sent < sum.Acked {
+		t.Fatalf("send summary %+v, want at least %d acknowledged", sum, n)
+	}
+	return sum
+}
+
+type ackCounter struct {
+	w    io.Writer
+	n    int
+	done func()
+}
+
+func (a *ackCounter) Write(p []byte) (int, error) {
+	if a.n -= strings.Count(string(p), " acknowledged in "); a.n <= 0 {
+		a.done()
+	}
+	return a.w.Write(p)
+}
+
+// brokerEvents reads the broker's JSON log lines.
+func brokerEvents(t *testing.T, eng *broker.Engine, container string) []map[string]any {
+	t.Helper()
+	logs, err := eng.Logs(testCtx(t), container, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("broker log line %q is not JSON: %v", sc.Text(), err)
+		}
+		if _, ok := m["ts"].(float64); !ok {
+			t.Errorf("broker log line %q has no numeric ts", sc.Text())
+		}
+		evs = append(evs, m)
+	}
+	return evs
+}
+
+func hasEvent(evs []map[string]any, event, clientID string) bool {
+	for _, e := range evs {
+		if e["event"] == event && (clientID == "" || e["clientId"] == clientID) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDockerBrokerLifecycle(t *testing.T) {
+	eng := dockertest.Engine(t)
+	l, out := newLab(t, "localhost")
+	build(t, l)
+	ctx := testCtx(t)
+
+	img, err := eng.InspectImage(ctx, l.Config.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fp, err := certs.Load(certs.For(l.Config.CertDir, "localhost").CertPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Host != "localhost" || img.Fingerprint != fp {
+		t.Errorf("image labels host %q fingerprint %q, want localhost %s", img.Host, img.Fingerprint, fp)
+	}
+
+	if err := l.Up(ctx); err != nil {
+		t.Fatalf("up: %v\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "ready at "+l.Config.BrokerAddr) {
+		t.Errorf("up printed no readiness line:\n%s", out)
+	}
+	sendUntil(t, l, 3)
+
+	t.Run("certificate for another host is rejected", func(t *testing.T) {
+		other := certs.For(t.TempDir(), "localhost")
+		if _, err := certs.Generate(other, 1); err != nil {
+			t.Fatal(err)
+		}
+		pool, err := certs.Pool(other.CertPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := device.New(device.Config{
+			Identity:   device.Identity{HostName: "localhost", DeviceID: "intruder", SharedAccessKey: "Zm9vYmFy"},
+			BrokerAddr: l.Config.BrokerAddr,
+			TLS:        &tls.Config{RootCAs: pool, ServerName: "localhost"},
+			Timings:    device.DefaultTimings,
+			QoS:        1,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.Close)
+		if err := d.Connect(testCtx(t)); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("connect with a foreign certificate = %v, want a certificate error", err)
+		}
+	})
+
+	t.Run("mosquitto_pub trusts the certificate", func(t *testing.T) {
+		bin, err := exec.LookPath("mosquitto_pub")
+		if err != nil {
+			if dockertest.Required() {
+				t.Fatal("MTTR_REQUIRE_DOCKER=1 but mosquitto_pub is not installed (Debian: mosquitto-clients)")
+			}
+			t.Skip("mosquitto_pub not installed")
+		}
+		cert := certs.For(l.Config.CertDir, "localhost").CertPath
+		cmd := exec.CommandContext(testCtx(t), bin, "-h", "localhost", "-p", strconv.Itoa(l.Config.Port),
+			"--cafile", cert, "-i", "mosquitto-check", "-q", "1", "-t", "devices/mosquitto-check/messages/events/", "-m", "{}")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub --cafile %s: %v\n%s", cert, err, out)
+		}
+	})
+
+	if err := eng.Stop(ctx, l.Config.Container, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	evs := brokerEvents(t, eng, l.Config.Container)
+	for _, want := range []struct{ event, client string }{
+		{"listening", ""}, {"connect", "devicemtr"}, {"publish", "mosquitto-check"}, {"publish", "devicemtr"}, {"disconnect", "devicemtr"}, {"shutdown", ""},
+	} {
+		if !hasEvent(evs, want.event, want.client) {
+			t.Errorf("broker logged no %q event for %q", want.event, want.client)
+		}
+	}
+	for _, e := range evs {
+		if e["event"] == "publish" && e["clientId"] == "devicemtr" && e["qos"] != float64(1) {
+			t.Errorf("publish event %v is not QoS 1", e)
+		}
+	}
+
+	if err := l.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.Find(ctx, l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("container still there after down: %v", err)
+	}
+	out.Reset()
+	if err := l.Down(ctx); err != nil || !strings.Contains(out.String(), "nothing to remove") {
+		t.Errorf("second down = %v, printed %q", err, out)
+	}
+}
+
+func TestDockerRemoveImage(t *testing.T) {
+	dockertest.Engine(t)
+	l, out := newLab(t, "localhost")
+	build(t, l)
+	ctx := testCtx(t)
+	if err := l.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := l.RemoveImage(ctx)
+	if err == nil || !strings.Contains(err.Error(), "still used by container "+l.Config.Container) {
+		t.Fatalf("remove image in use = %v, want it to name the container", err)
+	}
+	if err := l.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RemoveImage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := l.RemoveImage(ctx); err != nil || !strings.Contains(out.String(), "is not present") {
+		t.Errorf("removing an absent image = %v, printed %q", err, out)
+	}
+	if err := l.Up(ctx); err == nil || !strings.Contains(err.Error(), "build it with `mage image`") {
+		t.Errorf("up without an image = %v, want it to name `mage image`", err)
+	}
+}
+
+func TestDockerRefusals(t *testing.T) {
+	eng := dockertest.Engine(t)
+	l, _ := newLab(t, "localhost")
+	build(t, l)
+	ctx := testCtx(t)
+
+	t.Run("host port busy", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		busy := *l
+		busy.Config.Port = ln.Addr().(*net.TCPAddr).Port
+		err = busy.Up(ctx)
+		if err == nil || !strings.Contains(err.Error(), "host port "+strconv.Itoa(busy.Config.Port)) {
+			t.Fatalf("up on a busy port = %v, want it to name the port", err)
+		}
+		if _, err := eng.Find(ctx, l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("failed start left a container behind: %v", err)
+		}
+	})
+
+	t.Run("container that is not ours", func(t *testing.T) {
+		foreign := dockertest.Name("foreign")
+		id := dockertest.CreateForeign(t, foreign, l.Config.NodeImage)
+		other := *l
+		other.Config.Container = foreign
+		for name, run := range map[string]func() error{
+			"up":   func() error { return other.Up(ctx) },
+			"down": func() error { return other.Down(ctx) },
+		} {
+			if err := run(); err == nil || !strings.Contains(err.Error(), "refusing to touch it") {
+				t.Errorf("%s on a foreign container = %v, want a refusal", name, err)
+			}
+		}
+		if !dockertest.Exists(t, id) {
+			t.Error("the foreign container was removed")
+		}
+	})
+
+	t.Run("stale image", func(t *testing.T) {
+		stale := *l
+		stale.Out = io.Discard
+		if err := stale.Certs(ctx, "localhost"); err != nil {
+			t.Fatal(err)
+		}
+		err := stale.Up(ctx)
+		if err == nil || !strings.Contains(err.Error(), "rebuild it with `mage image`") {
+			t.Fatalf("up with a newer certificate than the image's = %v", err)
+		}
+	})
+}
+
+func TestDockerBuildFailureNamesStep(t *testing.T) {
+	dockertest.Engine(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY certs/ /certs/\nRUN false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := newLab(t, "localhost")
+	l.BuildDir = dir
+	t.Cleanup(func() { quiet := *l; quiet.Out = io.Discard; _ = quiet.RemoveImage(context.Background()) })
+	err := l.Image(testCtx(t))
+	if err == nil || !strings.Contains(err.Error(), ": RUN false: ") || !strings.Contains(err.Error(), "Step 3/") {
+		t.Fatalf("build = %v, want an error naming step 3, RUN false", err)
+	}
+}
+
+// TestDockerDifferentHost reaches the engine over TCP on loopback, builds
+// the broker with a certificate for alohomora.net and has the device dial
+// 127.0.0.1 while verifying alohomora.net.
+func TestDockerDifferentHost(t *testing.T) {
+	dockertest.Engine(t)
+	t.Setenv("DOCKER_HOST", dockertest.TCPProxy(t))
+	t.Setenv("DOCKER_TLS_VERIFY", "")
+	l, out := newLab(t, "alohomora.net")
+	l.Config.ConnectionString = "HostName=alohomora.net;DeviceId=remote-device;SharedAccessKey=Zm9vYmFy"
+	build(t, l)
+	if !strings.Contains(out.String(), " on "+os.Getenv("DOCKER_HOST")) {
+		t.Errorf("image was not built through %s:\n%s", os.Getenv("DOCKER_HOST"), out)
+	}
+	ctx := testCtx(t)
+	if err := l.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sendUntil(t, l, 2)
+
+	wrongName := *l
+	wrongName.Config.Host = "localhost"
+	if _, err := wrongName.tlsConfig(); err == nil {
+		t.Error("found a certificate for localhost in a directory that only holds alohomora.net's")
+	}
+}

@@ -1,0 +1,216 @@
+// Package lab holds the commands behind the mage targets. Each one wires the
+// other packages together for one task, from a resolved config.Config, and
+// reports to an io.Writer; magefile.go only loads the configuration and calls
+// them. What a command prints is for people; what it returns is the error.
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/config"
+)
+
+// ProbeInterval is how often readiness is probed.
+const ProbeInterval = 10 * time.Millisecond
+
+// Lab runs commands with one configuration.
+type Lab struct {
+	Config   config.Config
+	Out      io.Writer // progress and results
+	BuildDir string    // broker image build context; "aedes" by default
+}
+
+// FromEnv returns a Lab configured from MTTR_* variables, writing to stdout.
+func FromEnv() (*Lab, error) {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{Config: cfg, Out: os.Stdout, BuildDir: "aedes"}, nil
+}
+
+// Do runs fn with a Lab configured from the environment; a bad MTTR_*
+// value is returned before fn starts.
+func Do(fn func(*Lab) error) error {
+	l, err := FromEnv()
+	if err != nil {
+		return err
+	}
+	return fn(l)
+}
+
+func (l *Lab) printf(format string, args ...any) { fmt.Fprintf(l.Out, format, args...) }
+
+// Certs writes a new self-signed certificate and key for host.
+func (l *Lab) Certs(_ context.Context, host string) error {
+	if err := certs.ValidateHost(host); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	pair := certs.For(l.Config.CertDir, host)
+	fp, err := certs.Generate(pair, l.Config.CertDays)
+	if err != nil {
+		return fmt.Errorf("certs %s: %w", host, err)
+	}
+	l.printf("certificate %s\nkey         %s\nvalid for   %d days\nsha256      %s\n", pair.CertPath, pair.KeyPath, l.Config.CertDays, fp)
+	return nil
+}
+
+// cert returns the pair for MTTR_HOST and its fingerprint; with create set,
+// it generates the pair when it is missing or expired.
+func (l *Lab) cert(create bool) (certs.Pair, string, error) {
+	pair := certs.For(l.Config.CertDir, l.Config.Host)
+	c, fp, err := certs.Load(pair.CertPath)
+	switch {
+	case err == nil && time.Now().Before(c.NotAfter):
+		return pair, fp, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return pair, "", err
+	case !create && err != nil:
+		return pair, "", fmt.Errorf("no certificate for MTTR_HOST=%s at %s: run `mage certs %s` and `mage image`", l.Config.Host, pair.CertPath, l.Config.Host)
+	case !create:
+		return pair, "", fmt.Errorf("certificate %s expired on %s: run `mage certs %s` and `mage image`", pair.CertPath, c.NotAfter.Format(time.DateOnly), l.Config.Host)
+	}
+	l.printf("making a certificate for %s\n", l.Config.Host)
+	if err := l.Certs(context.Background(), l.Config.Host); err != nil {
+		return pair, "", err
+	}
+	_, fp, err = certs.Load(pair.CertPath)
+	return pair, fp, err
+}
+
+// tlsConfig trusts only the certificate for MTTR_HOST and verifies that name.
+func (l *Lab) tlsConfig() (*tls.Config, error) {
+	pair, _, err := l.cert(false)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := certs.Pool(pair.CertPath)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, ServerName: l.Config.Host, MinVersion: tls.VersionTLS12}, nil
+}
+
+// Image builds the broker image, making the certificate first if needed.
+func (l *Lab) Image(ctx context.Context) error {
+	pair, fp, err := l.cert(true)
+	if err != nil {
+		return err
+	}
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	l.printf("building %s from %s/ on %s, base %s\n", l.Config.Image, l.BuildDir, eng.Host(), l.Config.NodeImage)
+	id, err := eng.Build(ctx, broker.BuildSpec{
+		Dir:         l.BuildDir,
+		Tag:         l.Config.Image,
+		NodeImage:   l.Config.NodeImage,
+		Cert:        pair,
+		Fingerprint: fp,
+	}, l.Out)
+	if err != nil {
+		return err
+	}
+	l.printf("built %s (%s) for host %s, certificate sha256 %s\n", l.Config.Image, id, l.Config.Host, fp)
+	return nil
+}
+
+// RemoveImage removes the broker image.
+func (l *Lab) RemoveImage(ctx context.Context) error {
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	err = eng.RemoveImage(ctx, l.Config.Image)
+	if errors.Is(err, broker.ErrNotFound) {
+		l.printf("image %s is not present; nothing to remove\n", l.Config.Image)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l.printf("removed image %s\n", l.Config.Image)
+	return nil
+}
+
+// Up runs the broker container and returns once it answers MQTT over
+// verified TLS. The image must carry the certificate the device trusts.
+func (l *Lab) Up(ctx context.Context) error {
+	_, err := l.up(ctx)
+	return err
+}
+
+func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
+	tlsConf, err := l.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	_, fp, err := l.cert(false)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	img, err := eng.InspectImage(ctx, l.Config.Image)
+	if errors.Is(err, broker.ErrNotFound) {
+		return nil, fmt.Errorf("image %s not found: build it with `mage image`", l.Config.Image)
+	} else if err != nil {
+		return nil, err
+	}
+	if img.Host != l.Config.Host || img.Fingerprint != fp {
+		return nil, fmt.Errorf("image %s carries the certificate for %q (sha256 %s), not the current one for MTTR_HOST=%s: rebuild it with `mage image`", l.Config.Image, img.Host, img.Fingerprint, l.Config.Host)
+	}
+	c, err := eng.Run(ctx, broker.RunSpec{Name: l.Config.Container, Image: l.Config.Image, Bind: l.Config.Bind, Port: l.Config.Port})
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Config.BrokerAddr
+	if addr == "" {
+		addr = c.Addr()
+	}
+	wctx, cancel := context.WithTimeout(ctx, l.Config.ReadyTimeout)
+	defer cancel()
+	ready, err := eng.WaitReady(wctx, c, addr, tlsConf, ProbeInterval)
+	if err != nil {
+		return c, fmt.Errorf("broker %s not ready within %s (MTTR_READY_TIMEOUT): %w", c.Name, l.Config.ReadyTimeout, err)
+	}
+	l.printf("broker %s ready at %s (TLS name %s), %s after start\n", c.Name, addr, l.Config.Host, ready.Sub(c.StartedAt).Round(time.Millisecond))
+	return c, nil
+}
+
+// Down stops and removes the broker container.
+func (l *Lab) Down(ctx context.Context) error {
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	err = eng.Stop(ctx, l.Config.Container, 10*time.Second)
+	if err == nil {
+		err = eng.Remove(ctx, l.Config.Container)
+	}
+	if errors.Is(err, broker.ErrNotFound) {
+		l.printf("container %s is not there; nothing to remove\n", l.Config.Container)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	l.printf("removed container %s\n", l.Config.Container)
+	return nil
+}

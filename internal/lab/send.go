@@ -1,0 +1,133 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/device"
+)
+
+// SendSummary is what a Send session achieved.
+type SendSummary struct {
+	Sent, Acked int
+	Latencies   []time.Duration // of acknowledged messages, in send order
+}
+
+// Send connects one device to the running broker and publishes telemetry
+// every MTTR_SEND_INTERVAL until ctx ends (Ctrl-C) or SIGTERM arrives,
+// printing each message's latency and a summary at the end. Messages still
+// unacknowledged at the end count as sent, not acknowledged.
+func (l *Lab) Send(ctx context.Context) (SendSummary, error) {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+	defer stop()
+	var sum SendSummary
+	id, err := device.ParseConnectionString(l.Config.ConnectionString)
+	if err != nil {
+		return sum, fmt.Errorf("MTTR_CONNECTION_STRING: %w", err)
+	}
+	tlsConf, err := l.tlsConfig()
+	if err != nil {
+		return sum, err
+	}
+	timings := device.DefaultTimings
+	timings.KeepAlive = l.Config.KeepAlive
+	dev, err := device.New(device.Config{
+		Identity:   id,
+		BrokerAddr: l.Config.BrokerAddr,
+		TLS:        tlsConf,
+		Timings:    timings,
+		QoS:        1,
+	})
+	if err != nil {
+		return sum, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timings.ConnectTimeout)
+	err = dev.Connect(cctx)
+	cancel()
+	if err != nil {
+		return sum, err
+	}
+	defer dev.Close()
+	l.printf("device %s connected to %s (TLS name %s, keep-alive %s); a message every %s with QoS 1; Ctrl-C stops\n",
+		dev.ID(), l.Config.BrokerAddr, l.Config.Host, l.Config.KeepAlive, l.Config.SendInterval)
+
+	type result struct {
+		msg device.Message
+		err error
+	}
+	results := make(chan result)
+	var wg sync.WaitGroup
+	publish := func() {
+		sum.Sent++
+		wg.Go(func() {
+			m, err := dev.Publish(ctx)
+			results <- result{m, err}
+		})
+	}
+
+	tick := time.NewTicker(l.Config.SendInterval)
+	defer tick.Stop()
+	publish()
+	done := ctx.Done()
+	for {
+		select {
+		case <-done:
+			done = nil // no more sends; drain the results of messages in flight
+			go func() { wg.Wait(); close(results) }()
+		case <-tick.C:
+			if done != nil {
+				publish()
+			}
+		case ev := <-dev.Events():
+			l.printf("%s %s%s\n", ev.At.Format("15:04:05.000"), ev.Kind, errText(ev.Err))
+		case r, ok := <-results:
+			if !ok {
+				l.printSummary(sum)
+				return sum, nil
+			}
+			if r.err != nil {
+				if ctx.Err() == nil {
+					l.printf("message %d failed: %v\n", r.msg.Seq, r.err)
+				}
+				continue
+			}
+			sum.Acked++
+			sum.Latencies = append(sum.Latencies, r.msg.Latency)
+			l.printf("%s message %d acknowledged in %s\n", r.msg.SentAt.Format("15:04:05.000"), r.msg.Seq, fmtMs(r.msg.Latency))
+		}
+	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
+}
+
+func fmtMs(d time.Duration) string {
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+func (l *Lab) printSummary(s SendSummary) {
+	l.printf("\nsent %d, acknowledged %d", s.Sent, s.Acked)
+	if len(s.Latencies) > 0 {
+		sorted := slices.Sorted(slices.Values(s.Latencies))
+		l.printf("; latency min %s, median %s, max %s", fmtMs(sorted[0]), fmtMs(median(sorted)), fmtMs(sorted[len(sorted)-1]))
+	}
+	l.printf("\n")
+}
+
+// median of sorted durations.
+func median(sorted []time.Duration) time.Duration {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}

@@ -1,0 +1,42 @@
+//go:build mage
+
+// MTTR lab measures how fast an MQTT device client recovers when its broker
+// goes away. Each target is a one-line call into internal/lab; settings come
+// from MTTR_* environment variables, listed in README.md.
+package main
+
+import (
+	"context"
+
+	"github.com/mttrlab/mttr/internal/lab"
+)
+
+// Certs writes a self-signed certificate and key for host (MTTR_CERT_DIR, MTTR_CERT_DAYS).
+func Certs(ctx context.Context, host string) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Certs(ctx, host) })
+}
+
+// Image builds the broker image with MTTR_HOST's certificate (MTTR_IMAGE, MTTR_NODE_IMAGE, MTTR_HOST, MTTR_CERT_DIR, MTTR_CERT_DAYS, DOCKER_HOST).
+func Image(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Image(ctx) })
+}
+
+// Rmi removes the broker image (MTTR_IMAGE, DOCKER_HOST).
+func Rmi(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { return l.RemoveImage(ctx) })
+}
+
+// Up runs the broker container and waits until it answers MQTT over verified TLS (MTTR_CONTAINER, MTTR_IMAGE, MTTR_PORT, MTTR_BIND, MTTR_HOST, MTTR_BROKER_ADDR, MTTR_READY_TIMEOUT, DOCKER_HOST).
+func Up(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Up(ctx) })
+}
+
+// Down stops and removes the broker container (MTTR_CONTAINER, DOCKER_HOST).
+func Down(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Down(ctx) })
+}
+
+// Send connects a device to the running broker and publishes telemetry until Ctrl-C (MTTR_CONNECTION_STRING, MTTR_HOST, MTTR_PORT, MTTR_BROKER_ADDR, MTTR_KEEP_ALIVE, MTTR_SEND_INTERVAL).
+func Send(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { _, err := l.Send(ctx); return err })
+}
