@@ -304,6 +304,19 @@ func TestDockerRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("never ready", func(t *testing.T) {
+		unreachable := *l
+		unreachable.Config.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(dockertest.FreePort(t)))
+		unreachable.Config.ReadyTimeout = 300 * time.Millisecond
+		err := unreachable.Up(ctx)
+		if err == nil || !strings.Contains(err.Error(), "not ready within 300ms (MTTR_READY_TIMEOUT)") {
+			t.Fatalf("up with nothing at MTTR_BROKER_ADDR = %v", err)
+		}
+		if _, err := eng.Find(ctx, l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("a broker that never became ready was left behind: %v", err)
+		}
+	})
+
 	t.Run("stale image", func(t *testing.T) {
 		stale := *l
 		stale.Out = io.Discard

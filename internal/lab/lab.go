@@ -187,7 +187,8 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	defer cancel()
 	ready, err := eng.WaitReady(wctx, c, addr, tlsConf, ProbeInterval)
 	if err != nil {
-		return c, fmt.Errorf("broker %s not ready within %s (MTTR_READY_TIMEOUT): %w", c.Name, l.Config.ReadyTimeout, err)
+		_ = eng.Remove(context.WithoutCancel(ctx), c.Name)
+		return nil, fmt.Errorf("broker %s not ready within %s (MTTR_READY_TIMEOUT): %w", c.Name, l.Config.ReadyTimeout, err)
 	}
 	l.printf("broker %s ready at %s (TLS name %s), %s after start\n", c.Name, addr, l.Config.Host, ready.Sub(c.StartedAt).Round(time.Millisecond))
 	return c, nil
