@@ -5,8 +5,10 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +31,27 @@ type Config struct {
 	KeepAlive        time.Duration // MTTR_KEEP_ALIVE: MQTT keep-alive of the device
 	SendInterval     time.Duration // MTTR_SEND_INTERVAL: time between telemetry messages
 	ConnectionString string        // MTTR_CONNECTION_STRING: the device's identity
+
+	// The experiment (mage mttr).
+	Devices              int           // MTTR_DEVICES: devices connected at once
+	RestartCount         int           // MTTR_RESTART_COUNT: fault cycles per run
+	KeepRunning          time.Duration // MTTR_KEEP_RUNNING: broker up time before each fault
+	KeepDead             time.Duration // MTTR_KEEP_DEAD: broker down time; default KeepAlive × FactorOfKeepAlive
+	FactorOfKeepAlive    float64       // MTTR_FACTOR_OF_KEEP_ALIVE: KeepDead as a multiple of KeepAlive
+	RecoveryTimeout      time.Duration // MTTR_RECOVERY_TIMEOUT: how long a cycle waits for every device to recover
+	Fault                string        // MTTR_FAULT: how the broker goes away, one of Faults
+	PingTimeout          time.Duration // MTTR_PING_TIMEOUT: device waits this long for PINGRESP
+	ConnectTimeout       time.Duration // MTTR_CONNECT_TIMEOUT: one connection attempt of a device
+	MaxReconnectInterval time.Duration // MTTR_MAX_RECONNECT_INTERVAL: cap of paho's reconnect backoff
+	ConnectRetryInterval time.Duration // MTTR_CONNECT_RETRY_INTERVAL: between first-connection attempts
+	CleanSession         bool          // MTTR_CLEAN_SESSION: MQTT clean session flag of the devices
+	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
+	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
+	DB                   string        // MTTR_DB: results database
 }
+
+// Faults are the ways MTTR_FAULT can take the broker away.
+var Faults = []string{"stop", "kill", "restart", "recreate", "pause", "disconnect"}
 
 // Defaults holds the value of every setting when its variable is unset.
 var Defaults = Config{
@@ -45,6 +67,20 @@ var Defaults = Config{
 	KeepAlive:        15 * time.Second,
 	SendInterval:     3 * time.Second,
 	ConnectionString: "HostName=localhost;DeviceId=devicemtr;SharedAccessKey=Zm9vYmFy",
+
+	Devices:              1,
+	RestartCount:         5,
+	KeepRunning:          10 * time.Second,
+	FactorOfKeepAlive:    0.5,
+	RecoveryTimeout:      2 * time.Minute,
+	Fault:                "stop",
+	PingTimeout:          10 * time.Second,
+	ConnectTimeout:       30 * time.Second,
+	MaxReconnectInterval: 10 * time.Minute,
+	ConnectRetryInterval: 30 * time.Second,
+	CleanSession:         true,
+	QoS:                  1,
+	DB:                   "results/mttr.db",
 }
 
 // FromEnv loads the configuration from the process environment.
@@ -70,6 +106,24 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.str("MTTR_CONNECTION_STRING", &c.ConnectionString)
 	c.BrokerAddr = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	r.str("MTTR_BROKER_ADDR", &c.BrokerAddr)
+	r.count("MTTR_DEVICES", &c.Devices)
+	r.count("MTTR_RESTART_COUNT", &c.RestartCount)
+	r.duration("MTTR_KEEP_RUNNING", &c.KeepRunning)
+	r.positive("MTTR_FACTOR_OF_KEEP_ALIVE", &c.FactorOfKeepAlive)
+	c.KeepDead = time.Duration(float64(c.KeepAlive) * c.FactorOfKeepAlive)
+	r.duration("MTTR_KEEP_DEAD", &c.KeepDead)
+	r.duration("MTTR_RECOVERY_TIMEOUT", &c.RecoveryTimeout)
+	r.oneOf("MTTR_FAULT", &c.Fault, Faults)
+	r.duration("MTTR_PING_TIMEOUT", &c.PingTimeout)
+	r.duration("MTTR_CONNECT_TIMEOUT", &c.ConnectTimeout)
+	r.duration("MTTR_MAX_RECONNECT_INTERVAL", &c.MaxReconnectInterval)
+	r.duration("MTTR_CONNECT_RETRY_INTERVAL", &c.ConnectRetryInterval)
+	r.boolean("MTTR_CLEAN_SESSION", &c.CleanSession)
+	qos := strconv.Itoa(c.QoS)
+	r.oneOf("MTTR_QOS", &qos, []string{"0", "1"})
+	c.QoS, _ = strconv.Atoi(qos)
+	r.str("MTTR_LABEL", &c.Label)
+	r.str("MTTR_DB", &c.DB)
 	if r.err != nil {
 		return Config{}, r.err
 	}
@@ -148,6 +202,47 @@ func (r *reader) port(name string, dst *int) {
 		return
 	}
 	*dst = n
+}
+
+func (r *reader) positive(name string, dst *float64) {
+	v, ok := r.get(name)
+	if !ok {
+		return
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	switch {
+	case err != nil:
+		r.fail(name, v, "not a number")
+	case !(f > 0) || math.IsInf(f, 0):
+		r.fail(name, v, "must be greater than 0")
+	default:
+		*dst = f
+	}
+}
+
+func (r *reader) oneOf(name string, dst *string, valid []string) {
+	v, ok := r.get(name)
+	if !ok {
+		return
+	}
+	if !slices.Contains(valid, v) {
+		r.fail(name, v, "want one of "+strings.Join(valid, ", "))
+		return
+	}
+	*dst = v
+}
+
+func (r *reader) boolean(name string, dst *bool) {
+	v, ok := r.get(name)
+	if !ok {
+		return
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, v, "want true or false")
+		return
+	}
+	*dst = b
 }
 
 func (r *reader) duration(name string, dst *time.Duration) {

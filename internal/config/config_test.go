@@ -17,6 +17,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	want := Defaults
 	want.BrokerAddr = "localhost:8883"
+	want.KeepDead = 7500 * time.Millisecond
 	if c != want {
 		t.Errorf("Load(empty) =\n%+v\nwant\n%+v", c, want)
 	}
@@ -68,6 +69,15 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_BIND", "localhost", `MTTR_BIND="localhost": not an IP address`},
 		{"MTTR_HOST", "bad host", `MTTR_HOST="bad host"`},
 		{"MTTR_BROKER_ADDR", "nohostport", `MTTR_BROKER_ADDR="nohostport": want host:port`},
+		{"MTTR_DEVICES", "0", `MTTR_DEVICES="0": must be at least 1`},
+		{"MTTR_RESTART_COUNT", "many", `MTTR_RESTART_COUNT="many": not a whole number`},
+		{"MTTR_FACTOR_OF_KEEP_ALIVE", "0", `MTTR_FACTOR_OF_KEEP_ALIVE="0": must be greater than 0`},
+		{"MTTR_FACTOR_OF_KEEP_ALIVE", "half", `MTTR_FACTOR_OF_KEEP_ALIVE="half": not a number`},
+		{"MTTR_FAULT", "explode", `MTTR_FAULT="explode": want one of stop, kill, restart, recreate, pause, disconnect`},
+		{"MTTR_QOS", "2", `MTTR_QOS="2": want one of 0, 1`},
+		{"MTTR_CLEAN_SESSION", "maybe", `MTTR_CLEAN_SESSION="maybe": want true or false`},
+		{"MTTR_KEEP_DEAD", "1x", `MTTR_KEEP_DEAD="1x": not a duration`},
+		{"MTTR_RECOVERY_TIMEOUT", "-5", `MTTR_RECOVERY_TIMEOUT="-5": must be positive`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -79,6 +89,22 @@ func TestLoadBadValues(t *testing.T) {
 				t.Errorf("error %q, want one line containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestKeepDead(t *testing.T) {
+	for _, tt := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, 7500 * time.Millisecond},
+		{map[string]string{"MTTR_KEEP_ALIVE": "4", "MTTR_FACTOR_OF_KEEP_ALIVE": "1.5"}, 6 * time.Second},
+		{map[string]string{"MTTR_KEEP_ALIVE": "4", "MTTR_KEEP_DEAD": "2s"}, 2 * time.Second},
+	} {
+		c, err := Load(env(tt.env))
+		if err != nil || c.KeepDead != tt.want {
+			t.Errorf("Load(%v).KeepDead = %s, %v; want %s", tt.env, c.KeepDead, err, tt.want)
+		}
 	}
 }
 

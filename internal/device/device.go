@@ -9,6 +9,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +86,10 @@ type Device struct {
 	events  chan Event
 	dropped atomic.Int64
 	seq     atomic.Int64
+
+	resubscribe atomic.Pointer[subscription]
+	connackAt   atomic.Int64 // Unix ns the newest connection's first packet (CONNACK) arrived
+	brokenAt    atomic.Int64 // Unix ns the newest connection's first read error
 }
 
 // New builds a device from cfg without connecting it.
@@ -116,9 +122,43 @@ func New(cfg Config) (*Device, error) {
 		SetConnectRetry(false).
 		SetAutoReconnect(true).
 		SetOrderMatters(false).
-		SetConnectionNotificationHandler(d.notify)
+		SetConnectionNotificationHandler(d.notify).
+		SetOnConnectHandler(d.onConnect).
+		SetCustomOpenConnectionFn(d.dial)
 	d.client = paho.NewClient(opts)
 	return d, nil
+}
+
+// dial opens the TLS connection for paho and wraps it, so that the moment
+// the CONNACK arrives and the moment the connection breaks are stamped
+// where they happen, not when paho gets round to notifying us.
+func (d *Device) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	dialer := &net.Dialer{Timeout: o.ConnectTimeout}
+	conn, err := tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
+	if err != nil {
+		return nil, err
+	}
+	d.connackAt.Store(0)
+	d.brokenAt.Store(0)
+	return &stampedConn{Conn: conn, d: d}, nil
+}
+
+// stampedConn records the first read and the first read error.
+type stampedConn struct {
+	net.Conn
+	d             *Device
+	first, broken atomic.Bool
+}
+
+func (c *stampedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.first.Swap(true) {
+		c.d.connackAt.Store(time.Now().UnixNano())
+	}
+	if err != nil && !c.broken.Swap(true) {
+		c.d.brokenAt.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // notify runs on paho's goroutines; it must never block.
@@ -131,8 +171,14 @@ func (d *Device) notify(_ paho.Client, n paho.ConnectionNotification) {
 		e.Kind, e.Err = ConnectFailed, n.Reason
 	case paho.ConnectionNotificationConnected:
 		e.Kind = Connected
+		if at := d.connackAt.Load(); at != 0 {
+			e.At = time.Unix(0, at)
+		}
 	case paho.ConnectionNotificationLost:
 		e.Kind, e.Err = Lost, n.Reason
+		if at := d.brokenAt.Load(); at != 0 {
+			e.At = time.Unix(0, at)
+		}
 	default:
 		return
 	}
@@ -176,14 +222,72 @@ type Message struct {
 // Publish sends one telemetry message and waits for its PUBACK, or until
 // ctx ends.
 func (d *Device) Publish(ctx context.Context) (Message, error) {
+	p := d.Send()
+	at, err := p.Wait(ctx)
+	if err != nil {
+		return Message{Seq: p.Seq, SentAt: p.SentAt}, err
+	}
+	return Message{Seq: p.Seq, SentAt: p.SentAt, Latency: at.Sub(p.SentAt)}, nil
+}
+
+// Pending is a telemetry message handed to paho and not yet acknowledged.
+type Pending struct {
+	Seq    int64
+	SentAt time.Time
+	tok    paho.Token
+}
+
+// Send hands the next telemetry message to paho without waiting. Its payload
+// is {"deviceId":..., "seq":..., "sentAt":<Unix ns>}; seq counts from 1.
+// While the device reconnects, paho keeps QoS 1 messages and sends them
+// once the connection is back.
+func (d *Device) Send() *Pending {
 	seq := d.seq.Add(1)
 	sent := time.Now()
 	payload := fmt.Sprintf(`{"deviceId":%q,"seq":%d,"sentAt":%d}`, d.ID(), seq, sent.UnixNano())
-	tok := d.client.Publish(d.cfg.Identity.Topic(), d.cfg.QoS, false, payload)
-	if err := wait(ctx, tok); err != nil {
-		return Message{Seq: seq, SentAt: sent}, fmt.Errorf("publish %d: %w", seq, err)
+	return &Pending{Seq: seq, SentAt: sent, tok: d.client.Publish(d.cfg.Identity.Topic(), d.cfg.QoS, false, payload)}
+}
+
+// Wait waits for the message's PUBACK (for QoS 0: its hand-over to the
+// network) and returns when it arrived.
+func (p *Pending) Wait(ctx context.Context) (time.Time, error) {
+	if err := wait(ctx, p.tok); err != nil {
+		return time.Time{}, fmt.Errorf("publish %d: %w", p.Seq, err)
 	}
-	return Message{Seq: seq, SentAt: sent, Latency: time.Since(sent)}, nil
+	return time.Now(), nil
+}
+
+// Telemetry is the payload a device publishes.
+type Telemetry struct {
+	DeviceID string `json:"deviceId"`
+	Seq      int64  `json:"seq"`
+	SentAt   int64  `json:"sentAt"`
+}
+
+// Subscribe subscribes to topic (wildcards allowed) and calls fn, on paho's
+// goroutine, for every message delivered; fn must not block. The
+// subscription is renewed after every reconnect.
+func (d *Device) Subscribe(ctx context.Context, topic string, qos byte, fn func(topic string, payload []byte, at time.Time)) error {
+	handler := func(_ paho.Client, m paho.Message) { fn(m.Topic(), m.Payload(), time.Now()) }
+	d.resubscribe.Store(&subscription{topic: topic, qos: qos, handler: handler})
+	if err := wait(ctx, d.client.Subscribe(topic, qos, handler)); err != nil {
+		return fmt.Errorf("subscribe %s: %w", topic, err)
+	}
+	return nil
+}
+
+type subscription struct {
+	topic   string
+	qos     byte
+	handler paho.MessageHandler
+}
+
+// onConnect renews the subscription after a reconnect; paho runs it on its
+// own goroutine.
+func (d *Device) onConnect(c paho.Client) {
+	if s := d.resubscribe.Load(); s != nil {
+		c.Subscribe(s.topic, s.qos, s.handler)
+	}
 }
 
 // Close disconnects, giving in-flight work up to 250 ms.

@@ -1,12 +1,14 @@
 // Package mqtttest runs an in-process MQTT broker (mochi-mqtt) over TLS on
-// 127.0.0.1 for tests that must not need Docker. Its certificate comes from
-// package certs, so the TLS path is the one the real broker uses.
+// 127.0.0.1 for tests that must not need Docker, and a proxy in front of it
+// that can freeze traffic. Its certificate comes from package certs, so the
+// TLS path is the one the real broker uses.
 package mqtttest
 
 import (
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 
@@ -17,18 +19,22 @@ import (
 	"github.com/mttrlab/mttr/internal/certs"
 )
 
-// Broker is a running in-process broker.
+// Broker is an in-process broker that can be stopped and started again on
+// the same address.
 type Broker struct {
 	Addr     string      // host:port it listens on
 	Host     string      // name its certificate carries
 	CertPath string      // its certificate, the only root a client needs
 	Client   *tls.Config // trusts only the certificate and verifies Host
-	server   *mochi.Server
-	once     sync.Once
+
+	t      testing.TB
+	server *tls.Config
+	mu     sync.Mutex
+	srv    *mochi.Server // nil while stopped
 }
 
 // Start runs a broker on 127.0.0.1 with a fresh certificate for host and
-// closes it when the test ends.
+// stops it when the test ends.
 func Start(t testing.TB, host string) *Broker {
 	t.Helper()
 	pair := certs.For(t.TempDir(), host)
@@ -43,31 +49,172 @@ func Start(t testing.TB, host string) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	ln := listeners.NewTCP(listeners.Config{
-		ID:        "tls",
-		Address:   "127.0.0.1:0",
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{kp}},
-	})
-	if err := srv.AddListener(ln); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
 	b := &Broker{
-		Addr:     ln.Address(),
+		Addr:     "127.0.0.1:0",
 		Host:     host,
 		CertPath: pair.CertPath,
 		Client:   &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
-		server:   srv,
+		t:        t,
+		server:   &tls.Config{Certificates: []tls.Certificate{kp}},
+	}
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
 	return b
 }
 
+// Restart starts the broker again on its address after Close. It has no
+// memory of earlier sessions, like a restarted container.
+func (b *Broker) Restart() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv != nil {
+		return nil
+	}
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return err
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: b.Addr, TLSConfig: b.server})
+	if err := srv.AddListener(ln); err != nil {
+		return err
+	}
+	if err := srv.Serve(); err != nil {
+		return err
+	}
+	b.Addr = ln.Address()
+	b.srv = srv
+	return nil
+}
+
 // Close stops the broker and drops every client. Calling it twice is safe.
-func (b *Broker) Close() { b.once.Do(func() { _ = b.server.Close() }) }
+func (b *Broker) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv != nil {
+		_ = b.srv.Close()
+		b.srv = nil
+	}
+}
+
+// Proxy relays TCP connections to a target and can freeze them: while
+// paused, connections stay open but no byte moves in either direction and
+// new connections wait, as with a frozen broker.
+type Proxy struct {
+	Addr   string
+	target string
+	ln     net.Listener
+
+	mu     sync.Mutex
+	open   chan struct{} // closed while traffic flows
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// NewProxy relays connections on a free port of 127.0.0.1 to target until
+// the test ends.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Addr: ln.Addr().String(), target: target, ln: ln, open: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	close(p.open)
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Pause freezes traffic.
+func (p *Proxy) Pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+		p.open = make(chan struct{})
+	default:
+	}
+}
+
+// Resume lets traffic flow again.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+	default:
+		close(p.open)
+	}
+}
+
+func (p *Proxy) gate() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open
+}
+
+// Close stops the proxy and drops its connections.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.Resume()
+	p.ln.Close()
+}
+
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *Proxy) accept() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(in) {
+			return
+		}
+		go func() {
+			<-p.gate()
+			out, err := net.Dial("tcp", p.target)
+			if err != nil || !p.track(out) {
+				in.Close()
+				return
+			}
+			go p.pipe(out, in)
+			p.pipe(in, out)
+		}()
+	}
+}
+
+// pipe copies src to dst, holding each chunk while paused.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			<-p.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,231 @@
+// Package mttr is the recovery experiment. It believes a recovery time is
+// only worth having if every part of it is observed, not inferred: the fault
+// takes effect, the device notices, the broker is back, the device
+// reconnects and its first message is acknowledged. It repeats a fault
+// cycle, builds a timeline per device and cycle from timestamped events,
+// and hands each cycle to a sink as soon as it ends. It knows the broker
+// only through the Fault interface, so its tests run against an in-process
+// broker.
+package mttr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Fault takes the broker away and brings it back.
+type Fault interface {
+	// Inject makes the broker unavailable and returns when that took effect.
+	Inject(ctx context.Context) (time.Time, error)
+	// Heal starts bringing it back and returns when that call returned.
+	Heal(ctx context.Context) (time.Time, error)
+	// Ready blocks until the broker answers an MQTT CONNECT with a CONNACK
+	// and returns when that CONNACK arrived.
+	Ready(ctx context.Context) (time.Time, error)
+}
+
+// Instant is implemented by faults whose Inject also heals (an engine
+// restart); the experiment then does not wait KeepDead.
+type Instant interface{ Instant() bool }
+
+// Plan is what one run does.
+type Plan struct {
+	Cycles          int
+	KeepRunning     time.Duration // broker up before each fault
+	KeepDead        time.Duration // broker down
+	RecoveryTimeout time.Duration // longest wait for every device to recover
+	SettleTimeout   time.Duration // longest wait for in-flight messages at a cycle's end; 0 means 2s
+	QoS             byte
+}
+
+// Sink receives each cycle's rows, one per device, as soon as it ends.
+type Sink func(ctx context.Context, rows []store.Cycle) error
+
+// ErrInterrupted reports a run stopped by its context (Ctrl-C, SIGTERM).
+var ErrInterrupted = errors.New("interrupted")
+
+// Run repeats plan.Cycles fault cycles against fleet and hands each one to
+// sink. When ctx ends it heals the broker if it is down, and returns the
+// cycles completed so far with an error wrapping ErrInterrupted. A device
+// that does not recover within RecoveryTimeout is recorded as not recovered
+// and the run goes on.
+func Run(ctx context.Context, plan Plan, fault Fault, fleet *Fleet, sink Sink, progress io.Writer) (Summary, error) {
+	if plan.SettleTimeout == 0 {
+		plan.SettleTimeout = 2 * time.Second
+	}
+	var sum Summary
+	p := newProgress(progress, plan)
+	var missed int64
+	for n := 1; n <= plan.Cycles; n++ {
+		rows, err := runCycle(ctx, n, plan, fault, fleet, missed)
+		if len(rows) > 0 {
+			if serr := sink(context.WithoutCancel(ctx), rows); serr != nil {
+				return sum, fmt.Errorf("cycle %d: %w", n, serr)
+			}
+			sum.add(rows)
+			p.cycle(n, rows, sum)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return sum, fmt.Errorf("cycle %d: %w", n, ErrInterrupted)
+			}
+			return sum, fmt.Errorf("cycle %d: %w", n, err)
+		}
+		missed = fleet.unverified()
+	}
+	return sum, nil
+}
+
+// runCycle runs one cycle. It returns rows whenever the fault was injected,
+// even when it fails or is interrupted after that.
+func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet *Fleet, missed int64) ([]store.Cycle, error) {
+	m := Marks{Start: time.Now()}
+	if err := pause(ctx, plan.KeepRunning); err != nil {
+		return nil, err
+	}
+	m.Inject = time.Now()
+	at, err := fault.Inject(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("inject: %w", err)
+	}
+	m.FaultAt = at
+	if inst, ok := fault.(Instant); !ok || !inst.Instant() {
+		if err := pause(ctx, plan.KeepDead); err != nil {
+			// Interrupted while the broker is down: bring it back first.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			m.HealedAt, err = fault.Heal(hctx)
+			m.End = time.Now()
+			return rowsFor(n, fleet, m, "interrupted before healing"), errors.Join(ctx.Err(), err)
+		}
+	}
+	if m.HealedAt, err = fault.Heal(ctx); err != nil {
+		m.End = time.Now()
+		return rowsFor(n, fleet, m, "heal: "+err.Error()), fmt.Errorf("heal: %w", err)
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, plan.RecoveryTimeout)
+	defer cancel()
+	var readyErr error
+	m.ProbeAt, readyErr = awaitRecovery(rctx, fault, fleet, m.HealedAt)
+	m.End = time.Now()
+	settle(ctx, fleet, plan, missed)
+	note := ""
+	switch {
+	case ctx.Err() != nil:
+		note = "interrupted before recovery"
+	case readyErr != nil && rctx.Err() == nil:
+		note = "broker not ready: " + readyErr.Error()
+	}
+	rows := rowsFor(n, fleet, m, note)
+	for _, d := range fleet.drivers {
+		d.forget(m.Inject)
+	}
+	if ctx.Err() != nil {
+		return rows, ctx.Err()
+	}
+	if readyErr != nil && rctx.Err() == nil {
+		return rows, fmt.Errorf("ready: %w", readyErr)
+	}
+	return rows, nil
+}
+
+// awaitRecovery probes the broker until it is ready, then nudges devices
+// that never lost their connection to publish, and waits until every device
+// has a PUBACK after healed or ctx ends. It returns the probe's ready time.
+func awaitRecovery(ctx context.Context, fault Fault, fleet *Fleet, healed time.Time) (time.Time, error) {
+	type result struct {
+		at  time.Time
+		err error
+	}
+	ready := make(chan result, 1)
+	go func() {
+		at, err := fault.Ready(ctx)
+		ready <- result{at, err}
+	}()
+	var probe *result
+	for probe == nil || !fleet.recovered(healed) {
+		select {
+		case r := <-ready:
+			probe = &r
+			if r.err != nil {
+				return time.Time{}, r.err
+			}
+			fleet.nudge()
+		case <-fleet.changed:
+		case <-ctx.Done():
+			if probe == nil {
+				r := <-ready
+				probe = &r
+			}
+			return probe.at, probe.err
+		}
+	}
+	return probe.at, nil
+}
+
+// settle waits until no message is in flight and the verifier has caught
+// up, or SettleTimeout passes.
+func settle(ctx context.Context, fleet *Fleet, plan Plan, missed int64) {
+	t := time.NewTimer(plan.SettleTimeout)
+	defer t.Stop()
+	for !fleet.settled(plan.QoS, missed) {
+		select {
+		case <-fleet.changed:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func rowsFor(n int, fleet *Fleet, m Marks, note string) []store.Cycle {
+	rows := make([]store.Cycle, 0, len(fleet.drivers))
+	for _, d := range fleet.drivers {
+		id := d.dev.ID()
+		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m)
+		switch {
+		case note != "":
+			row.Error = note
+		case row.FirstAckAt == 0:
+			row.Error = fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond))
+		}
+		rows = append(rows, row)
+	}
+	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })
+	return rows
+}
+
+// compareDevice orders "d", "d-2", ..., "d-10" numerically.
+func compareDevice(a, b string) int {
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// pause waits d or until ctx ends. It waits on a configured duration, not
+// on an event.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

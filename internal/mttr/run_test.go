@@ -1,0 +1,313 @@
+package mttr
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/mqtttest"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// stopFault closes the in-process broker (listener and every connection)
+// and starts it again on the same port.
+type stopFault struct {
+	b      *mqtttest.Broker
+	addr   string
+	tls    *tls.Config
+	onHeal func()
+}
+
+func (f *stopFault) Inject(context.Context) (time.Time, error) { f.b.Close(); return time.Now(), nil }
+func (f *stopFault) Heal(context.Context) (time.Time, error) {
+	if f.onHeal != nil {
+		f.onHeal()
+	}
+	err := f.b.Restart()
+	return time.Now(), err
+}
+func (f *stopFault) Ready(ctx context.Context) (time.Time, error) {
+	return broker.WaitReady(ctx, f.addr, f.tls, 10*time.Millisecond, nil)
+}
+
+// pauseFault freezes traffic through a proxy: connections stay open, the
+// broker stops answering.
+type pauseFault struct {
+	p   *mqtttest.Proxy
+	tls *tls.Config
+}
+
+func (f *pauseFault) Inject(context.Context) (time.Time, error) { f.p.Pause(); return time.Now(), nil }
+func (f *pauseFault) Heal(context.Context) (time.Time, error)   { f.p.Resume(); return time.Now(), nil }
+func (f *pauseFault) Ready(ctx context.Context) (time.Time, error) {
+	return broker.WaitReady(ctx, f.p.Addr, f.tls, 10*time.Millisecond, nil)
+}
+
+// deadFault never comes back.
+type deadFault struct{ stopFault }
+
+func (f *deadFault) Heal(context.Context) (time.Time, error) { return time.Now(), nil }
+
+var fastTimings = device.Timings{
+	KeepAlive: 2 * time.Second, PingTimeout: 500 * time.Millisecond, ConnectTimeout: time.Second,
+	MaxReconnectInterval: 50 * time.Millisecond, ConnectRetryInterval: 50 * time.Millisecond,
+}
+
+func configs(addr string, tlsConf *tls.Config, n int, timings device.Timings) ([]device.Config, device.Config) {
+	mk := func(id string) device.Config {
+		return device.Config{
+			Identity:   device.Identity{HostName: "localhost", DeviceID: id, SharedAccessKey: "Zm9vYmFy"},
+			BrokerAddr: addr, TLS: tlsConf, Timings: timings, QoS: 1,
+		}
+	}
+	devs := make([]device.Config, n)
+	for i := range devs {
+		devs[i] = mk(DeviceID("dev", i))
+	}
+	return devs, mk("dev-verifier")
+}
+
+func connect(t *testing.T, addr string, tlsConf *tls.Config, n int, timings device.Timings, interval time.Duration) *Fleet {
+	t.Helper()
+	devs, ver := configs(addr, tlsConf, n, timings)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	f, err := Connect(ctx, devs, ver, interval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+type collected struct {
+	mu   sync.Mutex
+	rows []store.Cycle
+}
+
+func (c *collected) sink(_ context.Context, rows []store.Cycle) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rows = append(c.rows, rows...)
+	return nil
+}
+
+func runCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// checkOrder asserts fault_at ≤ healed_at ≤ ready_at ≤ first_ack_at and
+// that lost_at, when set, is not before the fault was injected.
+func checkOrder(t *testing.T, r store.Cycle) {
+	t.Helper()
+	if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
+		t.Errorf("cycle %d %s out of order: fault %d healed %d ready %d first ack %d",
+			r.Cycle, r.Device, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
+	}
+	if r.ReconnectedAt != 0 && (r.ReconnectedAt < r.HealedAt || r.ReconnectedAt > r.FirstAckAt) {
+		t.Errorf("cycle %d %s reconnected %d outside [healed %d, first ack %d]", r.Cycle, r.Device, r.ReconnectedAt, r.HealedAt, r.FirstAckAt)
+	}
+}
+
+func TestRunStopLikeFault(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	fleet := connect(t, b.Addr, b.Client, 3, fastTimings, 100*time.Millisecond)
+	var got collected
+	plan := Plan{Cycles: 2, KeepRunning: 300 * time.Millisecond, KeepDead: 300 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
+	var out strings.Builder
+	sum, err := Run(runCtx(t), plan, &stopFault{b: b, addr: b.Addr, tls: b.Client}, fleet, got.sink, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.rows) != 6 || sum.Cycles != 2 || sum.Rows != 6 || sum.NotRecovered != 0 {
+		t.Fatalf("rows %d, summary %+v", len(got.rows), sum)
+	}
+	for _, r := range got.rows {
+		checkOrder(t, r)
+		if r.LostAt == 0 || r.ReconnectedAt == 0 {
+			t.Errorf("cycle %d %s: lost %d reconnected %d; a closed broker must be noticed", r.Cycle, r.Device, r.LostAt, r.ReconnectedAt)
+		}
+		if r.LastAckBeforeAt == 0 || r.LastAckBeforeAt > r.FaultAt {
+			t.Errorf("cycle %d %s: last ack before %d, fault %d", r.Cycle, r.Device, r.LastAckBeforeAt, r.FaultAt)
+		}
+		if r.Error != "" {
+			t.Errorf("cycle %d %s: error %q", r.Cycle, r.Device, r.Error)
+		}
+		if r.Published == 0 || r.Acknowledged+r.Lost < r.Published-r.Delivered {
+			t.Errorf("cycle %d %s counters: %+v", r.Cycle, r.Device, r)
+		}
+	}
+	if got.rows[0].Device != "dev" || got.rows[1].Device != "dev-2" || got.rows[2].Device != "dev-3" {
+		t.Errorf("device order %s %s %s", got.rows[0].Device, got.rows[1].Device, got.rows[2].Device)
+	}
+	if n := strings.Count(out.String(), "\ncycle ") + strings.Count(out.String()[:min(6, len(out.String()))], "cycle "); n != 2 {
+		t.Errorf("progress printed %d cycle lines:\n%s", n, out.String())
+	}
+}
+
+func TestRunPauseShorterThanKeepAlive(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	p := mqtttest.NewProxy(t, b.Addr)
+	timings := fastTimings
+	timings.KeepAlive = 5 * time.Second
+	fleet := connect(t, p.Addr, b.Client, 2, timings, 100*time.Millisecond)
+	var got collected
+	plan := Plan{Cycles: 2, KeepRunning: 300 * time.Millisecond, KeepDead: 500 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
+	if _, err := Run(runCtx(t), plan, &pauseFault{p: p, tls: b.Client}, fleet, got.sink, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.rows) != 4 {
+		t.Fatalf("%d rows", len(got.rows))
+	}
+	for _, r := range got.rows {
+		checkOrder(t, r)
+		if r.LostAt != 0 || r.ReconnectedAt != 0 {
+			t.Errorf("cycle %d %s: a pause shorter than keep-alive was noticed (lost %d, reconnected %d)", r.Cycle, r.Device, r.LostAt, r.ReconnectedAt)
+		}
+		if r.Lost != 0 || r.Acknowledged != r.Published || r.Delivered != r.Published {
+			t.Errorf("cycle %d %s lost QoS 1 messages: %+v", r.Cycle, r.Device, r)
+		}
+	}
+}
+
+func TestRunPauseLongerThanKeepAlive(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	p := mqtttest.NewProxy(t, b.Addr)
+	timings := fastTimings
+	timings.KeepAlive = time.Second
+	timings.PingTimeout = 300 * time.Millisecond
+	fleet := connect(t, p.Addr, b.Client, 1, timings, 200*time.Millisecond)
+	var got collected
+	plan := Plan{Cycles: 1, KeepRunning: 200 * time.Millisecond, KeepDead: 2500 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
+	if _, err := Run(runCtx(t), plan, &pauseFault{p: p, tls: b.Client}, fleet, got.sink, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	r := got.rows[0]
+	checkOrder(t, r)
+	if r.LostAt == 0 || r.LostAt < r.FaultAt || r.LostAt > r.HealedAt {
+		t.Errorf("keep-alive detection: lost %d, want within [fault %d, healed %d]", r.LostAt, r.FaultAt, r.HealedAt)
+	}
+}
+
+func TestRunRecoveryTimeout(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	fleet := connect(t, b.Addr, b.Client, 2, fastTimings, 100*time.Millisecond)
+	var got collected
+	plan := Plan{Cycles: 2, KeepRunning: 100 * time.Millisecond, KeepDead: 100 * time.Millisecond, RecoveryTimeout: 500 * time.Millisecond, QoS: 1}
+	f := &deadFault{stopFault{b: b, addr: b.Addr, tls: b.Client}}
+	_, err := Run(runCtx(t), plan, f, fleet, got.sink, io.Discard)
+	if err != nil {
+		t.Fatalf("a broker that never returns must not fail the run: %v", err)
+	}
+	if len(got.rows) != 4 {
+		t.Fatalf("%d rows, want 4", len(got.rows))
+	}
+	for _, r := range got.rows {
+		if r.FirstAckAt != 0 || r.ReadyAt != 0 || !strings.HasPrefix(r.Error, "not recovered within") {
+			t.Errorf("cycle %d %s: %+v", r.Cycle, r.Device, r)
+		}
+	}
+}
+
+func TestRunInterrupted(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	fleet := connect(t, b.Addr, b.Client, 1, fastTimings, 100*time.Millisecond)
+	var got collected
+	ctx, cancel := context.WithCancel(runCtx(t))
+	healed := make(chan struct{})
+	f := &stopFault{b: b, addr: b.Addr, tls: b.Client}
+	plan := Plan{Cycles: 5, KeepRunning: 100 * time.Millisecond, KeepDead: 200 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
+	// Interrupt during the second cycle's outage.
+	inject := 0
+	wrapped := &hookFault{Fault: f, afterInject: func() {
+		if inject++; inject == 2 {
+			cancel()
+		}
+	}, afterHeal: func() { close(healed) }}
+	sum, err := Run(ctx, plan, wrapped, fleet, got.sink, io.Discard)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("Run = %v, want ErrInterrupted", err)
+	}
+	if sum.Cycles != 2 || len(got.rows) != 2 || got.rows[0].Error != "" || got.rows[1].Error != "interrupted before healing" {
+		t.Fatalf("summary %+v rows %+v", sum, got.rows)
+	}
+	select {
+	case <-healed:
+	default:
+		t.Error("the broker was left down")
+	}
+	if err := broker.Probe(runCtx(t), b.Addr, b.Client); err != nil {
+		t.Errorf("broker not answering after an interrupted run: %v", err)
+	}
+}
+
+type hookFault struct {
+	Fault
+	afterInject, afterHeal func()
+	heals                  int
+}
+
+func (h *hookFault) Inject(ctx context.Context) (time.Time, error) {
+	at, err := h.Fault.Inject(ctx)
+	h.afterInject()
+	return at, err
+}
+
+func (h *hookFault) Heal(ctx context.Context) (time.Time, error) {
+	at, err := h.Fault.Heal(ctx)
+	if h.heals++; h.heals == 2 {
+		h.afterHeal()
+	}
+	return at, err
+}
+
+func TestRunFailingFault(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	fleet := connect(t, b.Addr, b.Client, 1, fastTimings, 100*time.Millisecond)
+	var got collected
+	gone := errors.New("engine gone")
+	f := &failFault{stopFault: stopFault{b: b, addr: b.Addr, tls: b.Client}, failHeal: 2, err: gone}
+	plan := Plan{Cycles: 3, KeepRunning: 100 * time.Millisecond, KeepDead: 100 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
+	_, err := Run(runCtx(t), plan, f, fleet, got.sink, io.Discard)
+	if !errors.Is(err, gone) {
+		t.Fatalf("Run = %v, want %v", err, gone)
+	}
+	if len(got.rows) != 2 || got.rows[0].Error != "" || !strings.Contains(got.rows[1].Error, "engine gone") {
+		t.Fatalf("rows %+v", got.rows)
+	}
+}
+
+type failFault struct {
+	stopFault
+	failHeal, heals int
+	err             error
+}
+
+func (f *failFault) Heal(ctx context.Context) (time.Time, error) {
+	if f.heals++; f.heals == f.failHeal {
+		return time.Time{}, f.err
+	}
+	return f.stopFault.Heal(ctx)
+}
+
+func TestDeviceID(t *testing.T) {
+	for i, want := range []string{"d", "d-2", "d-3"} {
+		if got := DeviceID("d", i); got != want {
+			t.Errorf("DeviceID(d, %d) = %q, want %q", i, got, want)
+		}
+	}
+	if compareDevice("d-10", "d-9") <= 0 || compareDevice("d", "d-2") >= 0 {
+		t.Error("compareDevice does not order numerically")
+	}
+	_ = fmt.Sprint()
+}

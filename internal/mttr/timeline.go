@@ -1,0 +1,110 @@
+package mttr
+
+import (
+	"time"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Marks are the broker-side moments of one cycle, shared by every device.
+type Marks struct {
+	Start    time.Time // the cycle began (its keep-running phase)
+	Inject   time.Time // we began injecting the fault
+	FaultAt  time.Time // the fault took effect
+	HealedAt time.Time // the heal call returned (or the engine reported the start)
+	ProbeAt  time.Time // our readiness probe's first CONNACK after healing; zero if none
+	End      time.Time // the cycle ended: everyone recovered, or the timeout
+}
+
+// timeline builds one device's row for cycle n from its observations and
+// what the verifier saw of its messages. Definitions (README "Timeline"):
+//
+//   - lost_at: the device's first connection loss at or after Inject.
+//   - first_ack_at: its first PUBACK at or after HealedAt.
+//   - ready_at: the first moment after healing that the broker demonstrably
+//     answered: our probe's CONNACK, or any CONNACK or PUBACK of this device
+//     if earlier (never before HealedAt).
+//   - reconnected_at: its first CONNACK at or after HealedAt, if it lost
+//     the connection.
+//   - last_ack_before_at: its last PUBACK before Inject.
+//
+// Messages count in the cycle they were published in, [Start, End).
+func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks) store.Cycle {
+	c := store.Cycle{Cycle: n, Device: device, FaultAt: ns(m.FaultAt), HealedAt: ns(m.HealedAt)}
+	var lost, reconnected, firstAck, lastAckBefore, deviceReady time.Time
+	attempts := 0
+	for _, o := range log {
+		switch o.kind {
+		case obsLost:
+			if lost.IsZero() && !o.at.Before(m.Inject) {
+				lost = o.at
+			}
+		case obsAttempt:
+			if !lost.IsZero() && reconnected.IsZero() {
+				attempts++
+			}
+		case obsConnected:
+			if !o.at.Before(m.HealedAt) {
+				if !lost.IsZero() && reconnected.IsZero() {
+					reconnected = o.at
+				}
+				deviceReady = earliest(deviceReady, o.at)
+			}
+		case obsAcked:
+			if o.at.Before(m.Inject) {
+				lastAckBefore = o.at
+			}
+			if firstAck.IsZero() && !m.HealedAt.IsZero() && !o.at.Before(m.HealedAt) {
+				firstAck = o.at
+				deviceReady = earliest(deviceReady, o.at)
+			}
+		}
+	}
+	ready := earliest(m.ProbeAt, deviceReady)
+	c.LostAt, c.ReconnectedAt, c.FirstAckAt = ns(lost), ns(reconnected), ns(firstAck)
+	c.LastAckBeforeAt, c.ReadyAt = ns(lastAckBefore), ns(ready)
+	c.ReconnectAttempts = attempts
+
+	var seqs []int64
+	acked := make(map[int64]bool)
+	for _, o := range log {
+		switch {
+		case o.kind == obsPublished && !o.at.Before(m.Start) && o.at.Before(m.End):
+			seqs = append(seqs, o.seq)
+		case o.kind == obsAcked:
+			acked[o.seq] = true
+		}
+	}
+	seen := delivered(seqs)
+	for _, s := range seqs {
+		c.Published++
+		if acked[s] {
+			c.Acknowledged++
+		}
+		if k := seen[s]; k > 0 {
+			c.Delivered++
+			c.Duplicated += k - 1
+		} else if !acked[s] {
+			c.Lost++
+		}
+	}
+	return c
+}
+
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// earliest returns the earlier of two times, ignoring zero ones.
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
+}

@@ -1,0 +1,346 @@
+// Package store keeps MTTR runs and their cycles in SQLite (pure Go,
+// modernc.org/sqlite). The schema is a public interface, versioned with
+// goose migrations: people query it with sqlite3, reports read it while a
+// run writes it (WAL), and every cycle is committed the moment it ends, so a
+// crash loses at most the cycle in progress.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Run statuses.
+const (
+	StatusRunning     = "running"
+	StatusCompleted   = "completed"
+	StatusInterrupted = "interrupted"
+	StatusFailed      = "failed"
+	StatusAbandoned   = "abandoned"
+)
+
+// Store is an open results database.
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+// ErrNotMTTR reports a file that is not an MTTR database.
+var ErrNotMTTR = errors.New("not an MTTR results database")
+
+// ErrNewerSchema reports a database written by a newer MTTR lab.
+var ErrNewerSchema = errors.New("database schema is newer than this tool")
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	if readOnly {
+		q.Set("mode", "ro")
+	} else {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+func provider(db *sql.DB) (*goose.Provider, error) {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	return goose.NewProvider(goose.DialectSQLite3, db, sub)
+}
+
+// Open opens (creating it and its directory if needed) the database at path
+// for writing and brings its schema up to date.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenReadOnly opens an existing database without changing it. It fails
+// with ErrNotMTTR or ErrNewerSchema when the file is not one it can read.
+func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	have, err := s.Version(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if want := Latest(); have < want {
+		db.Close()
+		return nil, fmt.Errorf("store %s: schema version %d, want %d: run `mage mttr` once to migrate it", path, have, want)
+	}
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	have, err := s.Version(ctx)
+	if err != nil && !errors.Is(err, errEmpty) {
+		return err
+	}
+	if have > Latest() {
+		return fmt.Errorf("store %s: schema version %d: %w (this tool knows up to %d)", s.path, have, ErrNewerSchema, Latest())
+	}
+	p, err := provider(s.db)
+	if err != nil {
+		return fmt.Errorf("store: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("store %s: migrate: %w", s.path, err)
+	}
+	return nil
+}
+
+var errEmpty = errors.New("empty database")
+
+// Latest is the schema version this tool writes.
+func Latest() int64 {
+	entries, _ := fs.Glob(migrations, "migrations/*.sql")
+	return int64(len(entries))
+}
+
+// Version returns the database's schema version. A file that is not SQLite,
+// or SQLite without MTTR tables, gives ErrNotMTTR; an empty new file gives
+// an error wrapping errEmpty.
+func (s *Store) Version(ctx context.Context) (int64, error) {
+	var tables int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&tables); err != nil {
+		return 0, fmt.Errorf("store %s: %w: %v", s.path, ErrNotMTTR, err)
+	}
+	if tables == 0 {
+		return 0, fmt.Errorf("store %s: %w", s.path, errEmpty)
+	}
+	var v int64
+	err := s.db.QueryRowContext(ctx, `SELECT max(version_id) FROM goose_db_version WHERE is_applied`).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("store %s: %w", s.path, ErrNotMTTR)
+	}
+	return v, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is where the database lives.
+func (s *Store) Path() string { return s.path }
+
+// DB exposes the database for read-only queries by other packages.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Run is one experiment's row in runs.
+type Run struct {
+	ID            int64
+	StartedAt     time.Time
+	FinishedAt    time.Time // zero while running
+	Status        string
+	Error         string
+	Label         string
+	Fault         string
+	KeepAlive     time.Duration
+	KeepDead      time.Duration
+	KeepRunning   time.Duration
+	Devices       int
+	CyclesPlanned int
+	ConfigJSON    string
+	ToolVersion   string
+	EngineVersion string
+	ImageID       string
+	Host          string // MTTR_HOST
+	Machine       string // host name of the machine that ran it
+	PID           int
+}
+
+// StartRun inserts r with status running and returns its id.
+func (s *Store) StartRun(ctx context.Context, r Run) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `INSERT INTO runs
+		(started_at, status, label, fault, keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned,
+		 config_json, tool_version, engine_version, image_id, host, machine, pid)
+		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.StartedAt.UnixNano(), r.Label, r.Fault, r.KeepAlive.Milliseconds(), r.KeepDead.Milliseconds(),
+		r.KeepRunning.Milliseconds(), r.Devices, r.CyclesPlanned, r.ConfigJSON, r.ToolVersion, r.EngineVersion,
+		r.ImageID, r.Host, r.Machine, r.PID)
+	if err != nil {
+		return 0, fmt.Errorf("store: start run: %w", err)
+	}
+	return res.LastInsertId()
+}
+
+// SetImage records the image and engine a run uses, once they are known.
+func (s *Store) SetImage(ctx context.Context, id int64, imageID, engineVersion string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE runs SET image_id = ?, engine_version = ? WHERE id = ?`, imageID, engineVersion, id)
+	if err != nil {
+		return fmt.Errorf("store: run %d: %w", id, err)
+	}
+	return nil
+}
+
+// FinishRun sets a run's final status, its end time and error text.
+func (s *Store) FinishRun(ctx context.Context, id int64, status, errText string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
+		status, errText, time.Now().UnixNano(), id)
+	if err != nil {
+		return fmt.Errorf("store: finish run %d: %w", id, err)
+	}
+	return nil
+}
+
+// Cycle is one device's row in cycles. Times are Unix nanoseconds, 0 when
+// the event did not happen (stored as NULL).
+type Cycle struct {
+	Cycle             int
+	Device            string
+	FaultAt           int64
+	LostAt            int64
+	HealedAt          int64
+	ReadyAt           int64
+	ReconnectedAt     int64
+	FirstAckAt        int64
+	LastAckBeforeAt   int64
+	ReconnectAttempts int
+	Published         int
+	Acknowledged      int
+	Delivered         int
+	Lost              int
+	Duplicated        int
+	Error             string
+}
+
+// SaveCycle commits the rows of one cycle (one per device) in a single
+// transaction.
+func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []Cycle) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: save cycle: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO cycles
+		(run_id, cycle, device, fault_at, lost_at, healed_at, ready_at, reconnected_at, first_ack_at, last_ack_before_at,
+		 reconnect_attempts, published, acknowledged, delivered, lost, duplicated, error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))`)
+	if err != nil {
+		return fmt.Errorf("store: save cycle: %w", err)
+	}
+	defer stmt.Close()
+	for _, c := range rows {
+		_, err := stmt.ExecContext(ctx, runID, c.Cycle, c.Device,
+			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ReadyAt), null(c.ReconnectedAt), null(c.FirstAckAt),
+			null(c.LastAckBeforeAt), c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error)
+		if err != nil {
+			return fmt.Errorf("store: save cycle %d of %s: %w", c.Cycle, c.Device, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: save cycle: %w", err)
+	}
+	return nil
+}
+
+func null(ns int64) any {
+	if ns == 0 {
+		return nil
+	}
+	return ns
+}
+
+// Running returns the runs still marked running.
+func (s *Store) Running(ctx context.Context) ([]Run, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, machine, pid FROM runs WHERE status = 'running'`)
+	if err != nil {
+		return nil, fmt.Errorf("store: running runs: %w", err)
+	}
+	defer rows.Close()
+	var runs []Run
+	for rows.Next() {
+		var r Run
+		if err := rows.Scan(&r.ID, &r.Machine, &r.PID); err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	return runs, rows.Err()
+}
+
+// Cycles returns a run's cycles ordered by cycle and device.
+func (s *Store) Cycles(ctx context.Context, runID int64) ([]Cycle, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT cycle, device,
+		coalesce(fault_at, 0), coalesce(lost_at, 0), coalesce(healed_at, 0), coalesce(ready_at, 0),
+		coalesce(reconnected_at, 0), coalesce(first_ack_at, 0), coalesce(last_ack_before_at, 0),
+		reconnect_attempts, published, acknowledged, delivered, lost, duplicated, coalesce(error, '')
+		FROM cycles WHERE run_id = ? ORDER BY cycle, device`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
+	}
+	defer rows.Close()
+	var out []Cycle
+	for rows.Next() {
+		var c Cycle
+		if err := rows.Scan(&c.Cycle, &c.Device, &c.FaultAt, &c.LostAt, &c.HealedAt, &c.ReadyAt, &c.ReconnectedAt,
+			&c.FirstAckAt, &c.LastAckBeforeAt, &c.ReconnectAttempts, &c.Published, &c.Acknowledged, &c.Delivered,
+			&c.Lost, &c.Duplicated, &c.Error); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// GetRun returns the run with id.
+func (s *Store) GetRun(ctx context.Context, id int64) (Run, error) {
+	var r Run
+	var started int64
+	var finished sql.NullInt64
+	var errText sql.NullString
+	var alive, dead, running int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, started_at, finished_at, status, error, label, fault,
+		keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned, config_json, tool_version,
+		engine_version, image_id, host, machine, pid FROM runs WHERE id = ?`, id).Scan(
+		&r.ID, &started, &finished, &r.Status, &errText, &r.Label, &r.Fault, &alive, &dead, &running,
+		&r.Devices, &r.CyclesPlanned, &r.ConfigJSON, &r.ToolVersion, &r.EngineVersion, &r.ImageID, &r.Host,
+		&r.Machine, &r.PID)
+	if err != nil {
+		return r, fmt.Errorf("store: run %d: %w", id, err)
+	}
+	r.StartedAt = time.Unix(0, started)
+	if finished.Valid {
+		r.FinishedAt = time.Unix(0, finished.Int64)
+	}
+	r.Error = errText.String
+	r.KeepAlive, r.KeepDead, r.KeepRunning = ms(alive), ms(dead), ms(running)
+	return r, nil
+}
+
+func ms(v int64) time.Duration { return time.Duration(v) * time.Millisecond }

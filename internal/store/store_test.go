@@ -1,0 +1,185 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sub", "mttr.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func sampleRun() Run {
+	return Run{
+		StartedAt: time.Unix(1700000000, 5), Label: "baseline", Fault: "stop",
+		KeepAlive: 15 * time.Second, KeepDead: 7500 * time.Millisecond, KeepRunning: 10 * time.Second,
+		Devices: 2, CyclesPlanned: 3, ConfigJSON: `{"fault":"stop"}`, ToolVersion: "test",
+		EngineVersion: "20.10", ImageID: "sha256:1", Host: "localhost", Machine: "m", PID: 42,
+	}
+}
+
+func TestRunLifecycle(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	id, err := s.StartRun(ctx, sampleRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := []Cycle{
+		{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000,
+			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
+			Published: 4, Acknowledged: 4, Delivered: 4},
+		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "not recovered"},
+	}
+	if err := s.SaveCycle(ctx, id, rows); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Cycles(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != rows[0] || got[1] != rows[1] {
+		t.Errorf("Cycles =\n%+v\nwant\n%+v", got, rows)
+	}
+	var recovery, detection, outage float64
+	var missing any
+	err = s.DB().QueryRowContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms FROM cycles WHERE device = 'd'`).Scan(&recovery, &detection, &outage)
+	if err != nil || recovery != 600 || detection != 10 || outage != 1800 {
+		t.Errorf("derived = %v %v %v, %v; want 600 10 1800", recovery, detection, outage, err)
+	}
+	if err := s.DB().QueryRowContext(ctx, `SELECT recovery_ms FROM cycles WHERE device = 'd-2'`).Scan(&missing); err != nil || missing != nil {
+		t.Errorf("recovery_ms of a device without first ack = %v, %v; want NULL", missing, err)
+	}
+	if err := s.SaveCycle(ctx, id, rows[:1]); err == nil {
+		t.Error("saving the same cycle twice succeeded")
+	}
+	if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.GetRun(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != StatusCompleted || r.FinishedAt.IsZero() || r.KeepDead != 7500*time.Millisecond || r.Label != "baseline" || r.PID != 42 {
+		t.Errorf("run = %+v", r)
+	}
+}
+
+func TestStatusIsChecked(t *testing.T) {
+	s, _ := open(t)
+	id, err := s.StartRun(t.Context(), sampleRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishRun(t.Context(), id, "done", ""); err == nil {
+		t.Error("an unknown status was stored")
+	}
+}
+
+// TestCommitPerCycleVisibleToReader checks that a second connection, as a
+// report would open it, sees each cycle as soon as SaveCycle returns, while
+// the writer keeps its database open.
+func TestCommitPerCycleVisibleToReader(t *testing.T) {
+	s, path := open(t)
+	ctx := t.Context()
+	id, err := s.StartRun(ctx, sampleRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 1; i <= 3; i++ {
+		if err := s.SaveCycle(ctx, id, []Cycle{{Cycle: i, Device: "d"}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.Cycles(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != i {
+			t.Fatalf("reader sees %d cycles after %d commits", len(got), i)
+		}
+	}
+	if _, err := r.StartRun(ctx, sampleRun()); err == nil {
+		t.Error("read-only store accepted a write")
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	s, path := open(t)
+	id, err := s.StartRun(t.Context(), sampleRun())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if v, err := s2.Version(t.Context()); err != nil || v != Latest() {
+		t.Errorf("version %d, %v; want %d", v, err, Latest())
+	}
+	running, err := s2.Running(t.Context())
+	if err != nil || len(running) != 1 || running[0].ID != id || running[0].PID != 42 {
+		t.Errorf("Running = %+v, %v", running, err)
+	}
+}
+
+func TestRejectsForeignAndNewer(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(text, []byte("hello, this is not sqlite at all, just some words\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenReadOnly(t.Context(), text); !errors.Is(err, ErrNotMTTR) {
+		t.Errorf("OpenReadOnly(text file) = %v, want ErrNotMTTR", err)
+	}
+	if _, err := Open(t.Context(), text); err == nil {
+		t.Error("Open(text file) succeeded")
+	}
+
+	_, path := open(t)
+	raw, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.DB().Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES (?, 1)`, Latest()+1); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if _, err := Open(context.Background(), path); !errors.Is(err, ErrNewerSchema) {
+		t.Errorf("Open(newer schema) = %v, want ErrNewerSchema", err)
+	}
+
+	other := filepath.Join(dir, "other.db")
+	s, err := Open(t.Context(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().Exec(`DROP TABLE goose_db_version`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := OpenReadOnly(t.Context(), other); err == nil || !strings.Contains(err.Error(), ErrNotMTTR.Error()) {
+		t.Errorf("OpenReadOnly(sqlite without version table) = %v", err)
+	}
+	if _, err := OpenReadOnly(t.Context(), filepath.Join(dir, "missing.db")); err == nil {
+		t.Error("OpenReadOnly(missing file) succeeded")
+	}
+}
