@@ -29,6 +29,8 @@ type RunSpec struct {
 	Image string // image tag, e.g. mqtt-broker
 	Bind  string // host address the port is published on, e.g. 127.0.0.1
 	Port  int    // host port; 0 lets the engine pick a free one
+	// Labels are added to the container's, e.g. the run it belongs to.
+	Labels map[string]string
 }
 
 // Container is a running broker container.
@@ -38,6 +40,9 @@ type Container struct {
 	Bind      string
 	Port      int       // host port the broker is published on
 	StartedAt time.Time // when the engine started it
+	// StartReturned is when our start call returned (zero for a container
+	// found rather than started).
+	StartReturned time.Time
 }
 
 // Addr is the published address, bind:port.
@@ -63,11 +68,15 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
 	if spec.Port != 0 {
 		hostPort = strconv.Itoa(spec.Port)
 	}
+	labels := map[string]string{LabelManaged: "true"}
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
 	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: spec.Name,
 		Config: &container.Config{
 			Image:        spec.Image,
-			Labels:       map[string]string{LabelManaged: "true"},
+			Labels:       labels,
 			ExposedPorts: network.PortSet{mqttPort: {}},
 		},
 		HostConfig: &container.HostConfig{
@@ -84,10 +93,12 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
 		}
 		return nil, fmt.Errorf("run %s: start: %w", spec.Name, err)
 	}
+	started := time.Now()
 	c, err := e.inspect(ctx, created.ID)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", spec.Name, err)
 	}
+	c.StartReturned = started
 	return c, nil
 }
 
@@ -161,6 +172,43 @@ func (e *Engine) Stop(ctx context.Context, name string, timeout time.Duration) e
 		return fmt.Errorf("stop container %s: %w", name, err)
 	}
 	return nil
+}
+
+// Leftovers returns our containers that carry label (any value), e.g.
+// those of runs that may have been killed before they could clean up.
+func (e *Engine) Leftovers(ctx context.Context, label string) ([]LeftOver, error) {
+	list, err := e.cli.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", LabelManaged+"=true").Add("label", label),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list leftover containers: %w", err)
+	}
+	var out []LeftOver
+	for _, c := range list.Items {
+		out = append(out, LeftOver{ID: c.ID, Name: containerName(c.Names, c.ID), Label: c.Labels[label]})
+	}
+	return out, nil
+}
+
+// LeftOver is a container found by Leftovers.
+type LeftOver struct {
+	ID, Name string
+	Label    string // the value of the label asked for
+}
+
+// RemoveID removes our container with id, running or not.
+func (e *Engine) RemoveID(ctx context.Context, id string) error {
+	if _, err := e.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// ImageID returns the id of the image tagged tag.
+func (e *Engine) ImageID(ctx context.Context, tag string) (string, error) {
+	img, err := e.InspectImage(ctx, tag)
+	return img.ID, err
 }
 
 // Logs returns the last tail lines the container wrote to stdout and stderr.

@@ -142,6 +142,41 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	return c, nil
 }
 
+// Vars returns every setting, resolved, keyed by its variable name.
+func (c Config) Vars() map[string]string {
+	d := func(v time.Duration) string { return v.String() }
+	return map[string]string{
+		"MTTR_HOST":                   c.Host,
+		"MTTR_CERT_DIR":               c.CertDir,
+		"MTTR_CERT_DAYS":              strconv.Itoa(c.CertDays),
+		"MTTR_IMAGE":                  c.Image,
+		"MTTR_NODE_IMAGE":             c.NodeImage,
+		"MTTR_CONTAINER":              c.Container,
+		"MTTR_PORT":                   strconv.Itoa(c.Port),
+		"MTTR_BIND":                   c.Bind,
+		"MTTR_BROKER_ADDR":            c.BrokerAddr,
+		"MTTR_READY_TIMEOUT":          d(c.ReadyTimeout),
+		"MTTR_KEEP_ALIVE":             d(c.KeepAlive),
+		"MTTR_SEND_INTERVAL":          d(c.SendInterval),
+		"MTTR_CONNECTION_STRING":      c.ConnectionString,
+		"MTTR_DEVICES":                strconv.Itoa(c.Devices),
+		"MTTR_RESTART_COUNT":          strconv.Itoa(c.RestartCount),
+		"MTTR_KEEP_RUNNING":           d(c.KeepRunning),
+		"MTTR_KEEP_DEAD":              d(c.KeepDead),
+		"MTTR_FACTOR_OF_KEEP_ALIVE":   strconv.FormatFloat(c.FactorOfKeepAlive, 'g', -1, 64),
+		"MTTR_RECOVERY_TIMEOUT":       d(c.RecoveryTimeout),
+		"MTTR_FAULT":                  c.Fault,
+		"MTTR_PING_TIMEOUT":           d(c.PingTimeout),
+		"MTTR_CONNECT_TIMEOUT":        d(c.ConnectTimeout),
+		"MTTR_MAX_RECONNECT_INTERVAL": d(c.MaxReconnectInterval),
+		"MTTR_CONNECT_RETRY_INTERVAL": d(c.ConnectRetryInterval),
+		"MTTR_CLEAN_SESSION":          strconv.FormatBool(c.CleanSession),
+		"MTTR_QOS":                    strconv.Itoa(c.QoS),
+		"MTTR_LABEL":                  c.Label,
+		"MTTR_DB":                     c.DB,
+	}
+}
+
 // Duration parses a duration in Go syntax ("1500ms", "2m") or a plain number
 // of seconds ("15", "0.5").
 func Duration(s string) (time.Duration, error) {

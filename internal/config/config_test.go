@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +120,25 @@ func TestDuration(t *testing.T) {
 	}
 	if _, err := Duration("fast"); err == nil {
 		t.Error(`Duration("fast") = nil error`)
+	}
+}
+
+// TestVarsRoundTrip checks that Vars names every setting and that loading
+// what it returns gives the same configuration back.
+func TestVarsRoundTrip(t *testing.T) {
+	c, err := Load(env(map[string]string{"MTTR_FAULT": "pause", "MTTR_KEEP_DEAD": "2s", "MTTR_QOS": "0", "MTTR_LABEL": "sdk 1.2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := c.Vars()
+	if n := reflect.TypeFor[Config]().NumField(); len(vars) != n {
+		t.Errorf("Vars has %d entries, Config %d fields", len(vars), n)
+	}
+	back, err := Load(env(vars))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back != c {
+		t.Errorf("round trip:\n%+v\n%+v", back, c)
 	}
 }

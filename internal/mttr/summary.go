@@ -3,6 +3,7 @@ package mttr
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"time"
 
@@ -83,7 +84,15 @@ func fmtMs(s Stats) string {
 	if s.N == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f ms", s.Median)
+	return fmt.Sprintf("%.0f ms", round(s.Median))
+}
+
+// round rounds to whole milliseconds without printing "-0".
+func round(ms float64) float64 {
+	if r := math.Round(ms); r != 0 {
+		return r
+	}
+	return 0
 }
 
 // Print writes the run's summary: recovery mean, median, p95 and max, how
@@ -94,10 +103,10 @@ func (s Summary) Print(w io.Writer) {
 	if r.N == 0 {
 		fmt.Fprint(w, "none recovered")
 	} else {
-		fmt.Fprintf(w, "mean %.0f ms, median %.0f ms, p95 %.0f ms, max %.0f ms", r.Mean, r.Median, r.P95, r.Max)
+		fmt.Fprintf(w, "mean %.0f ms, median %.0f ms, p95 %.0f ms, max %.0f ms", round(r.Mean), round(r.Median), round(r.P95), round(r.Max))
 	}
 	fmt.Fprintf(w, "; not recovered %d; messages lost %d, duplicated %d\n", s.NotRecovered, s.Lost, s.Duplicated)
 	if d := Describe(s.Detections); d.N > 0 {
-		fmt.Fprintf(w, "detection: median %.0f ms over %d losses\n", d.Median, d.N)
+		fmt.Fprintf(w, "detection: median %.0f ms over %d losses\n", round(d.Median), d.N)
 	}
 }

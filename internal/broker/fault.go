@@ -1,0 +1,204 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+)
+
+// Fault modes, as MTTR_FAULT names them.
+const (
+	FaultStop       = "stop"       // graceful stop (SIGTERM), start the same container
+	FaultKill       = "kill"       // SIGKILL, start the same container
+	FaultRestart    = "restart"    // the engine's restart: stop and start in one call
+	FaultRecreate   = "recreate"   // stop, remove, run a new container
+	FaultPause      = "pause"      // freeze the processes; TCP connections stay open
+	FaultDisconnect = "disconnect" // detach the container from its network
+)
+
+// eventWait is how long to wait for the engine's event after an API call
+// before falling back to the call's own end time.
+const eventWait = 3 * time.Second
+
+// Outage takes our broker container away in one way and brings it back,
+// taking the moment a fault took effect from the engine's events where the
+// engine reports one. It implements mttr.Fault.
+type Outage struct {
+	eng     *Engine
+	mode    string
+	spec    RunSpec
+	addr    string
+	tls     *tls.Config
+	c       *Container
+	network string
+	events  <-chan events.Message
+	stop    context.CancelFunc
+	healed  time.Time // for restart: when the engine started it again
+}
+
+// NewOutage prepares faults of mode against container c (run from spec),
+// probing readiness at addr with tlsConf. Close it when done.
+func (e *Engine) NewOutage(ctx context.Context, mode string, c *Container, spec RunSpec, addr string, tlsConf *tls.Config) (*Outage, error) {
+	switch mode {
+	case FaultStop, FaultKill, FaultRestart, FaultRecreate, FaultPause, FaultDisconnect:
+	default:
+		return nil, fmt.Errorf("fault %q: unknown", mode)
+	}
+	o := &Outage{eng: e, mode: mode, spec: spec, addr: addr, tls: tlsConf, c: c}
+	if mode == FaultDisconnect {
+		res, err := e.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("fault %s: %w", mode, err)
+		}
+		if ns := res.Container.NetworkSettings; ns != nil {
+			for name := range ns.Networks {
+				o.network = name
+				break
+			}
+		}
+		if o.network == "" {
+			return nil, fmt.Errorf("fault %s: container %s is on no network", mode, c.Name)
+		}
+	}
+	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o.stop = cancel
+	since := c.StartedAt
+	if since.IsZero() {
+		since = time.Now()
+	}
+	o.events = e.cli.Events(ectx, client.EventsListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Filters: make(client.Filters).Add("type", "container").Add("container", spec.Name),
+	}).Messages
+	return o, nil
+}
+
+// Close stops following the engine's events.
+func (o *Outage) Close() { o.stop() }
+
+// Container is the broker container as of the last heal.
+func (o *Outage) Container() *Container { return o.c }
+
+// Instant reports whether Inject also heals (restart).
+func (o *Outage) Instant() bool { return o.mode == FaultRestart }
+
+// Inject takes the broker away and returns when that took effect: the
+// engine's kill, die or pause event, or the end of the API call.
+func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
+	cli, id := o.eng.cli, o.c.ID
+	var err error
+	var want []string
+	begin := time.Now()
+	switch o.mode {
+	case FaultStop:
+		want = []string{"kill", "die"}
+		timeout := 10
+		_, err = cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout})
+	case FaultKill:
+		want = []string{"kill", "die"}
+		_, err = cli.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
+	case FaultRestart:
+		want = []string{"kill", "die"}
+		timeout := 10
+		_, err = cli.ContainerRestart(ctx, id, client.ContainerRestartOptions{Timeout: &timeout})
+	case FaultRecreate:
+		want = []string{"kill", "die"}
+		timeout := 10
+		if _, err = cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err == nil {
+			_, err = cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{})
+		}
+	case FaultPause:
+		want = []string{"pause"}
+		_, err = cli.ContainerPause(ctx, id, client.ContainerPauseOptions{})
+	case FaultDisconnect:
+		_, err = cli.NetworkDisconnect(ctx, o.network, client.NetworkDisconnectOptions{Container: id})
+	}
+	end := time.Now()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %s: %w", o.mode, o.c.Name, err)
+	}
+	at := o.await(ctx, want, begin, end)
+	if o.mode == FaultDisconnect {
+		// The engine cuts the connections while the call is still running and
+		// reports its event only at the end: the call's start is closer.
+		at = begin
+	}
+	if o.mode == FaultRestart {
+		o.healed = o.await(ctx, []string{"start"}, begin, time.Now())
+	}
+	return at, nil
+}
+
+// Heal brings the broker back and returns when the call that did so
+// returned (for restart: when the engine reported the start).
+func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
+	cli, id := o.eng.cli, o.c.ID
+	var err error
+	switch o.mode {
+	case FaultStop, FaultKill:
+		_, err = cli.ContainerStart(ctx, id, client.ContainerStartOptions{})
+	case FaultRestart:
+		return o.healed, o.refresh(ctx, id)
+	case FaultRecreate:
+		var c *Container
+		if c, err = o.eng.Run(ctx, o.spec); err == nil {
+			o.c = c
+			return c.StartReturned, nil
+		}
+	case FaultPause:
+		_, err = cli.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
+	case FaultDisconnect:
+		_, err = cli.NetworkConnect(ctx, o.network, client.NetworkConnectOptions{Container: id})
+	}
+	at := time.Now()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("heal %s %s: %w", o.mode, o.c.Name, err)
+	}
+	return at, o.refresh(ctx, id)
+}
+
+// refresh re-reads the container after a heal (new start time, port).
+func (o *Outage) refresh(ctx context.Context, id string) error {
+	c, err := o.eng.inspect(ctx, id)
+	if err != nil {
+		return fmt.Errorf("heal %s: %w", o.mode, err)
+	}
+	o.c = c
+	return nil
+}
+
+// Ready waits until the broker answers an MQTT CONNECT over verified TLS,
+// probing every 10 ms, and fails at once if the container dies.
+func (o *Outage) Ready(ctx context.Context) (time.Time, error) {
+	return o.eng.WaitReady(ctx, o.c, o.addr, o.tls, 10*time.Millisecond)
+}
+
+// await returns the time of the next engine event with one of the actions
+// that happened after since, or fallback when none arrives within eventWait.
+func (o *Outage) await(ctx context.Context, actions []string, since, fallback time.Time) time.Time {
+	if len(actions) == 0 {
+		return fallback
+	}
+	t := time.NewTimer(eventWait)
+	defer t.Stop()
+	for {
+		select {
+		case m, ok := <-o.events:
+			if !ok {
+				return fallback
+			}
+			if slices.Contains(actions, string(m.Action)) && m.TimeNano >= since.UnixNano() {
+				return time.Unix(0, m.TimeNano)
+			}
+		case <-t.C:
+			return fallback
+		case <-ctx.Done():
+			return fallback
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Labels that tie a broker container to the run it serves, so that a later
+// run can clean up after one that was killed.
+const (
+	LabelRun   = "org.mttrlab.run"   // run id
+	LabelOwner = "org.mttrlab.owner" // "<machine>:<pid>" of the process running it
+	LabelDB    = "org.mttrlab.db"    // absolute path of the run's database
+)
+
+// cleanupTimeout bounds the work done after an interrupt.
+const cleanupTimeout = 4 * time.Second
+
+// Mttr runs the recovery experiment and stores every cycle in MTTR_DB. It
+// returns the run id. Ctrl-C or SIGTERM stop it: the broker is healed and
+// removed, the run is marked interrupted and its completed cycles are kept.
+func (l *Lab) Mttr(ctx context.Context) (int64, error) {
+	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM)
+	defer stopSignals()
+	cfg := l.Config
+	id, err := device.ParseConnectionString(cfg.ConnectionString)
+	if err != nil {
+		return 0, fmt.Errorf("MTTR_CONNECTION_STRING: %w", err)
+	}
+	db, err := store.Open(ctx, cfg.DB)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer eng.Close()
+	if err := l.abandonLeftovers(ctx, eng, db); err != nil {
+		return 0, err
+	}
+	imageID, err := l.currentImage(ctx, eng)
+	if err != nil {
+		return 0, err
+	}
+	tlsConf, err := l.tlsConfig()
+	if err != nil {
+		return 0, err
+	}
+	vars, _ := json.Marshal(cfg.Vars())
+	machine, _ := os.Hostname()
+	runID, err := db.StartRun(ctx, store.Run{
+		StartedAt: time.Now(), Label: cfg.Label, Fault: cfg.Fault,
+		KeepAlive: cfg.KeepAlive, KeepDead: cfg.KeepDead, KeepRunning: cfg.KeepRunning,
+		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: string(vars),
+		ToolVersion: toolVersion(), EngineVersion: eng.Version(), ImageID: imageID, Host: cfg.Host,
+		Machine: machine, PID: os.Getpid(),
+	})
+	if err != nil {
+		return 0, err
+	}
+	finish := func(status string, err error) {
+		text := ""
+		if err != nil {
+			text = err.Error()
+		}
+		if ferr := db.FinishRun(context.WithoutCancel(ctx), runID, status, text); ferr != nil {
+			l.printf("%v\n", ferr)
+		}
+	}
+
+	sum, runErr := l.experiment(ctx, eng, db, runID, id, tlsConf)
+	switch {
+	case runErr == nil:
+		finish(store.StatusCompleted, nil)
+	case errors.Is(runErr, mttr.ErrInterrupted) || ctx.Err() != nil:
+		finish(store.StatusInterrupted, runErr)
+		return runID, fmt.Errorf("run %d interrupted after %d of %d cycles; completed cycles are stored in %s", runID, sum.Cycles, cfg.RestartCount, cfg.DB)
+	default:
+		finish(store.StatusFailed, runErr)
+		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, runErr)
+	}
+	l.printf("\n")
+	sum.Print(l.Out)
+	l.printf("run %d completed: %d cycles × %d devices stored in %s\n", runID, sum.Cycles, cfg.Devices, cfg.DB)
+	return runID, nil
+}
+
+// experiment starts the broker and the devices, runs the cycles and removes
+// the broker again, whatever happened.
+func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config) (mttr.Summary, error) {
+	cfg := l.Config
+	spec := broker.RunSpec{
+		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
+		Labels: runLabels(runID, cfg.DB),
+	}
+	c, err := eng.Run(ctx, spec)
+	if err != nil {
+		return mttr.Summary{}, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := eng.Remove(cctx, cfg.Container); err != nil && !errors.Is(err, broker.ErrNotFound) {
+			l.printf("cleanup: %v\n", err)
+		}
+	}()
+	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, ProbeInterval)
+	cancel()
+	if err != nil {
+		return mttr.Summary{}, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
+	}
+
+	devices := make([]device.Config, cfg.Devices)
+	for i := range devices {
+		devices[i] = l.deviceConfig(id, mttr.DeviceID(id.DeviceID, i), tlsConf)
+	}
+	verifier := l.deviceConfig(id, id.DeviceID+"-verifier", tlsConf)
+	verifier.QoS = 1
+	fleet, err := mttr.Connect(ctx, devices, verifier, cfg.SendInterval)
+	if err != nil {
+		return mttr.Summary{}, err
+	}
+	defer fleet.Close()
+	outage, err := eng.NewOutage(ctx, cfg.Fault, c, spec, cfg.BrokerAddr, tlsConf)
+	if err != nil {
+		return mttr.Summary{}, err
+	}
+	defer outage.Close()
+
+	qos := ""
+	if cfg.QoS == 0 {
+		qos = " (QoS 0: unacknowledged, loss is not measured)"
+	}
+	l.printf("run %d: fault %s, %d cycles, %d device(s), keep-running %s, keep-dead %s, keep-alive %s%s; broker ready %s after start\n",
+		runID, cfg.Fault, cfg.RestartCount, cfg.Devices, cfg.KeepRunning, cfg.KeepDead, cfg.KeepAlive, qos,
+		ready.Sub(c.StartedAt).Round(time.Millisecond))
+	plan := mttr.Plan{
+		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepDead: cfg.KeepDead,
+		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
+	}
+	sink := func(ctx context.Context, rows []store.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
+	return mttr.Run(ctx, plan, outage, fleet, sink, l.Out)
+}
+
+func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.Config) device.Config {
+	cfg := l.Config
+	id := base
+	id.DeviceID = deviceID
+	return device.Config{
+		Identity:   id,
+		BrokerAddr: cfg.BrokerAddr,
+		TLS:        tlsConf,
+		Timings: device.Timings{
+			KeepAlive:            cfg.KeepAlive,
+			PingTimeout:          cfg.PingTimeout,
+			ConnectTimeout:       cfg.ConnectTimeout,
+			MaxReconnectInterval: cfg.MaxReconnectInterval,
+			ConnectRetryInterval: cfg.ConnectRetryInterval,
+		},
+		CleanSession: cfg.CleanSession,
+		QoS:          byte(cfg.QoS),
+	}
+}
+
+// currentImage returns the id of the broker image for MTTR_HOST's current
+// certificate, building the certificate and the image when either is
+// missing or stale.
+func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, error) {
+	_, fp, err := l.cert(true)
+	if err != nil {
+		return "", err
+	}
+	img, err := eng.InspectImage(ctx, l.Config.Image)
+	switch {
+	case err == nil && img.Host == l.Config.Host && img.Fingerprint == fp:
+		return img.ID, nil
+	case err == nil:
+		l.printf("image %s carries another certificate; rebuilding\n", l.Config.Image)
+	case errors.Is(err, broker.ErrNotFound):
+		l.printf("image %s not found; building it\n", l.Config.Image)
+	default:
+		return "", err
+	}
+	if err := l.Image(ctx); err != nil {
+		return "", err
+	}
+	return eng.ImageID(ctx, l.Config.Image)
+}
+
+func runLabels(runID int64, dbPath string) map[string]string {
+	machine, _ := os.Hostname()
+	abs, _ := filepath.Abs(dbPath)
+	return map[string]string{
+		LabelRun:   strconv.FormatInt(runID, 10),
+		LabelOwner: machine + ":" + strconv.Itoa(os.Getpid()),
+		LabelDB:    abs,
+	}
+}
+
+// abandonLeftovers removes broker containers whose run was killed on this
+// machine (its process is gone) and marks runs of this database abandoned
+// when the process that ran them on this machine is gone. Containers and
+// runs of live processes, or of other machines, are left alone.
+func (l *Lab) abandonLeftovers(ctx context.Context, eng *broker.Engine, db *store.Store) error {
+	left, err := eng.Leftovers(ctx, LabelOwner)
+	if err != nil {
+		return err
+	}
+	machine, _ := os.Hostname()
+	for _, c := range left {
+		host, pid, ok := strings.Cut(c.Label, ":")
+		n, _ := strconv.Atoi(pid)
+		if !ok || host != machine || processAlive(n) {
+			continue
+		}
+		if err := eng.RemoveID(ctx, c.ID); err != nil {
+			return err
+		}
+		l.printf("removed container %s left by a killed run\n", c.Name)
+	}
+	running, err := db.Running(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range running {
+		if r.Machine == machine && !processAlive(r.PID) {
+			if err := db.FinishRun(ctx, r.ID, store.StatusAbandoned, "the process running it was killed"); err != nil {
+				return err
+			}
+			l.printf("marked run %d abandoned\n", r.ID)
+		}
+	}
+	return nil
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// toolVersion is the module version and VCS revision this binary was built
+// from.
+func toolVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if rev != "" {
+		v += " " + rev + modified
+	}
+	return v
+}

@@ -1,0 +1,191 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// shortRun is a Lab for a short experiment that shares base's image and
+// certificate but has its own container, port and database.
+func shortRun(t *testing.T, base *Lab, fault string) *Lab {
+	t.Helper()
+	l := *base
+	l.Out = io.Discard
+	l.Config.Fault = fault
+	l.Config.Container = dockertest.Name("expecto-patronum")
+	l.Config.Port = dockertest.FreePort(t)
+	l.Config.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Config.Port))
+	l.Config.DB = filepath.Join(t.TempDir(), "mttr.db")
+	l.Config.RestartCount = 2
+	l.Config.KeepRunning = time.Second
+	l.Config.KeepDead = 2 * time.Second
+	l.Config.SendInterval = 500 * time.Millisecond
+	l.Config.MaxReconnectInterval = time.Second
+	l.Config.RecoveryTimeout = 30 * time.Second
+	return &l
+}
+
+func readRun(t *testing.T, path string, id int64) (store.Run, []store.Cycle) {
+	t.Helper()
+	db, err := store.OpenReadOnly(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, err := db.GetRun(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Cycles(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, rows
+}
+
+func TestDockerMttr(t *testing.T) {
+	eng := dockertest.Engine(t)
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+
+	for _, fault := range []string{"stop", "kill", "pause", "recreate", "restart", "disconnect"} {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel()
+			l := shortRun(t, base, fault)
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			id, err := l.Mttr(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run, rows := readRun(t, l.Config.DB, id)
+			if run.Status != store.StatusCompleted || run.Fault != fault || run.ImageID == "" || run.EngineVersion == "" || run.FinishedAt.IsZero() {
+				t.Errorf("run row %+v", run)
+			}
+			var vars map[string]string
+			if err := json.Unmarshal([]byte(run.ConfigJSON), &vars); err != nil || vars["MTTR_MAX_RECONNECT_INTERVAL"] != "1s" || vars["MTTR_FAULT"] != fault {
+				t.Errorf("config_json %s (%v)", run.ConfigJSON, err)
+			}
+			if len(rows) != 2 {
+				t.Fatalf("%d cycle rows, want 2", len(rows))
+			}
+			for _, r := range rows {
+				if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
+					t.Errorf("cycle %d out of order: fault %d healed %d ready %d first ack %d", r.Cycle, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
+				}
+				if r.Error != "" {
+					t.Errorf("cycle %d: %s", r.Cycle, r.Error)
+				}
+				// With the reconnect backoff capped at 1 s, a device is back
+				// within about a second of the broker.
+				if rec := time.Duration(r.FirstAckAt - r.ReadyAt); rec > 2*time.Second {
+					t.Errorf("cycle %d: recovery %s with MTTR_MAX_RECONNECT_INTERVAL=1s", r.Cycle, rec)
+				}
+				switch fault {
+				case "pause": // 2 s frozen, keep-alive 15 s: nobody notices
+					if r.LostAt != 0 || r.ReconnectedAt != 0 {
+						t.Errorf("cycle %d: pause shorter than keep-alive was noticed: lost %d", r.Cycle, r.LostAt)
+					}
+					if r.Lost != 0 || r.Acknowledged != r.Published || r.Delivered != r.Published {
+						t.Errorf("cycle %d: QoS 1 messages lost in a pause: %+v", r.Cycle, r)
+					}
+				default:
+					if r.LostAt == 0 || r.ReconnectedAt == 0 || r.ReconnectAttempts < 1 {
+						t.Errorf("cycle %d: lost %d reconnected %d attempts %d", r.Cycle, r.LostAt, r.ReconnectedAt, r.ReconnectAttempts)
+					}
+				}
+			}
+			if _, err := eng.Find(t.Context(), l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("broker container left behind: %v", err)
+			}
+		})
+	}
+}
+
+// cancelOn cancels when a line containing marker is written.
+type cancelOn struct {
+	marker string
+	cancel func()
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), c.marker) {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+func TestDockerMttrInterruptedAndAbandoned(t *testing.T) {
+	eng := dockertest.Engine(t)
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+	l := shortRun(t, base, "stop")
+	l.Config.RestartCount = 5
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	l.Out = &cancelOn{marker: "cycle 1/5", cancel: cancel}
+	id, err := l.Mttr(ctx)
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("Mttr after cancel = %v", err)
+	}
+	run, rows := readRun(t, l.Config.DB, id)
+	if run.Status != store.StatusInterrupted || len(rows) < 1 || len(rows) > 2 || rows[0].Error != "" {
+		t.Fatalf("interrupted run %+v with %d rows", run, len(rows))
+	}
+	if _, err := eng.Find(t.Context(), l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("broker container left behind after interrupt: %v", err)
+	}
+
+	// A run killed with SIGKILL leaves its row running and its container
+	// up; a process that has exited stands in for it.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	machine, _ := os.Hostname()
+	db, err := store.Open(t.Context(), l.Config.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadID, err := db.StartRun(t.Context(), store.Run{StartedAt: time.Now(), Fault: "stop", ConfigJSON: "{}", Machine: machine, PID: gone.Process.Pid})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := runLabels(deadID, l.Config.DB)
+	labels[LabelOwner] = machine + ":" + strconv.Itoa(gone.Process.Pid)
+	leftover := shortRun(t, base, "stop").Config.Container
+	if _, err = eng.Run(t.Context(), broker.RunSpec{Name: leftover, Image: l.Config.Image, Bind: "127.0.0.1", Labels: labels}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Remove(context.Background(), leftover) })
+
+	next := shortRun(t, base, "stop")
+	next.Config.DB = l.Config.DB
+	next.Config.RestartCount = 1
+	if _, err := next.Mttr(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	dead, _ := readRun(t, l.Config.DB, deadID)
+	if dead.Status != store.StatusAbandoned {
+		t.Errorf("killed run is %q, want abandoned", dead.Status)
+	}
+	if _, err := eng.Find(t.Context(), leftover); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("leftover container not removed: %v", err)
+	}
+}
