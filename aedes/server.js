@@ -52,7 +52,12 @@ broker.on('connectionError', (client, err) => log('connection_error', { clientId
 
 let server
 try {
-  server = tls.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, broker.handle)
+  // noDelay: without it Nagle's algorithm holds the CONNACK behind the TLS
+  // session tickets until the client's delayed ACK, about 40 ms later.
+  server = tls.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile), noDelay: true }, (socket) => {
+    socket.setNoDelay(true)
+    broker.handle(socket)
+  })
 } catch (err) {
   log('fatal', { error: `tls: ${err.message}` })
   process.exit(1)

@@ -77,7 +77,7 @@ type Event struct {
 }
 
 // eventBuffer is how many events may wait unread before new ones are dropped.
-const eventBuffer = 4096
+const eventBuffer = 64
 
 // Device is one connected (or reconnecting) MQTT device.
 type Device struct {

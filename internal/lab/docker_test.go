@@ -27,7 +27,9 @@ import (
 // newLab returns a Lab whose names cannot collide with a user's: a random
 // image tag and container name, certificates in a temporary directory, and
 // a free host port on 127.0.0.1.
-func newLab(t *testing.T, host string) (*Lab, *strings.Builder) {
+func newLab(t *testing.T, host string) (*Lab, *strings.Builder) { return newLabTB(t, host) }
+
+func newLabTB(t testing.TB, host string) (*Lab, *strings.Builder) {
 	t.Helper()
 	cfg := config.Defaults
 	cfg.Host = host
@@ -56,7 +58,9 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // build builds l's image and removes it (and l's container) when the test ends.
-func build(t *testing.T, l *Lab) {
+func build(t *testing.T, l *Lab) { buildTB(t, l) }
+
+func buildTB(t testing.TB, l *Lab) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()

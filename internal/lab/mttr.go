@@ -86,7 +86,11 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		}
 	}
 
-	sum, runErr := l.experiment(ctx, eng, db, runID, id, tlsConf)
+	var cleanup cleanups
+	sum, runErr := l.experiment(ctx, eng, db, runID, id, tlsConf, &cleanup)
+	// Record the outcome first: after an interrupt the process may be
+	// given only a few seconds.
+	defer cleanup.run()
 	switch {
 	case runErr == nil:
 		finish(store.StatusCompleted, nil)
@@ -103,9 +107,20 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	return runID, nil
 }
 
-// experiment starts the broker and the devices, runs the cycles and removes
-// the broker again, whatever happened.
-func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config) (mttr.Summary, error) {
+// cleanups are run last first.
+type cleanups []func()
+
+func (c *cleanups) add(f func()) { *c = append(*c, f) }
+
+func (c cleanups) run() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i]()
+	}
+}
+
+// experiment starts the broker and the devices and runs the cycles. What it
+// started is stopped by cleanup, whatever happened.
+func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config, cleanup *cleanups) (mttr.Summary, error) {
 	cfg := l.Config
 	spec := broker.RunSpec{
 		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
@@ -115,13 +130,13 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 	if err != nil {
 		return mttr.Summary{}, err
 	}
-	defer func() {
+	cleanup.add(func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if err := eng.Remove(cctx, cfg.Container); err != nil && !errors.Is(err, broker.ErrNotFound) {
 			l.printf("cleanup: %v\n", err)
 		}
-	}()
+	})
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, ProbeInterval)
 	cancel()
@@ -135,16 +150,17 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 	}
 	verifier := l.deviceConfig(id, id.DeviceID+"-verifier", tlsConf)
 	verifier.QoS = 1
+	verifier.Timings = mttr.VerifierTimings(verifier.Timings)
 	fleet, err := mttr.Connect(ctx, devices, verifier, cfg.SendInterval)
 	if err != nil {
 		return mttr.Summary{}, err
 	}
-	defer fleet.Close()
+	cleanup.add(fleet.Close)
 	outage, err := eng.NewOutage(ctx, cfg.Fault, c, spec, cfg.BrokerAddr, tlsConf)
 	if err != nil {
 		return mttr.Summary{}, err
 	}
-	defer outage.Close()
+	cleanup.add(outage.Close)
 
 	qos := ""
 	if cfg.QoS == 0 {

@@ -21,7 +21,9 @@ import (
 
 // shortRun is a Lab for a short experiment that shares base's image and
 // certificate but has its own container, port and database.
-func shortRun(t *testing.T, base *Lab, fault string) *Lab {
+func shortRun(t *testing.T, base *Lab, fault string) *Lab { return shortRunTB(t, base, fault) }
+
+func shortRunTB(t testing.TB, base *Lab, fault string) *Lab {
 	t.Helper()
 	l := *base
 	l.Out = io.Discard

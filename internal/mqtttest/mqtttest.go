@@ -25,6 +25,7 @@ type Broker struct {
 	Addr     string      // host:port it listens on
 	Host     string      // name its certificate carries
 	CertPath string      // its certificate, the only root a client needs
+	KeyPath  string      // its private key
 	Client   *tls.Config // trusts only the certificate and verifies Host
 
 	t      testing.TB
@@ -53,6 +54,7 @@ func Start(t testing.TB, host string) *Broker {
 		Addr:     "127.0.0.1:0",
 		Host:     host,
 		CertPath: pair.CertPath,
+		KeyPath:  pair.KeyPath,
 		Client:   &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
 		t:        t,
 		server:   &tls.Config{Certificates: []tls.Certificate{kp}},
@@ -62,6 +64,17 @@ func Start(t testing.TB, host string) *Broker {
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// Serve runs a broker with the certificate and key files on addr until the
+// process ends; for a test binary that plays a broker process.
+func Serve(addr, certFile, keyFile string) error {
+	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	b := &Broker{Addr: addr, server: &tls.Config{Certificates: []tls.Certificate{kp}}}
+	return b.Restart()
 }
 
 // Restart starts the broker again on its address after Close. It has no

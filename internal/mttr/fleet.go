@@ -177,7 +177,10 @@ type Fleet struct {
 const connectParallel = 64
 
 // Connect connects the verifier, subscribes it to every device's telemetry,
-// then connects the devices and starts them publishing every interval.
+// then connects the devices and starts them publishing every interval. The
+// verifier should reconnect faster than the devices (a short
+// MaxReconnectInterval, see VerifierTimings), or it misses what they
+// publish right after an outage.
 func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Config, interval time.Duration) (*Fleet, error) {
 	f := &Fleet{changed: make(chan struct{}, 1)}
 	notify := func() {
@@ -281,7 +284,8 @@ func (f *Fleet) settled(qos byte, missed int64) bool {
 	if f.inflight() > 0 {
 		return false
 	}
-	return qos == 0 || f.unverified() <= missed
+	// A verifier that is away will not receive what was published meanwhile.
+	return qos == 0 || f.unverified() <= missed || !f.verifier.dev.IsConnectionOpen()
 }
 
 func (f *Fleet) inflight() int64 {
@@ -299,6 +303,16 @@ func (f *Fleet) unverified() int64 {
 		acked += d.acked.Load()
 	}
 	return max(0, acked-f.verifier.distinct.Load())
+}
+
+// VerifierTimings returns the verifier's timings: the devices' keep-alive
+// and timeouts, but a reconnect backoff capped at 100 ms so that it is back
+// before the devices it watches.
+func VerifierTimings(devices device.Timings) device.Timings {
+	t := devices
+	t.MaxReconnectInterval = 100 * time.Millisecond
+	t.ConnectRetryInterval = 100 * time.Millisecond
+	return t
 }
 
 // DeviceID is the id of the i-th device (from 0): base, base-2, base-3, ...

@@ -96,7 +96,8 @@ func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet *Fleet, 
 	}
 	m.FaultAt = at
 	if inst, ok := fault.(Instant); !ok || !inst.Instant() {
-		if err := pause(ctx, plan.KeepDead); err != nil {
+		// Down for KeepDead from when the fault took effect.
+		if err := pause(ctx, time.Until(m.FaultAt.Add(plan.KeepDead))); err != nil {
 			// Interrupted while the broker is down: bring it back first.
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()

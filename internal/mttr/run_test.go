@@ -72,7 +72,9 @@ func configs(addr string, tlsConf *tls.Config, n int, timings device.Timings) ([
 	for i := range devs {
 		devs[i] = mk(DeviceID("dev", i))
 	}
-	return devs, mk("dev-verifier")
+	ver := mk("dev-verifier")
+	ver.Timings = VerifierTimings(timings)
+	return devs, ver
 }
 
 func connect(t *testing.T, addr string, tlsConf *tls.Config, n int, timings device.Timings, interval time.Duration) *Fleet {

@@ -1,0 +1,77 @@
+package mttr
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/device"
+)
+
+// BenchmarkFleet runs one cycle with many devices against a broker in a
+// child process (killed for the fault and started again) and reports this
+// process's peak resident memory, the time to connect the fleet and the
+// recovery. Run one size per process for a clean peak:
+//
+//	go test ./internal/mttr -run '^$' -bench 'Fleet/devices=1000$' -benchtime 1x
+func BenchmarkFleet(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) {
+			timings := device.Timings{
+				KeepAlive: 15 * time.Second, PingTimeout: 10 * time.Second, ConnectTimeout: 30 * time.Second,
+				MaxReconnectInterval: time.Second, ConnectRetryInterval: time.Second,
+			}
+			for b.Loop() {
+				br := startProcBroker(b)
+				devs, ver := configs(br.addr, br.tls, n, timings)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				start := time.Now()
+				fleet, err := Connect(ctx, devs, ver, 3*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				connected := time.Since(start)
+				var got collected
+				plan := Plan{Cycles: 1, KeepRunning: time.Second, KeepDead: time.Second, RecoveryTimeout: 2 * time.Minute, QoS: 1}
+				sum, err := Run(ctx, plan, br, fleet, got.sink, io.Discard)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fleet.Close()
+				cancel()
+				if len(got.rows) != n || sum.NotRecovered != 0 {
+					b.Fatalf("%d rows for %d devices, %d not recovered", len(got.rows), n, sum.NotRecovered)
+				}
+				b.ReportMetric(connected.Seconds(), "connect-s")
+				b.ReportMetric(Describe(sum.Recoveries).Median, "recovery-median-ms")
+				b.ReportMetric(Describe(sum.Recoveries).Max, "recovery-max-ms")
+			}
+			b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
+			b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
+		})
+	}
+}
+
+// peakRSSMB reads VmHWM, the process's peak resident set, from /proc.
+func peakRSSMB(b *testing.B) float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		b.Skip("no /proc/self/status")
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
