@@ -45,3 +45,18 @@ func Send(ctx context.Context) error {
 func Mttr(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { _, err := l.Mttr(ctx); return err })
 }
+
+// Report prints the newest runs and compares the newest completed run with its baseline, and writes an HTML page (MTTR_DB, MTTR_LAST, MTTR_BASELINE, MTTR_ALPHA, MTTR_FORMAT, MTTR_HTML).
+func Report(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Report(ctx) })
+}
+
+// Compare compares two runs, each a run id or label, with every metric and the settings that differ (MTTR_DB, MTTR_ALPHA, MTTR_FORMAT).
+func Compare(ctx context.Context, a, b string) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Compare(ctx, a, b) })
+}
+
+// Check fails when the newest completed run regressed: p95 over MTTR_MAX_P95, a device not recovered, or recovery significantly worse than its baseline (MTTR_DB, MTTR_BASELINE, MTTR_ALPHA, MTTR_MAX_P95).
+func Check(ctx context.Context) error {
+	return lab.Do(func(l *lab.Lab) error { return l.Check(ctx) })
+}

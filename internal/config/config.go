@@ -48,7 +48,18 @@ type Config struct {
 	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
 	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
 	DB                   string        // MTTR_DB: results database
+
+	// Reports (mage report, compare, check).
+	Last     int           // MTTR_LAST: how many runs the report lists
+	Baseline string        // MTTR_BASELINE: run id or label to compare the newest run with
+	Alpha    float64       // MTTR_ALPHA: significance level of comparisons
+	Format   string        // MTTR_FORMAT: one of Formats
+	MaxP95   time.Duration // MTTR_MAX_P95: recovery p95 above which check fails; 0 means no limit
+	HTML     string        // MTTR_HTML: where the HTML report is written
 }
+
+// Formats are the report formats MTTR_FORMAT accepts.
+var Formats = []string{"text", "markdown", "csv", "json"}
 
 // Faults are the ways MTTR_FAULT can take the broker away.
 var Faults = []string{"stop", "kill", "restart", "recreate", "pause", "disconnect"}
@@ -81,6 +92,11 @@ var Defaults = Config{
 	CleanSession:         true,
 	QoS:                  1,
 	DB:                   "results/mttr.db",
+
+	Last:   20,
+	Alpha:  0.05,
+	Format: "text",
+	HTML:   "results/report.html",
 }
 
 // FromEnv loads the configuration from the process environment.
@@ -124,6 +140,12 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	c.QoS, _ = strconv.Atoi(qos)
 	r.str("MTTR_LABEL", &c.Label)
 	r.str("MTTR_DB", &c.DB)
+	r.count("MTTR_LAST", &c.Last)
+	r.str("MTTR_BASELINE", &c.Baseline)
+	r.positive("MTTR_ALPHA", &c.Alpha)
+	r.oneOf("MTTR_FORMAT", &c.Format, Formats)
+	r.duration("MTTR_MAX_P95", &c.MaxP95)
+	r.str("MTTR_HTML", &c.HTML)
 	if r.err != nil {
 		return Config{}, r.err
 	}
@@ -136,6 +158,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if _, port, err := net.SplitHostPort(c.BrokerAddr); err != nil || port == "" {
 		return Config{}, fmt.Errorf("MTTR_BROKER_ADDR=%q: want host:port", c.BrokerAddr)
 	}
+	if c.Alpha >= 1 {
+		return Config{}, fmt.Errorf("MTTR_ALPHA=%g: want a level between 0 and 1, e.g. 0.05", c.Alpha)
+	}
 	if c.KeepAlive < time.Second {
 		return Config{}, fmt.Errorf("MTTR_KEEP_ALIVE=%s: MQTT keep-alive is whole seconds, at least 1s", c.KeepAlive)
 	}
@@ -145,6 +170,10 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 // Vars returns every setting, resolved, keyed by its variable name.
 func (c Config) Vars() map[string]string {
 	d := func(v time.Duration) string { return v.String() }
+	maxP95 := ""
+	if c.MaxP95 > 0 {
+		maxP95 = d(c.MaxP95)
+	}
 	return map[string]string{
 		"MTTR_HOST":                   c.Host,
 		"MTTR_CERT_DIR":               c.CertDir,
@@ -174,6 +203,12 @@ func (c Config) Vars() map[string]string {
 		"MTTR_QOS":                    strconv.Itoa(c.QoS),
 		"MTTR_LABEL":                  c.Label,
 		"MTTR_DB":                     c.DB,
+		"MTTR_LAST":                   strconv.Itoa(c.Last),
+		"MTTR_BASELINE":               c.Baseline,
+		"MTTR_ALPHA":                  strconv.FormatFloat(c.Alpha, 'g', -1, 64),
+		"MTTR_FORMAT":                 c.Format,
+		"MTTR_MAX_P95":                maxP95,
+		"MTTR_HTML":                   c.HTML,
 	}
 }
 

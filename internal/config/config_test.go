@@ -79,6 +79,10 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_CLEAN_SESSION", "maybe", `MTTR_CLEAN_SESSION="maybe": want true or false`},
 		{"MTTR_KEEP_DEAD", "1x", `MTTR_KEEP_DEAD="1x": not a duration`},
 		{"MTTR_RECOVERY_TIMEOUT", "-5", `MTTR_RECOVERY_TIMEOUT="-5": must be positive`},
+		{"MTTR_FORMAT", "xml", `MTTR_FORMAT="xml": want one of text, markdown, csv, json`},
+		{"MTTR_LAST", "none", `MTTR_LAST="none": not a whole number`},
+		{"MTTR_ALPHA", "5", `MTTR_ALPHA=5: want a level between 0 and 1`},
+		{"MTTR_MAX_P95", "fast", `MTTR_MAX_P95="fast": not a duration`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -126,7 +130,7 @@ func TestDuration(t *testing.T) {
 // TestVarsRoundTrip checks that Vars names every setting and that loading
 // what it returns gives the same configuration back.
 func TestVarsRoundTrip(t *testing.T) {
-	c, err := Load(env(map[string]string{"MTTR_FAULT": "pause", "MTTR_KEEP_DEAD": "2s", "MTTR_QOS": "0", "MTTR_LABEL": "sdk 1.2"}))
+	c, err := Load(env(map[string]string{"MTTR_FAULT": "pause", "MTTR_KEEP_DEAD": "2s", "MTTR_QOS": "0", "MTTR_LABEL": "sdk 1.2", "MTTR_MAX_P95": "1500ms", "MTTR_FORMAT": "json"}))
 	if err != nil {
 		t.Fatal(err)
 	}

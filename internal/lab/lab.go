@@ -26,6 +26,7 @@ const ProbeInterval = 10 * time.Millisecond
 type Lab struct {
 	Config   config.Config
 	Out      io.Writer // progress and results
+	Err      io.Writer // side notes that must not mix with machine-readable output; Out when nil
 	BuildDir string    // broker image build context; "aedes" by default
 }
 
@@ -35,7 +36,7 @@ func FromEnv() (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Lab{Config: cfg, Out: os.Stdout, BuildDir: "aedes"}, nil
+	return &Lab{Config: cfg, Out: os.Stdout, Err: os.Stderr, BuildDir: "aedes"}, nil
 }
 
 // Do runs fn with a Lab configured from the environment; a bad MTTR_*

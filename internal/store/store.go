@@ -100,7 +100,11 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if want := Latest(); have < want {
+	switch want := Latest(); {
+	case have > want:
+		db.Close()
+		return nil, fmt.Errorf("store %s: schema version %d: %w (this tool knows up to %d)", path, have, ErrNewerSchema, want)
+	case have < want:
 		db.Close()
 		return nil, fmt.Errorf("store %s: schema version %d, want %d: run `mage mttr` once to migrate it", path, have, want)
 	}
@@ -320,27 +324,14 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]Cycle, error) {
 
 // GetRun returns the run with id.
 func (s *Store) GetRun(ctx context.Context, id int64) (Run, error) {
-	var r Run
-	var started int64
-	var finished sql.NullInt64
-	var errText sql.NullString
-	var alive, dead, running int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, started_at, finished_at, status, error, label, fault,
-		keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned, config_json, tool_version,
-		engine_version, image_id, host, machine, pid FROM runs WHERE id = ?`, id).Scan(
-		&r.ID, &started, &finished, &r.Status, &errText, &r.Label, &r.Fault, &alive, &dead, &running,
-		&r.Devices, &r.CyclesPlanned, &r.ConfigJSON, &r.ToolVersion, &r.EngineVersion, &r.ImageID, &r.Host,
-		&r.Machine, &r.PID)
+	runs, err := s.queryRuns(ctx, `WHERE id = ?`, id)
 	if err != nil {
-		return r, fmt.Errorf("store: run %d: %w", id, err)
+		return Run{}, err
 	}
-	r.StartedAt = time.Unix(0, started)
-	if finished.Valid {
-		r.FinishedAt = time.Unix(0, finished.Int64)
+	if len(runs) == 0 {
+		return Run{}, fmt.Errorf("run %d: %w", id, ErrNoRun)
 	}
-	r.Error = errText.String
-	r.KeepAlive, r.KeepDead, r.KeepRunning = ms(alive), ms(dead), ms(running)
-	return r, nil
+	return runs[0], nil
 }
 
 func ms(v int64) time.Duration { return time.Duration(v) * time.Millisecond }

@@ -183,3 +183,65 @@ func TestRejectsForeignAndNewer(t *testing.T) {
 		t.Error("OpenReadOnly(missing file) succeeded")
 	}
 }
+
+func TestQueries(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	mk := func(label, fault string, dead time.Duration, status string) int64 {
+		r := sampleRun()
+		r.Label, r.Fault, r.KeepDead = label, fault, dead
+		id, err := s.StartRun(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status != StatusRunning {
+			if err := s.FinishRun(ctx, id, status, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return id
+	}
+	a := mk("v1", "stop", time.Second, StatusCompleted)
+	mk("v1", "pause", time.Second, StatusCompleted)
+	c := mk("v2", "stop", time.Second, StatusFailed)
+	d := mk("3", "stop", time.Second, StatusCompleted)
+
+	for ref, want := range map[string]int64{"v1": 2, "v2": c, "1": a, "3": 3} {
+		r, err := s.FindRun(ctx, ref)
+		if err != nil || r.ID != want {
+			t.Errorf("FindRun(%q) = %d, %v; want %d", ref, r.ID, err, want)
+		}
+	}
+	if _, err := s.FindRun(ctx, "v9"); !errors.Is(err, ErrNoRun) {
+		t.Errorf("FindRun(unknown) = %v", err)
+	}
+	latest, err := s.LatestCompleted(ctx)
+	if err != nil || latest.ID != d {
+		t.Fatalf("LatestCompleted = %d, %v", latest.ID, err)
+	}
+	prev, err := s.PreviousOfScenario(ctx, latest)
+	if err != nil || prev.ID != a {
+		t.Errorf("PreviousOfScenario = %d, %v; want %d (same fault, completed)", prev.ID, err, a)
+	}
+	if _, err := s.PreviousOfScenario(ctx, prev); !errors.Is(err, ErrNoRun) {
+		t.Errorf("PreviousOfScenario(first) = %v", err)
+	}
+	runs, err := s.Runs(ctx, 2)
+	if err != nil || len(runs) != 2 || runs[0].ID != d {
+		t.Errorf("Runs(2) = %v, %v", runs, err)
+	}
+	if err := s.SaveCycle(ctx, a, []Cycle{
+		{Cycle: 1, Device: "x", FaultAt: 1e9, LostAt: 1.002e9, ReadyAt: 2e9, FirstAckAt: 2.5e9, LastAckBeforeAt: 0.5e9, Published: 3, Lost: 1},
+		{Cycle: 1, Device: "y", FaultAt: 1e9, ReadyAt: 2e9, Published: 2},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sm, err := s.Samples(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm.Rows != 2 || sm.Cycles != 1 || sm.NotRecovered != 1 || sm.Published != 5 || sm.Lost != 1 ||
+		len(sm.Recovery) != 1 || sm.Recovery[0] != 500 || len(sm.Detection) != 1 || sm.Detection[0] != 2 || sm.Outage[0] != 2000 {
+		t.Errorf("Samples = %+v", sm)
+	}
+}

@@ -1,0 +1,124 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/mttrlab/mttr/internal/report"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// openResults opens MTTR_DB read-only; a report never changes it.
+func (l *Lab) openResults(ctx context.Context) (*store.Store, error) {
+	st, err := store.OpenReadOnly(ctx, l.Config.DB)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no results database at %s (MTTR_DB): make a run with `mage mttr`", l.Config.DB)
+	}
+	return st, err
+}
+
+func (l *Lab) options() report.Options {
+	return report.Options{Last: l.Config.Last, Baseline: l.Config.Baseline, Alpha: l.Config.Alpha}
+}
+
+// Report prints the newest runs and the comparison of the newest completed
+// run with its baseline in MTTR_FORMAT, and writes the HTML page to
+// MTTR_HTML (its path goes to the error stream, so that CSV and JSON output
+// stay clean).
+func (l *Lab) Report(ctx context.Context) error {
+	st, err := l.openResults(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := report.Build(ctx, st, l.options())
+	if err != nil {
+		return err
+	}
+	if err := report.Write(l.Out, rep, l.Config.Format); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(l.Config.HTML, func(f *os.File) error { return report.WriteHTML(f, rep) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.errOut(), "HTML report: %s\n", l.Config.HTML)
+	return nil
+}
+
+// Compare prints runs a and b (ids or labels) side by side.
+func (l *Lab) Compare(ctx context.Context, a, b string) error {
+	st, err := l.openResults(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	c, err := report.Compare(ctx, st, a, b, l.Config.Alpha)
+	if err != nil {
+		return err
+	}
+	return report.WriteComparison(l.Out, c, l.Config.Format)
+}
+
+// Check fails when the newest completed run regressed: recovery p95 above
+// MTTR_MAX_P95, a device that did not recover, or recovery significantly
+// worse than its baseline.
+func (l *Lab) Check(ctx context.Context) error {
+	st, err := l.openResults(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := report.Build(ctx, st, l.options())
+	if err != nil {
+		return err
+	}
+	v, err := report.Check(rep, float64(l.Config.MaxP95.Microseconds())/1000)
+	if err != nil {
+		return err
+	}
+	l.printf("checking %s\n", v.Run.Name())
+	report.WriteVerdict(l.Out, v)
+	if !v.OK() {
+		return fmt.Errorf("check: %s failed %d of %d checks", v.Run.Name(), len(v.Failures), len(v.Failures)+len(v.Passes))
+	}
+	return nil
+}
+
+func (l *Lab) errOut() io.Writer {
+	if l.Err != nil {
+		return l.Err
+	}
+	return l.Out
+}
+
+// writeFileAtomic writes path through a temporary file in its directory.
+func writeFileAtomic(path string, write func(*os.File) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

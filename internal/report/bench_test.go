@@ -1,0 +1,77 @@
+package report
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// BenchmarkReportMillionRows builds a database of 1000 runs × 1000 cycle
+// rows (10 devices × 100 cycles) and times a full report: the run table,
+// the comparison, the text output and the HTML page.
+//
+//	go test ./internal/report -run '^$' -bench MillionRows -benchtime 3x
+func BenchmarkReportMillionRows(b *testing.B) {
+	const runs, cycles, devices = 1000, 100, 10
+	path := filepath.Join(b.TempDir(), "mttr.db")
+	w, err := store.Open(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	tx, err := w.DB().Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	runStmt, _ := tx.Prepare(`INSERT INTO runs (id, started_at, finished_at, status, fault, keep_alive_ms, keep_dead_ms, keep_running_ms,
+		devices, cycles_planned, config_json, tool_version, engine_version, image_id, host) VALUES (?, ?, ?, 'completed', 'stop', 15000, 7500, 10000, ?, ?, '{}', 't', 'e', 'i', 'localhost')`)
+	cycStmt, _ := tx.Prepare(`INSERT INTO cycles (run_id, cycle, device, fault_at, lost_at, healed_at, ready_at, reconnected_at, first_ack_at,
+		last_ack_before_at, reconnect_attempts, published, acknowledged, delivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 6, 6, 6)`)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	for r := 1; r <= runs; r++ {
+		if _, err := runStmt.Exec(r, t0+int64(r)*1e12, t0+int64(r)*1e12+1e11, devices, cycles); err != nil {
+			b.Fatal(err)
+		}
+		for c := 1; c <= cycles; c++ {
+			for d := 0; d < devices; d++ {
+				f := t0 + int64(r)*1e12 + int64(c)*2e10
+				rec := int64(400+(r*7+c*13+d*31)%300) * 1e6
+				if _, err := cycStmt.Exec(r, c, fmt.Sprintf("dev-%d", d+1), f, f+1e6, f+7.5e9, f+7.6e9, f+7.6e9+rec-2e6, f+7.6e9+rec, f-1e9); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	w.Close()
+	b.Logf("built %d cycle rows in %s", runs*cycles*devices, time.Since(start).Round(time.Millisecond))
+
+	st, err := store.OpenReadOnly(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		rep, err := Build(context.Background(), st, Options{Last: 20, Alpha: 0.05})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rep.Comparison == nil || len(rep.Runs) != 20 {
+			b.Fatalf("report has %d runs, comparison %v", len(rep.Runs), rep.Comparison != nil)
+		}
+		if err := Write(io.Discard, rep, "text"); err != nil {
+			b.Fatal(err)
+		}
+		if err := WriteHTML(io.Discard, rep); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

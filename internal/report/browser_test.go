@@ -1,0 +1,60 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+)
+
+// TestHTMLRendersInBrowser opens the page in headless Chromium and reads
+// back what its check script found: every chart drawn, no script error.
+// It needs Debian's chromium; MTTR_REQUIRE_BROWSER=1 (set by .ci/run) makes
+// a missing browser a failure.
+func TestHTMLRendersInBrowser(t *testing.T) {
+	bin := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		if os.Getenv("MTTR_REQUIRE_BROWSER") == "1" {
+			t.Fatal("MTTR_REQUIRE_BROWSER=1 but no chromium is installed")
+		}
+		t.Skip("no chromium installed")
+	}
+	rep := build(t, Options{Last: 20, Alpha: 0.05})
+	var page bytes.Buffer
+	if err := WriteHTML(&page, rep); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "report.html")
+	if err := os.WriteFile(file, page.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+filepath.Join(dir, "profile"), "--virtual-time-budget=5000", "--dump-dom", "file://"+file)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	dom, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium: %v\n%s", err, stderr.String())
+	}
+	body := regexp.MustCompile(`<body[^>]*>`).Find(dom)
+	if !bytes.Contains(body, []byte(`data-charts="rendered:2"`)) {
+		t.Errorf("charts did not render; body tag %s", body)
+	}
+	if bytes.Contains(body, []byte("data-errors")) {
+		t.Errorf("script error in the page: %s", body)
+	}
+}

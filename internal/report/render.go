@@ -1,0 +1,296 @@
+package report
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/perf/benchmath"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Write renders rep in format: "text", "markdown", "csv" or "json".
+func Write(w io.Writer, rep *Report, format string) error {
+	switch format {
+	case "text":
+		return writeTables(w, reportTables(rep), false)
+	case "markdown":
+		return writeTables(w, reportTables(rep), true)
+	case "csv":
+		return writeCSV(w, rep.Runs)
+	case "json":
+		return writeJSON(w, rep)
+	}
+	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
+}
+
+// WriteComparison renders a comparison of two runs in format.
+func WriteComparison(w io.Writer, c *Comparison, format string) error {
+	switch format {
+	case "text":
+		return writeTables(w, comparisonTables(c), false)
+	case "markdown":
+		return writeTables(w, comparisonTables(c), true)
+	case "csv":
+		return writeCSV(w, []RunSummary{c.Old, c.New})
+	case "json":
+		return writeJSON(w, c)
+	}
+	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
+}
+
+// section is a heading, a table and lines of notes.
+type section struct {
+	Title string
+	Head  []string
+	Rows  [][]string
+	Notes []string
+}
+
+func reportTables(rep *Report) []section {
+	runs := section{
+		Title: fmt.Sprintf("Runs in %s, newest first", rep.DB),
+		Head: []string{"run", "started (UTC)", "label", "status", "fault", "keep-dead", "devices", "recovered",
+			"recovery median", "p95", "max", "detection median", "lost"},
+	}
+	for _, r := range rep.Runs {
+		runs.Rows = append(runs.Rows, []string{
+			strconv.FormatInt(r.ID, 10), r.StartedAt.Format("2006-01-02 15:04"), r.Label, r.Status, r.Fault,
+			fmtDur(r.KeepDeadMS), strconv.Itoa(r.Devices),
+			fmt.Sprintf("%d/%d", r.Recovered, r.CyclesPlanned*r.Devices),
+			withCI(r.Recovery), fmtMS(r.Recovery.P95, r.Recovery.N), fmtMS(r.Recovery.Max, r.Recovery.N),
+			fmtMS(r.Detection.Median, r.Detection.N), strconv.Itoa(r.Lost),
+		})
+	}
+	out := []section{runs}
+	if rep.Comparison != nil {
+		out = append(out, comparisonTables(rep.Comparison)...)
+	} else if rep.Note != "" {
+		out = append(out, section{Title: "Comparison", Notes: []string{rep.Note}})
+	}
+	return out
+}
+
+func comparisonTables(c *Comparison) []section {
+	cmp := section{
+		Title: fmt.Sprintf("%s vs %s: %s (%s)", c.Old.Name(), c.New.Name(), c.Why, scenarios(c)),
+		Head:  []string{"", "run " + strconv.FormatInt(c.Old.ID, 10), "run " + strconv.FormatInt(c.New.ID, 10), "delta", "p"},
+	}
+	for _, d := range c.Deltas {
+		p := "-"
+		if !math.IsNaN(d.P) {
+			p = fmt.Sprintf("p=%.3f n=%s", d.P, sizes(d.N1, d.N2))
+		}
+		cmp.Rows = append(cmp.Rows, []string{d.Name, withCI(d.Old), withCI(d.New), d.Delta, p})
+		for _, w := range d.Old.Warnings {
+			cmp.Notes = append(cmp.Notes, fmt.Sprintf("%s, run %d: %s", d.Name, c.Old.ID, w))
+		}
+		for _, w := range d.New.Warnings {
+			cmp.Notes = append(cmp.Notes, fmt.Sprintf("%s, run %d: %s", d.Name, c.New.ID, w))
+		}
+		for _, w := range d.Warnings {
+			cmp.Notes = append(cmp.Notes, fmt.Sprintf("%s: %s", d.Name, w))
+		}
+	}
+	cmp.Notes = append(cmp.Notes, fmt.Sprintf("~ means no significant difference at alpha %g (Mann-Whitney U test); medians with 95%% confidence intervals", c.Alpha))
+	out := []section{cmp}
+	if len(c.Settings) > 0 {
+		s := section{Title: "Settings that differ", Head: []string{"setting", "run " + strconv.FormatInt(c.Old.ID, 10), "run " + strconv.FormatInt(c.New.ID, 10)}}
+		for _, d := range c.Settings {
+			s.Rows = append(s.Rows, []string{d.Name, d.Old, d.New})
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func scenarios(c *Comparison) string {
+	if o, n := c.Old.Scenario(), c.New.Scenario(); o != n {
+		return o + " vs " + n
+	}
+	return c.New.Scenario()
+}
+
+func sizes(n1, n2 int) string {
+	if n1 == n2 {
+		return strconv.Itoa(n1)
+	}
+	return fmt.Sprintf("%d+%d", n1, n2)
+}
+
+// withCI formats a median with its confidence interval as benchstat does:
+// "812 ms ± 3%", or "± ∞" when there are too few values for one.
+func withCI(m Metric) string {
+	if m.N == 0 {
+		return "-"
+	}
+	pct := benchmath.Summary{Center: m.Median, Lo: m.Lo, Hi: m.Hi}.PctRangeString()
+	return fmtMS(m.Median, m.N) + " ± " + pct
+}
+
+func fmtMS(v float64, n int) string {
+	if n == 0 || math.IsNaN(v) {
+		return "-"
+	}
+	if math.Abs(v) < 100 {
+		return strconv.FormatFloat(v, 'f', 1, 64) + " ms"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64) + " ms"
+}
+
+func fmtDur(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() }
+
+func writeTables(w io.Writer, sections []section, markdown bool) error {
+	var b strings.Builder
+	for i, s := range sections {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		if markdown {
+			fmt.Fprintf(&b, "## %s\n\n", s.Title)
+		} else {
+			fmt.Fprintf(&b, "%s\n\n", s.Title)
+		}
+		if len(s.Head) > 0 {
+			if markdown {
+				writeMarkdownTable(&b, s.Head, s.Rows)
+			} else {
+				tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(tw, strings.Join(s.Head, "\t"))
+				for _, r := range s.Rows {
+					fmt.Fprintln(tw, strings.Join(r, "\t"))
+				}
+				tw.Flush()
+			}
+		}
+		if len(s.Notes) > 0 {
+			if len(s.Head) > 0 {
+				b.WriteString("\n")
+			}
+			for _, n := range s.Notes {
+				if markdown {
+					fmt.Fprintf(&b, "- %s\n", n)
+				} else {
+					fmt.Fprintf(&b, "note: %s\n", n)
+				}
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
+	esc := func(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+	line := func(cells []string) {
+		b.WriteString("|")
+		for _, c := range cells {
+			b.WriteString(" " + esc(c) + " |")
+		}
+		b.WriteString("\n")
+	}
+	line(head)
+	b.WriteString("|" + strings.Repeat("---|", len(head)) + "\n")
+	for _, r := range rows {
+		line(r)
+	}
+}
+
+var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "ready_at",
+	"reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms", "outage_ms",
+	"reconnect_attempts", "published", "acknowledged", "delivered", "lost", "duplicated", "error"}
+
+// writeCSV writes one row per cycle and device of runs; empty cells are NULL.
+func writeCSV(w io.Writer, runs []RunSummary) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(csvHead); err != nil {
+		return err
+	}
+	for _, r := range runs {
+		for _, c := range r.Cycles {
+			rec := []string{strconv.FormatInt(r.ID, 10), r.Label, r.Fault, strconv.Itoa(c.Cycle), c.Device,
+				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ReadyAt), ts(c.ReconnectedAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
+				diff(c.FirstAckAt, c.ReadyAt), diff(c.LostAt, c.FaultAt), diff(c.FirstAckAt, c.LastAckBeforeAt),
+				strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
+				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated), c.Error}
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func ts(ns int64) string {
+	if ns == 0 {
+		return ""
+	}
+	return strconv.FormatInt(ns, 10)
+}
+
+// diff is (a − b) in milliseconds, empty when either is missing, as the
+// database's generated columns compute it.
+func diff(a, b int64) string {
+	if a == 0 || b == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(float64(a-b)/1e6, 'f', -1, 64)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Cycle is one stored cycle row; in JSON its missing times are null and it
+// carries the derived milliseconds.
+type Cycle store.Cycle
+
+// MarshalJSON writes the row with snake_case names, as in the database.
+func (c Cycle) MarshalJSON() ([]byte, error) {
+	t := func(ns int64) *int64 {
+		if ns == 0 {
+			return nil
+		}
+		return &ns
+	}
+	d := func(a, b int64) *float64 {
+		if a == 0 || b == 0 {
+			return nil
+		}
+		v := float64(a-b) / 1e6
+		return &v
+	}
+	return json.Marshal(struct {
+		Cycle             int      `json:"cycle"`
+		Device            string   `json:"device"`
+		FaultAt           *int64   `json:"fault_at"`
+		LostAt            *int64   `json:"lost_at"`
+		HealedAt          *int64   `json:"healed_at"`
+		ReadyAt           *int64   `json:"ready_at"`
+		ReconnectedAt     *int64   `json:"reconnected_at"`
+		FirstAckAt        *int64   `json:"first_ack_at"`
+		LastAckBeforeAt   *int64   `json:"last_ack_before_at"`
+		RecoveryMS        *float64 `json:"recovery_ms"`
+		DetectionMS       *float64 `json:"detection_ms"`
+		OutageMS          *float64 `json:"outage_ms"`
+		ReconnectAttempts int      `json:"reconnect_attempts"`
+		Published         int      `json:"published"`
+		Acknowledged      int      `json:"acknowledged"`
+		Delivered         int      `json:"delivered"`
+		Lost              int      `json:"lost"`
+		Duplicated        int      `json:"duplicated"`
+		Error             string   `json:"error,omitempty"`
+	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ReadyAt), t(c.ReconnectedAt), t(c.FirstAckAt),
+		t(c.LastAckBeforeAt), d(c.FirstAckAt, c.ReadyAt), d(c.LostAt, c.FaultAt), d(c.FirstAckAt, c.LastAckBeforeAt),
+		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error})
+}

@@ -1,0 +1,255 @@
+// Package report answers "did this change make recovery better or worse,
+// and is the difference real?" with benchstat's statistics: medians with
+// 95 % confidence intervals and the Mann-Whitney U test, from
+// golang.org/x/perf/benchmath. It computes a Report from the results store
+// and renders it as text, markdown, CSV, JSON and an HTML page with charts.
+// Statistics never print; caveats travel with the numbers as warnings.
+package report
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Confidence is the level of every confidence interval.
+const Confidence = 0.95
+
+// Options select what a report covers.
+type Options struct {
+	Last     int     // how many runs to list, newest first
+	Baseline string  // run id or label to compare the newest completed run with; empty: the previous run of its scenario
+	Alpha    float64 // significance level
+}
+
+// Report is everything the renderers show.
+type Report struct {
+	DB         string       `json:"db"`
+	Alpha      float64      `json:"alpha"`
+	Runs       []RunSummary `json:"runs"`
+	Comparison *Comparison  `json:"comparison,omitempty"`
+	Note       string       `json:"note,omitempty"` // why there is no comparison
+}
+
+// RunSummary is one run with its statistics and cycles.
+type RunSummary struct {
+	ID            int64             `json:"id"`
+	StartedAt     time.Time         `json:"started_at"`
+	FinishedAt    *time.Time        `json:"finished_at,omitempty"`
+	Status        string            `json:"status"`
+	Error         string            `json:"error,omitempty"`
+	Label         string            `json:"label"`
+	Fault         string            `json:"fault"`
+	KeepAliveMS   int64             `json:"keep_alive_ms"`
+	KeepDeadMS    int64             `json:"keep_dead_ms"`
+	KeepRunningMS int64             `json:"keep_running_ms"`
+	Devices       int               `json:"devices"`
+	CyclesPlanned int               `json:"cycles_planned"`
+	Host          string            `json:"host"`
+	ToolVersion   string            `json:"tool_version"`
+	EngineVersion string            `json:"engine_version"`
+	ImageID       string            `json:"image_id"`
+	Settings      map[string]string `json:"settings"`
+
+	CyclesDone   int `json:"cycles_done"`
+	DeviceCycles int `json:"device_cycles"`
+	Recovered    int `json:"recovered"`
+	NotRecovered int `json:"not_recovered"`
+	Published    int `json:"published"`
+	Acknowledged int `json:"acknowledged"`
+	Delivered    int `json:"delivered"`
+	Lost         int `json:"lost"`
+	Duplicated   int `json:"duplicated"`
+
+	Recovery  Metric `json:"recovery_ms"`
+	Detection Metric `json:"detection_ms"`
+	Outage    Metric `json:"outage_ms"`
+
+	Cycles []Cycle `json:"cycles"`
+}
+
+// Scenario is what makes two runs comparable.
+func (r RunSummary) Scenario() string {
+	return fmt.Sprintf("fault %s, keep-dead %s, %d device(s)", r.Fault, time.Duration(r.KeepDeadMS)*time.Millisecond, r.Devices)
+}
+
+// Name is "run 7" or "run 7 (label)".
+func (r RunSummary) Name() string {
+	if r.Label != "" {
+		return fmt.Sprintf("run %d (%s)", r.ID, r.Label)
+	}
+	return fmt.Sprintf("run %d", r.ID)
+}
+
+// Build reads the newest opts.Last runs from st and compares the newest
+// completed run with its baseline. A database without runs is an error
+// that says how to make one.
+func Build(ctx context.Context, st *store.Store, opts Options) (*Report, error) {
+	runs, err := st.Runs(ctx, opts.Last)
+	if err != nil {
+		return nil, err
+	}
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("no runs in %s yet: make one with `mage mttr`", st.Path())
+	}
+	rep := &Report{DB: st.Path(), Alpha: opts.Alpha}
+	for _, r := range runs {
+		s, err := summarize(ctx, st, r)
+		if err != nil {
+			return nil, err
+		}
+		rep.Runs = append(rep.Runs, s)
+	}
+	newest, err := st.LatestCompleted(ctx)
+	if errors.Is(err, store.ErrNoRun) {
+		rep.Note = "no completed run to compare"
+		return rep, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var base store.Run
+	why := ""
+	if opts.Baseline != "" {
+		base, err = st.FindRun(ctx, opts.Baseline)
+		why = fmt.Sprintf("baseline MTTR_BASELINE=%s", opts.Baseline)
+		if err != nil {
+			return nil, fmt.Errorf("MTTR_BASELINE: %w", err)
+		}
+	} else {
+		base, err = st.PreviousOfScenario(ctx, newest)
+		why = "the previous completed run of the same scenario"
+		if errors.Is(err, store.ErrNoRun) {
+			rep.Note = fmt.Sprintf("run %d has no earlier completed run with %s to compare with; set MTTR_BASELINE to choose one", newest.ID, summaryOf(newest).Scenario())
+			return rep, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if base.ID == newest.ID {
+		rep.Note = fmt.Sprintf("the baseline is the newest completed run (%d) itself", newest.ID)
+		return rep, nil
+	}
+	c, err := compare(ctx, st, base, newest, opts.Alpha)
+	if err != nil {
+		return nil, err
+	}
+	c.Why = why
+	rep.Comparison = c
+	return rep, nil
+}
+
+// Compare compares runs a (old) and b (new), each a run id or label.
+func Compare(ctx context.Context, st *store.Store, a, b string, alpha float64) (*Comparison, error) {
+	old, err := st.FindRun(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := st.FindRun(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	c, err := compare(ctx, st, old, cur, alpha)
+	if err != nil {
+		return nil, err
+	}
+	c.Why = "as asked"
+	return c, nil
+}
+
+func summaryOf(r store.Run) RunSummary {
+	s := RunSummary{
+		ID: r.ID, StartedAt: r.StartedAt.UTC(), Status: r.Status, Error: r.Error, Label: r.Label, Fault: r.Fault,
+		KeepAliveMS: r.KeepAlive.Milliseconds(), KeepDeadMS: r.KeepDead.Milliseconds(), KeepRunningMS: r.KeepRunning.Milliseconds(),
+		Devices: r.Devices, CyclesPlanned: r.CyclesPlanned, Host: r.Host, ToolVersion: r.ToolVersion,
+		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Settings: map[string]string{},
+	}
+	if !r.FinishedAt.IsZero() {
+		f := r.FinishedAt.UTC()
+		s.FinishedAt = &f
+	}
+	_ = json.Unmarshal([]byte(r.ConfigJSON), &s.Settings)
+	return s
+}
+
+func summarize(ctx context.Context, st *store.Store, r store.Run) (RunSummary, error) {
+	s := summaryOf(r)
+	sm, err := st.Samples(ctx, r.ID)
+	if err != nil {
+		return s, err
+	}
+	s.CyclesDone, s.DeviceCycles, s.NotRecovered = sm.Cycles, sm.Rows, sm.NotRecovered
+	s.Recovered = sm.Rows - sm.NotRecovered
+	s.Published, s.Acknowledged, s.Delivered, s.Lost, s.Duplicated = sm.Published, sm.Acknowledged, sm.Delivered, sm.Lost, sm.Duplicated
+	s.Recovery, s.Detection, s.Outage = Summarize(sm.Recovery), Summarize(sm.Detection), Summarize(sm.Outage)
+	cycles, err := st.Cycles(ctx, r.ID)
+	if err != nil {
+		return s, err
+	}
+	for _, c := range cycles {
+		s.Cycles = append(s.Cycles, Cycle(c))
+	}
+	return s, nil
+}
+
+// Comparison is an old run against a new one.
+type Comparison struct {
+	Old      RunSummary    `json:"old"`
+	New      RunSummary    `json:"new"`
+	Why      string        `json:"why"` // how the old run was chosen
+	Alpha    float64       `json:"alpha"`
+	Deltas   []Delta       `json:"deltas"`
+	Settings []SettingDiff `json:"settings_that_differ"`
+}
+
+// SettingDiff is a setting whose value differs between two runs.
+type SettingDiff struct {
+	Name string `json:"name"`
+	Old  string `json:"old"`
+	New  string `json:"new"`
+}
+
+// ignoredSettings differ between runs without changing what is measured.
+var ignoredSettings = map[string]bool{"MTTR_LABEL": true, "MTTR_DB": true, "MTTR_BASELINE": true, "MTTR_FORMAT": true,
+	"MTTR_LAST": true, "MTTR_ALPHA": true, "MTTR_MAX_P95": true, "MTTR_HTML": true, "MTTR_CONTAINER": true, "MTTR_CERT_DIR": true}
+
+func compare(ctx context.Context, st *store.Store, oldRun, newRun store.Run, alpha float64) (*Comparison, error) {
+	old, err := summarize(ctx, st, oldRun)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := summarize(ctx, st, newRun)
+	if err != nil {
+		return nil, err
+	}
+	oldS, err := st.Samples(ctx, oldRun.ID)
+	if err != nil {
+		return nil, err
+	}
+	newS, err := st.Samples(ctx, newRun.ID)
+	if err != nil {
+		return nil, err
+	}
+	c := &Comparison{Old: old, New: cur, Alpha: alpha, Deltas: []Delta{
+		CompareSamples("recovery", oldS.Recovery, newS.Recovery, alpha),
+		CompareSamples("detection", oldS.Detection, newS.Detection, alpha),
+		CompareSamples("outage", oldS.Outage, newS.Outage, alpha),
+	}}
+	names := slices.Sorted(maps.Keys(old.Settings))
+	for _, k := range slices.Sorted(maps.Keys(cur.Settings)) {
+		if _, ok := old.Settings[k]; !ok {
+			names = append(names, k)
+		}
+	}
+	for _, k := range names {
+		if !ignoredSettings[k] && old.Settings[k] != cur.Settings[k] {
+			c.Settings = append(c.Settings, SettingDiff{Name: k, Old: old.Settings[k], New: cur.Settings[k]})
+		}
+	}
+	return c, nil
+}

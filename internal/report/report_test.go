@@ -1,0 +1,245 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// fixture builds a database with three runs: two completed runs of one
+// scenario whose recoveries differ clearly, and a newer interrupted run of
+// another scenario with a device that did not recover.
+func fixture(t testing.TB) *store.Store {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mttr.db")
+	w, err := store.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	type runSpec struct {
+		label, fault, status, maxReconnect string
+		keepDead                           time.Duration
+		recoveries                         []float64 // ms; NaN = not recovered
+	}
+	specs := []runSpec{
+		{"sdk-1.0", "stop", store.StatusCompleted, "10m0s", 7500 * time.Millisecond, []float64{500, 520, 510, 530, 505, 515, 525, 495}},
+		{"sdk-1.1", "stop", store.StatusCompleted, "1s", 7500 * time.Millisecond, []float64{800, 810, 790, 805, 820, 795, 815, 785}},
+		{"", "pause", store.StatusInterrupted, "1s", 2 * time.Second, []float64{3, math.NaN()}},
+	}
+	for i, sp := range specs {
+		started := base.Add(time.Duration(i) * time.Hour)
+		cfg, _ := json.Marshal(map[string]string{"MTTR_FAULT": sp.fault, "MTTR_MAX_RECONNECT_INTERVAL": sp.maxReconnect, "MTTR_LABEL": sp.label})
+		id, err := w.StartRun(context.Background(), store.Run{
+			StartedAt: started, Label: sp.label, Fault: sp.fault, KeepAlive: 15 * time.Second, KeepDead: sp.keepDead,
+			KeepRunning: 10 * time.Second, Devices: 1, CyclesPlanned: len(sp.recoveries), ConfigJSON: string(cfg),
+			ToolVersion: "v0.0.0 test", EngineVersion: "20.10.24 (API 1.41)", ImageID: "sha256:feed", Host: "localhost",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n, rec := range sp.recoveries {
+			fault := started.Add(time.Duration(n+1) * 20 * time.Second).UnixNano()
+			c := store.Cycle{Cycle: n + 1, Device: "devicemtr", FaultAt: fault, LastAckBeforeAt: fault - 2e9,
+				HealedAt: fault + sp.keepDead.Nanoseconds(), Published: 6, Acknowledged: 6, Delivered: 6}
+			c.ReadyAt = c.HealedAt + 150e6
+			if sp.fault == "stop" {
+				c.LostAt = fault + 1e6
+				c.ReconnectedAt = c.ReadyAt + int64(rec*1e6) - 2e6
+				c.ReconnectAttempts = 1
+			}
+			if math.IsNaN(rec) {
+				c.FirstAckAt, c.Acknowledged, c.Delivered, c.Lost = 0, 4, 4, 2
+				c.Error = "not recovered within 2m0s"
+			} else {
+				c.FirstAckAt = c.ReadyAt + int64(rec*1e6)
+			}
+			if err := w.SaveCycle(context.Background(), id, []store.Cycle{c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.FinishRun(context.Background(), id, sp.status, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.DB().Exec(`UPDATE runs SET finished_at = ? WHERE id = ?`, started.Add(30*time.Minute).UnixNano(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	r, err := store.OpenReadOnly(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func build(t *testing.T, opts Options) *Report {
+	t.Helper()
+	rep, err := Build(t.Context(), fixture(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.DB = "results/mttr.db" // the temporary path would differ every run
+	return rep
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file (run with -update to accept):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestGoldenFormats(t *testing.T) {
+	rep := build(t, Options{Last: 20, Alpha: 0.05})
+	for _, format := range []string{"text", "markdown", "csv", "json"} {
+		t.Run(format, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := Write(&b, rep, format); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "report."+map[string]string{"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}[format], b.Bytes())
+		})
+	}
+	if err := Write(new(bytes.Buffer), rep, "xml"); err == nil {
+		t.Error("unknown format accepted")
+	}
+}
+
+func TestGoldenCompare(t *testing.T) {
+	c, err := Compare(t.Context(), fixture(t), "sdk-1.0", "2", 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := WriteComparison(&b, c, "text"); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "compare.txt", b.Bytes())
+	if _, err := Compare(t.Context(), fixture(t), "nope", "2", 0.05); err == nil || !strings.Contains(err.Error(), `run "nope": no such run`) {
+		t.Errorf("unknown label: %v", err)
+	}
+	if _, err := Compare(t.Context(), fixture(t), "1", "99", 0.05); err == nil {
+		t.Error("unknown id accepted")
+	}
+}
+
+var svgElement = regexp.MustCompile(`(?s)<svg.*?</svg>`)
+
+// TestGoldenHTMLStructure checks the page around its charts; the charts'
+// own SVG is checked for being there and well-formed, not byte for byte.
+func TestGoldenHTMLStructure(t *testing.T) {
+	rep := build(t, Options{Last: 20, Alpha: 0.05})
+	var b bytes.Buffer
+	if err := WriteHTML(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	svgs := svgElement.FindAllString(page, -1)
+	if len(svgs) != 2 {
+		t.Fatalf("%d charts in the page, want 2", len(svgs))
+	}
+	for _, s := range svgs {
+		if !strings.Contains(s, "<path") && !strings.Contains(s, "<polygon") {
+			t.Errorf("chart draws nothing: %.200s", s)
+		}
+	}
+	for _, external := range []string{"http://", "https://", "<link", "src="} {
+		for _, line := range strings.Split(svgElement.ReplaceAllString(page, ""), "\n") {
+			if strings.Contains(line, external) {
+				t.Errorf("page refers to something outside itself: %q", line)
+			}
+		}
+	}
+	golden(t, "report.html", []byte(svgElement.ReplaceAllString(page, "<svg>…</svg>")))
+}
+
+func TestComparisonChoosesScenarioAndBaseline(t *testing.T) {
+	rep := build(t, Options{Last: 20, Alpha: 0.05})
+	c := rep.Comparison
+	if c == nil || c.Old.ID != 1 || c.New.ID != 2 {
+		t.Fatalf("comparison %+v, want run 1 vs run 2", c)
+	}
+	// Medians 512.5 and 802.5 ms; eight values each, completely separated:
+	// p = 2/C(16,8) = 0.000155.
+	if d := c.Deltas[0]; !d.Worse() || d.Delta != "+56.59%" || math.Abs(d.P-2.0/12870) > 1e-9 {
+		t.Errorf("recovery delta %+v, want significantly worse by +56.59%%, p=2/12870", d)
+	}
+	if len(c.Settings) != 1 || c.Settings[0].Name != "MTTR_MAX_RECONNECT_INTERVAL" {
+		t.Errorf("settings that differ %+v", c.Settings)
+	}
+	rep = build(t, Options{Last: 1, Alpha: 0.05, Baseline: "2"})
+	if rep.Comparison != nil || !strings.Contains(rep.Note, "itself") {
+		t.Errorf("baseline = newest: comparison %v, note %q", rep.Comparison, rep.Note)
+	}
+	if len(rep.Runs) != 1 || rep.Runs[0].ID != 3 {
+		t.Errorf("MTTR_LAST=1 listed %d runs", len(rep.Runs))
+	}
+	rep = build(t, Options{Last: 5, Alpha: 0.05, Baseline: "sdk-1.0"})
+	if rep.Comparison == nil || rep.Comparison.Old.ID != 1 || !strings.Contains(rep.Comparison.Why, "MTTR_BASELINE=sdk-1.0") {
+		t.Errorf("baseline by label: %+v", rep.Comparison)
+	}
+	if _, err := Build(t.Context(), fixture(t), Options{Last: 5, Alpha: 0.05, Baseline: "missing"}); err == nil || !strings.Contains(err.Error(), "MTTR_BASELINE") {
+		t.Errorf("unknown baseline: %v", err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	rep := build(t, Options{Last: 20, Alpha: 0.05})
+	v, err := Check(rep, 900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK() || len(v.Failures) != 1 || !strings.Contains(v.Failures[0], "significantly worse than run 1 (sdk-1.0)") {
+		t.Errorf("verdict %+v", v)
+	}
+	v, _ = Check(rep, 700)
+	if len(v.Failures) != 2 || !strings.Contains(v.Failures[0], "recovery p95 820 ms exceeds MTTR_MAX_P95=700 ms") {
+		t.Errorf("verdict with a tight p95 %+v", v)
+	}
+	rep.Comparison = nil
+	rep.Note = "none"
+	if v, _ = Check(rep, 0); !v.OK() {
+		t.Errorf("run 2 alone should pass: %+v", v)
+	}
+}
+
+func TestEmptyDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mttr.db")
+	w, err := store.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	r, err := store.OpenReadOnly(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := Build(t.Context(), r, Options{Last: 20, Alpha: 0.05}); err == nil || !strings.Contains(err.Error(), "make one with `mage mttr`") {
+		t.Errorf("empty database: %v", err)
+	}
+}

@@ -1,0 +1,57 @@
+package report
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+// The expected p-values are exact Mann-Whitney U probabilities worked out
+// by counting: with complete separation of two samples of n, only 2 of the
+// C(2n, n) orderings are as extreme (two-sided); for {1,2,4} against
+// {3,5,6}, U = 1 and P(U <= 1) = 2/20, doubled for two sides.
+func TestMannWhitneyKnownCases(t *testing.T) {
+	tests := []struct {
+		old, new []float64
+		p        float64
+	}{
+		{[]float64{1, 2, 3, 4, 5}, []float64{6, 7, 8, 9, 10}, 2.0 / 252},
+		{[]float64{1, 2, 3, 4, 5, 6}, []float64{7, 8, 9, 10, 11, 12}, 2.0 / 924},
+		{[]float64{1, 2, 4}, []float64{3, 5, 6}, 0.2},
+	}
+	for _, tt := range tests {
+		d := CompareSamples("x", tt.old, tt.new, 0.05)
+		if math.Abs(d.P-tt.p) > 1e-9 {
+			t.Errorf("p(%v, %v) = %.6f, want %.6f", tt.old, tt.new, d.P, tt.p)
+		}
+	}
+	d := CompareSamples("x", []float64{1, 2, 4}, []float64{3, 5, 6}, 0.05)
+	if d.Delta != "~" || d.Significant {
+		t.Errorf("p=0.2 reported as significant: %+v", d)
+	}
+	d = CompareSamples("x", []float64{1, 2, 3, 4, 5}, []float64{6, 7, 8, 9, 10}, 0.05)
+	if d.Delta != "+166.67%" || !d.Worse() {
+		t.Errorf("delta %q worse %v, want +166.67%% (median 3 -> 8)", d.Delta, d.Worse())
+	}
+}
+
+// For n = 8 the distribution-free interval of the median between order
+// statistics x(l) and x(u) covers P(l ≤ B < u), B ~ Binomial(8, 1/2):
+// [x(2), x(7)] covers only 1 − 2·(1+8)/256 = 0.9297, while [x(1), x(7)]
+// covers 1 − (1+8+1)/256 = 0.9609 ≥ 0.95 and is one of the two shortest.
+func TestMedianCI(t *testing.T) {
+	m := Summarize([]float64{5, 1, 7, 3, 8, 2, 6, 4})
+	if m.Median != 4.5 || m.Lo != 1 || m.Hi != 7 || len(m.Warnings) != 0 {
+		t.Errorf("Summarize = %+v, want median 4.5 in [1, 7]", m)
+	}
+	few := Summarize([]float64{1, 2, 3, 4, 5})
+	if few.HasCI() || len(few.Warnings) != 1 || !strings.Contains(few.Warnings[0], "need >= 6 samples") {
+		t.Errorf("five values: %+v, want an infinite interval and a warning", few)
+	}
+	if none := Summarize(nil); none.N != 0 || len(none.Warnings) == 0 {
+		t.Errorf("no values: %+v", none)
+	}
+	if d := CompareSamples("x", nil, []float64{1}, 0.05); !math.IsNaN(d.P) || d.Delta != "~" || len(d.Warnings) == 0 {
+		t.Errorf("empty comparison %+v", d)
+	}
+}

@@ -1,0 +1,148 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// ErrNoRun reports a run id or label that the database does not hold.
+var ErrNoRun = errors.New("no such run")
+
+const runColumns = `id, started_at, finished_at, status, error, label, fault, keep_alive_ms, keep_dead_ms,
+	keep_running_ms, devices, cycles_planned, config_json, tool_version, engine_version, image_id, host, machine, pid`
+
+func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
+	var r Run
+	var started int64
+	var finished sql.NullInt64
+	var errText sql.NullString
+	var alive, dead, running int64
+	err := sc.Scan(&r.ID, &started, &finished, &r.Status, &errText, &r.Label, &r.Fault, &alive, &dead, &running,
+		&r.Devices, &r.CyclesPlanned, &r.ConfigJSON, &r.ToolVersion, &r.EngineVersion, &r.ImageID, &r.Host,
+		&r.Machine, &r.PID)
+	if err != nil {
+		return r, err
+	}
+	r.StartedAt = time.Unix(0, started)
+	if finished.Valid {
+		r.FinishedAt = time.Unix(0, finished.Int64)
+	}
+	r.Error = errText.String
+	r.KeepAlive, r.KeepDead, r.KeepRunning = ms(alive), ms(dead), ms(running)
+	return r, nil
+}
+
+func (s *Store) queryRuns(ctx context.Context, where string, args ...any) ([]Run, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+runColumns+` FROM runs `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: runs: %w", err)
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: runs: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Runs returns the newest limit runs, newest first.
+func (s *Store) Runs(ctx context.Context, limit int) ([]Run, error) {
+	return s.queryRuns(ctx, `ORDER BY id DESC LIMIT ?`, limit)
+}
+
+// FindRun resolves ref, a run id or a label, to a run; a label names the
+// newest run that carries it.
+func (s *Store) FindRun(ctx context.Context, ref string) (Run, error) {
+	var runs []Run
+	var err error
+	if id, perr := strconv.ParseInt(ref, 10, 64); perr == nil {
+		runs, err = s.queryRuns(ctx, `WHERE id = ? OR label = ? ORDER BY id = ? DESC, id DESC LIMIT 1`, id, ref, id)
+	} else {
+		runs, err = s.queryRuns(ctx, `WHERE label = ? ORDER BY id DESC LIMIT 1`, ref)
+	}
+	if err != nil {
+		return Run{}, err
+	}
+	if len(runs) == 0 {
+		return Run{}, fmt.Errorf("run %q: %w (give a run id or a label)", ref, ErrNoRun)
+	}
+	return runs[0], nil
+}
+
+// LatestCompleted returns the newest completed run, or ErrNoRun.
+func (s *Store) LatestCompleted(ctx context.Context) (Run, error) {
+	runs, err := s.queryRuns(ctx, `WHERE status = 'completed' ORDER BY id DESC LIMIT 1`)
+	if err != nil {
+		return Run{}, err
+	}
+	if len(runs) == 0 {
+		return Run{}, fmt.Errorf("no completed run: %w", ErrNoRun)
+	}
+	return runs[0], nil
+}
+
+// PreviousOfScenario returns the newest completed run before r with the same
+// fault, keep-dead and number of devices, or ErrNoRun.
+func (s *Store) PreviousOfScenario(ctx context.Context, r Run) (Run, error) {
+	runs, err := s.queryRuns(ctx, `WHERE status = 'completed' AND fault = ? AND keep_dead_ms = ? AND devices = ? AND id < ?
+		ORDER BY id DESC LIMIT 1`, r.Fault, r.KeepDead.Milliseconds(), r.Devices, r.ID)
+	if err != nil {
+		return Run{}, err
+	}
+	if len(runs) == 0 {
+		return Run{}, fmt.Errorf("no earlier completed run with fault %s, keep-dead %s, %d devices: %w", r.Fault, r.KeepDead, r.Devices, ErrNoRun)
+	}
+	return runs[0], nil
+}
+
+// Samples are a run's per-device-cycle measurements, in milliseconds, and
+// its counters.
+type Samples struct {
+	Recovery, Detection, Outage []float64
+	Cycles                      int // distinct cycles stored
+	Rows                        int // device-cycles
+	NotRecovered                int
+	Published, Acknowledged     int
+	Delivered, Lost, Duplicated int
+}
+
+// Samples reads the measurements of run id.
+func (s *Store) Samples(ctx context.Context, id int64) (Samples, error) {
+	var out Samples
+	err := s.db.QueryRowContext(ctx, `SELECT count(DISTINCT cycle), count(*), count(*) - count(recovery_ms),
+		coalesce(sum(published), 0), coalesce(sum(acknowledged), 0), coalesce(sum(delivered), 0),
+		coalesce(sum(lost), 0), coalesce(sum(duplicated), 0) FROM cycles WHERE run_id = ?`, id).Scan(
+		&out.Cycles, &out.Rows, &out.NotRecovered, &out.Published, &out.Acknowledged, &out.Delivered, &out.Lost, &out.Duplicated)
+	if err != nil {
+		return out, fmt.Errorf("store: samples of run %d: %w", id, err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms FROM cycles WHERE run_id = ?`, id)
+	if err != nil {
+		return out, fmt.Errorf("store: samples of run %d: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var rec, det, out2 sql.NullFloat64
+		if err := rows.Scan(&rec, &det, &out2); err != nil {
+			return out, err
+		}
+		if rec.Valid {
+			out.Recovery = append(out.Recovery, rec.Float64)
+		}
+		if det.Valid {
+			out.Detection = append(out.Detection, det.Float64)
+		}
+		if out2.Valid {
+			out.Outage = append(out.Outage, out2.Float64)
+		}
+	}
+	return out, rows.Err()
+}
