@@ -75,35 +75,61 @@ func connectPacket(clientID string) []byte {
 	return append(pkt, body...)
 }
 
-// WaitReady probes addr every interval until the broker accepts a CONNECT,
-// ctx ends, or alive reports that the broker can no longer become ready
-// (e.g. its container exited). It returns the time the accepting CONNACK
-// arrived.
+// maxProbes bounds the probes in flight at once.
+const maxProbes = 8
+
+// WaitReady starts a probe of addr every interval, without waiting for the
+// previous one to give up, until one is accepted, ctx ends, or alive reports
+// that the broker can no longer become ready (e.g. its container exited).
+// Overlapping probes keep detection within one interval even when a single
+// attempt stalls (a connection the engine's proxy accepted before the
+// broker listened can take a SYN retransmission, about a second, to get
+// through). It returns the time the first accepting CONNACK arrived.
 func WaitReady(ctx context.Context, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		at  time.Time
+		err error
+	}
+	results := make(chan result, maxProbes)
+	inflight := 0
+	probe := func() {
+		inflight++
+		go func() {
+			attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			err := Probe(attempt, addr, tlsConf)
+			results <- result{time.Now(), err}
+		}()
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	probe()
 	var last error
 	for {
-		attempt, cancel := context.WithTimeout(ctx, time.Second)
-		err := Probe(attempt, addr, tlsConf)
-		cancel()
-		if err == nil {
-			return time.Now(), nil
-		}
-		last = err
-		var certErr *tls.CertificateVerificationError
-		if errors.As(err, &certErr) {
-			return time.Time{}, fmt.Errorf("wait ready: %w", err)
-		}
-		if alive != nil {
-			if err := alive(); err != nil {
-				return time.Time{}, fmt.Errorf("wait ready: %w", err)
-			}
-		}
 		select {
+		case r := <-results:
+			inflight--
+			if r.err == nil {
+				return r.at, nil
+			}
+			last = r.err
+			var certErr *tls.CertificateVerificationError
+			if errors.As(r.err, &certErr) {
+				return time.Time{}, fmt.Errorf("wait ready: %w", r.err)
+			}
+		case <-tick.C:
+			if alive != nil {
+				if err := alive(); err != nil {
+					return time.Time{}, fmt.Errorf("wait ready: %w", err)
+				}
+			}
+			if inflight < maxProbes {
+				probe()
+			}
 		case <-ctx.Done():
 			return time.Time{}, fmt.Errorf("wait ready: %w (last attempt: %v)", context.Cause(ctx), last)
-		case <-tick.C:
 		}
 	}
 }

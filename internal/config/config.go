@@ -47,6 +47,8 @@ type Config struct {
 	CleanSession         bool          // MTTR_CLEAN_SESSION: MQTT clean session flag of the devices
 	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
 	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
+	Client               string        // MTTR_CLIENT: "paho" (our device) or "external" (MTTR_CLIENT_CMD)
+	ClientCmd            string        // MTTR_CLIENT_CMD: the external client's command line, run with sh -c
 	DB                   string        // MTTR_DB: results database
 
 	// Reports (mage report, compare, check).
@@ -91,6 +93,7 @@ var Defaults = Config{
 	ConnectRetryInterval: 30 * time.Second,
 	CleanSession:         true,
 	QoS:                  1,
+	Client:               "paho",
 	DB:                   "results/mttr.db",
 
 	Last:   20,
@@ -139,6 +142,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.oneOf("MTTR_QOS", &qos, []string{"0", "1"})
 	c.QoS, _ = strconv.Atoi(qos)
 	r.str("MTTR_LABEL", &c.Label)
+	r.oneOf("MTTR_CLIENT", &c.Client, []string{"paho", "external"})
+	r.str("MTTR_CLIENT_CMD", &c.ClientCmd)
 	r.str("MTTR_DB", &c.DB)
 	r.count("MTTR_LAST", &c.Last)
 	r.str("MTTR_BASELINE", &c.Baseline)
@@ -157,6 +162,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if _, port, err := net.SplitHostPort(c.BrokerAddr); err != nil || port == "" {
 		return Config{}, fmt.Errorf("MTTR_BROKER_ADDR=%q: want host:port", c.BrokerAddr)
+	}
+	if c.Client == "external" && c.ClientCmd == "" {
+		return Config{}, fmt.Errorf(`MTTR_CLIENT=external needs MTTR_CLIENT_CMD, the client's command line (run with sh -c)`)
 	}
 	if c.Alpha >= 1 {
 		return Config{}, fmt.Errorf("MTTR_ALPHA=%g: want a level between 0 and 1, e.g. 0.05", c.Alpha)
@@ -202,6 +210,8 @@ func (c Config) Vars() map[string]string {
 		"MTTR_CLEAN_SESSION":          strconv.FormatBool(c.CleanSession),
 		"MTTR_QOS":                    strconv.Itoa(c.QoS),
 		"MTTR_LABEL":                  c.Label,
+		"MTTR_CLIENT":                 c.Client,
+		"MTTR_CLIENT_CMD":             c.ClientCmd,
 		"MTTR_DB":                     c.DB,
 		"MTTR_LAST":                   strconv.Itoa(c.Last),
 		"MTTR_BASELINE":               c.Baseline,

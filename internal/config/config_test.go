@@ -79,6 +79,8 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_CLEAN_SESSION", "maybe", `MTTR_CLEAN_SESSION="maybe": want true or false`},
 		{"MTTR_KEEP_DEAD", "1x", `MTTR_KEEP_DEAD="1x": not a duration`},
 		{"MTTR_RECOVERY_TIMEOUT", "-5", `MTTR_RECOVERY_TIMEOUT="-5": must be positive`},
+		{"MTTR_CLIENT", "java", `MTTR_CLIENT="java": want one of paho, external`},
+		{"MTTR_CLIENT", "external", `MTTR_CLIENT=external needs MTTR_CLIENT_CMD`},
 		{"MTTR_FORMAT", "xml", `MTTR_FORMAT="xml": want one of text, markdown, csv, json`},
 		{"MTTR_LAST", "none", `MTTR_LAST="none": not a whole number`},
 		{"MTTR_ALPHA", "5", `MTTR_ALPHA=5: want a level between 0 and 1`},
@@ -130,7 +132,8 @@ func TestDuration(t *testing.T) {
 // TestVarsRoundTrip checks that Vars names every setting and that loading
 // what it returns gives the same configuration back.
 func TestVarsRoundTrip(t *testing.T) {
-	c, err := Load(env(map[string]string{"MTTR_FAULT": "pause", "MTTR_KEEP_DEAD": "2s", "MTTR_QOS": "0", "MTTR_LABEL": "sdk 1.2", "MTTR_MAX_P95": "1500ms", "MTTR_FORMAT": "json"}))
+	c, err := Load(env(map[string]string{"MTTR_FAULT": "pause", "MTTR_KEEP_DEAD": "2s", "MTTR_QOS": "0", "MTTR_LABEL": "sdk 1.2", "MTTR_MAX_P95": "1500ms", "MTTR_FORMAT": "json",
+		"MTTR_CLIENT": "external", "MTTR_CLIENT_CMD": "python3 client.py"}))
 	if err != nil {
 		t.Fatal(err)
 	}

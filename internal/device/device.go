@@ -46,6 +46,9 @@ type Config struct {
 	CleanSession bool
 	QoS          byte          // 1 unless measuring QoS 0 on purpose
 	TokenTTL     time.Duration // lifetime of the SAS token; 0 means one day
+	// ManualReconnect turns paho's automatic reconnect off: after a loss the
+	// device stays down until Connect is called again.
+	ManualReconnect bool
 }
 
 // EventKind says what happened to a device's connection.
@@ -120,7 +123,7 @@ func New(cfg Config) (*Device, error) {
 		SetMaxReconnectInterval(t.MaxReconnectInterval).
 		SetConnectRetryInterval(t.ConnectRetryInterval).
 		SetConnectRetry(false).
-		SetAutoReconnect(true).
+		SetAutoReconnect(!cfg.ManualReconnect).
 		SetOrderMatters(false).
 		SetConnectionNotificationHandler(d.notify).
 		SetOnConnectHandler(d.onConnect).

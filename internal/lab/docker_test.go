@@ -368,6 +368,20 @@ func TestDockerDifferentHost(t *testing.T) {
 	}
 	sendUntil(t, l, 2)
 
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	clock, err := eng.MeasureClock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same machine, reached over TCP: treated as remote, offset near zero.
+	if clock.Local || clock.Uncertainty <= 0 || clock.Offset.Abs() > 100*time.Millisecond+clock.Uncertainty {
+		t.Errorf("clock over TCP: %+v", clock)
+	}
+
 	wrongName := *l
 	wrongName.Config.Host = "localhost"
 	if _, err := wrongName.tlsConfig(); err == nil {

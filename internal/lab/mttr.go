@@ -64,6 +64,13 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	clock, err := eng.MeasureClock(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !clock.Local {
+		l.printf("engine clock: %+.1f ms from ours, ± %.1f ms\n", msOf(clock.Offset), msOf(clock.Uncertainty))
+	}
 	vars, _ := json.Marshal(cfg.Vars())
 	machine, _ := os.Hostname()
 	runID, err := db.StartRun(ctx, store.Run{
@@ -71,7 +78,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		KeepAlive: cfg.KeepAlive, KeepDead: cfg.KeepDead, KeepRunning: cfg.KeepRunning,
 		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: string(vars),
 		ToolVersion: toolVersion(), EngineVersion: eng.Version(), ImageID: imageID, Host: cfg.Host,
-		Machine: machine, PID: os.Getpid(),
+		Machine: machine, PID: os.Getpid(), Client: cfg.Client, ClockOffset: clock.Offset, ClockError: clock.Uncertainty,
 	})
 	if err != nil {
 		return 0, err
@@ -87,7 +94,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	}
 
 	var cleanup cleanups
-	sum, runErr := l.experiment(ctx, eng, db, runID, id, tlsConf, &cleanup)
+	sum, runErr := l.experiment(ctx, eng, db, runID, id, tlsConf, clock, &cleanup)
 	// Record the outcome first: after an interrupt the process may be
 	// given only a few seconds.
 	defer cleanup.run()
@@ -120,7 +127,7 @@ func (c cleanups) run() {
 
 // experiment starts the broker and the devices and runs the cycles. What it
 // started is stopped by cleanup, whatever happened.
-func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config, cleanup *cleanups) (mttr.Summary, error) {
+func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config, clock broker.Clock, cleanup *cleanups) (mttr.Summary, error) {
 	cfg := l.Config
 	spec := broker.RunSpec{
 		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
@@ -144,18 +151,26 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 		return mttr.Summary{}, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
 	}
 
-	devices := make([]device.Config, cfg.Devices)
-	for i := range devices {
-		devices[i] = l.deviceConfig(id, mttr.DeviceID(id.DeviceID, i), tlsConf)
+	verifier := mttr.Verifier(l.deviceConfig(id, id.DeviceID+"-verifier", tlsConf))
+	var fleet mttr.Devices
+	if cfg.Client == "external" {
+		w, err := l.startExternal(ctx, eng, c, runID, id, verifier, clock, cleanup)
+		if err != nil {
+			return mttr.Summary{}, err
+		}
+		fleet = w
+	} else {
+		devices := make([]device.Config, cfg.Devices)
+		for i := range devices {
+			devices[i] = l.deviceConfig(id, mttr.DeviceID(id.DeviceID, i), tlsConf)
+		}
+		f, err := mttr.Connect(ctx, devices, verifier, cfg.SendInterval)
+		if err != nil {
+			return mttr.Summary{}, err
+		}
+		cleanup.add(f.Close)
+		fleet = f
 	}
-	verifier := l.deviceConfig(id, id.DeviceID+"-verifier", tlsConf)
-	verifier.QoS = 1
-	verifier.Timings = mttr.VerifierTimings(verifier.Timings)
-	fleet, err := mttr.Connect(ctx, devices, verifier, cfg.SendInterval)
-	if err != nil {
-		return mttr.Summary{}, err
-	}
-	cleanup.add(fleet.Close)
 	outage, err := eng.NewOutage(ctx, cfg.Fault, c, spec, cfg.BrokerAddr, tlsConf)
 	if err != nil {
 		return mttr.Summary{}, err
@@ -166,8 +181,12 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 	if cfg.QoS == 0 {
 		qos = " (QoS 0: unacknowledged, loss is not measured)"
 	}
-	l.printf("run %d: fault %s, %d cycles, %d device(s), keep-running %s, keep-dead %s, keep-alive %s%s; broker ready %s after start\n",
-		runID, cfg.Fault, cfg.RestartCount, cfg.Devices, cfg.KeepRunning, cfg.KeepDead, cfg.KeepAlive, qos,
+	who := "device(s)"
+	if cfg.Client == "external" {
+		who = "external client(s), seen from the broker"
+	}
+	l.printf("run %d: fault %s, %d cycles, %d %s, keep-running %s, keep-dead %s, keep-alive %s%s; broker ready %s after start\n",
+		runID, cfg.Fault, cfg.RestartCount, cfg.Devices, who, cfg.KeepRunning, cfg.KeepDead, cfg.KeepAlive, qos,
 		ready.Sub(c.StartedAt).Round(time.Millisecond))
 	plan := mttr.Plan{
 		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepDead: cfg.KeepDead,
@@ -267,6 +286,8 @@ func (l *Lab) abandonLeftovers(ctx context.Context, eng *broker.Engine, db *stor
 	}
 	return nil
 }
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func processAlive(pid int) bool {
 	if pid <= 0 {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/store"
 )
 
 // obsKind is what a device observed.
@@ -125,13 +127,25 @@ type verifier struct {
 	dev    *device.Device
 	notify func()
 
-	mu        sync.Mutex
-	seen      map[string]map[int64]int // device -> seq -> deliveries
-	distinct  atomic.Int64
-	malformed atomic.Int64
+	mu         sync.Mutex
+	seen       map[string]map[int64]int // device -> seq -> deliveries
+	byTopic    map[string][]time.Time   // device (from the topic) -> arrival times, when counting by topic
+	countAll   bool                     // record byTopic (for clients whose payload is not ours)
+	connecting atomic.Bool
+	distinct   atomic.Int64
+	malformed  atomic.Int64
 }
 
-func (v *verifier) deliver(_ string, payload []byte, _ time.Time) {
+func (v *verifier) deliver(topic string, payload []byte, at time.Time) {
+	if v.countAll {
+		if id, ok := deviceOfTopic(topic); ok {
+			v.mu.Lock()
+			v.byTopic[id] = append(v.byTopic[id], at)
+			v.mu.Unlock()
+			v.notify()
+		}
+		return
+	}
 	var t device.Telemetry
 	if err := json.Unmarshal(payload, &t); err != nil || t.DeviceID == "" {
 		v.malformed.Add(1)
@@ -149,6 +163,55 @@ func (v *verifier) deliver(_ string, payload []byte, _ time.Time) {
 	}
 	v.mu.Unlock()
 	v.notify()
+}
+
+// connectVerifier connects a verifier subscribed to every device's
+// telemetry topic.
+func connectVerifier(ctx context.Context, cfg device.Config, notify func()) (*verifier, error) {
+	vdev, err := device.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := vdev.Connect(ctx); err != nil {
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
+	v := &verifier{dev: vdev, notify: notify, seen: make(map[string]map[int64]int), byTopic: make(map[string][]time.Time)}
+	if err := vdev.Subscribe(ctx, TelemetryTopics, 1, v.deliver); err != nil {
+		vdev.Close()
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
+	return v, nil
+}
+
+// TelemetryTopics matches every device's telemetry topic.
+const TelemetryTopics = "devices/+/messages/events/"
+
+// reconnect connects the verifier again if it lost its connection; it
+// returns at once and does nothing while an attempt is under way.
+func (v *verifier) reconnect() {
+	if v.dev.IsConnectionOpen() || !v.connecting.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer v.connecting.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = v.dev.Connect(ctx)
+	}()
+}
+
+// deliveredBetween counts messages on device's telemetry topic that
+// arrived in [from, to).
+func (v *verifier) deliveredBetween(device string, from, to time.Time) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 0
+	for _, at := range v.byTopic[device] {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
 }
 
 // deliveries returns how often each of seqs was delivered for device.
@@ -189,18 +252,12 @@ func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Co
 		default:
 		}
 	}
-	vdev, err := device.New(verifierCfg)
+	v, err := connectVerifier(ctx, verifierCfg, notify)
 	if err != nil {
 		return nil, err
 	}
-	if err := vdev.Connect(ctx); err != nil {
-		return nil, fmt.Errorf("verifier: %w", err)
-	}
-	f.verifier = &verifier{dev: vdev, notify: notify, seen: make(map[string]map[int64]int)}
-	if err := vdev.Subscribe(ctx, "devices/+/messages/events/", 1, f.verifier.deliver); err != nil {
-		vdev.Close()
-		return nil, fmt.Errorf("verifier: %w", err)
-	}
+	f.verifier = v
+	vdev := v.dev
 
 	devs := make([]*device.Device, len(devices))
 	sem := make(chan struct{}, connectParallel)
@@ -254,8 +311,41 @@ func (f *Fleet) Close() {
 	f.verifier.dev.Close()
 }
 
-// nudge makes every device that did not lose its connection publish now.
-func (f *Fleet) nudge() {
+// Changed is signalled after any observation.
+func (f *Fleet) Changed() <-chan struct{} { return f.changed }
+
+// Failed is always nil: our own devices do not die.
+func (f *Fleet) Failed() error { return nil }
+
+// Forget drops observations older than t.
+func (f *Fleet) Forget(t time.Time) {
+	for _, d := range f.drivers {
+		d.forget(t)
+	}
+}
+
+// Rows builds cycle n's row for every device.
+func (fleet *Fleet) Rows(n int, m Marks, note string) []store.Cycle {
+	rows := make([]store.Cycle, 0, len(fleet.drivers))
+	for _, d := range fleet.drivers {
+		id := d.dev.ID()
+		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m)
+		switch {
+		case note != "":
+			row.Error = note
+		case row.FirstAckAt == 0:
+			row.Error = fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond))
+		}
+		rows = append(rows, row)
+	}
+	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })
+	return rows
+}
+
+// Nudge makes every device that did not lose its connection publish now,
+// and brings the verifier back.
+func (f *Fleet) Nudge() {
+	f.verifier.reconnect()
 	for _, d := range f.drivers {
 		if d.lostAt.Load() == 0 {
 			select {
@@ -266,8 +356,8 @@ func (f *Fleet) nudge() {
 	}
 }
 
-// recovered reports whether every device has had a PUBACK after t.
-func (f *Fleet) recovered(t time.Time) bool {
+// Recovered reports whether every device has had a PUBACK after t.
+func (f *Fleet) Recovered(t time.Time) bool {
 	ns := t.UnixNano()
 	for _, d := range f.drivers {
 		if d.lastAck.Load() < ns {
@@ -277,15 +367,15 @@ func (f *Fleet) recovered(t time.Time) bool {
 	return true
 }
 
-// settled reports whether no message is in flight and the verifier has
+// Settled reports whether no message is in flight and the verifier has
 // caught up: it has seen every acknowledged message except those it had
 // already missed when the previous cycle ended (missed).
-func (f *Fleet) settled(qos byte, missed int64) bool {
+func (f *Fleet) Settled(qos byte, missed int64) bool {
 	if f.inflight() > 0 {
 		return false
 	}
 	// A verifier that is away will not receive what was published meanwhile.
-	return qos == 0 || f.unverified() <= missed || !f.verifier.dev.IsConnectionOpen()
+	return qos == 0 || f.Unverified() <= missed || !f.verifier.dev.IsConnectionOpen()
 }
 
 func (f *Fleet) inflight() int64 {
@@ -296,8 +386,8 @@ func (f *Fleet) inflight() int64 {
 	return n
 }
 
-// unverified is how many acknowledged messages the verifier has not seen.
-func (f *Fleet) unverified() int64 {
+// Unverified is how many acknowledged messages the verifier has not seen.
+func (f *Fleet) Unverified() int64 {
 	var acked int64
 	for _, d := range f.drivers {
 		acked += d.acked.Load()
@@ -305,14 +395,24 @@ func (f *Fleet) unverified() int64 {
 	return max(0, acked-f.verifier.distinct.Load())
 }
 
-// VerifierTimings returns the verifier's timings: the devices' keep-alive
-// and timeouts, but a reconnect backoff capped at 100 ms so that it is back
-// before the devices it watches.
-func VerifierTimings(devices device.Timings) device.Timings {
-	t := devices
-	t.MaxReconnectInterval = 100 * time.Millisecond
-	t.ConnectRetryInterval = 100 * time.Millisecond
-	return t
+// Verifier returns the verifier's configuration made from a device's: it
+// does not reconnect on its own but when the experiment has seen the broker
+// ready again, so that it is back before the devices it watches and does
+// not hammer a broker that is starting.
+func Verifier(cfg device.Config) device.Config {
+	cfg.ManualReconnect = true
+	cfg.QoS = 1
+	return cfg
+}
+
+// deviceOfTopic returns the device id in "devices/<id>/messages/events/".
+func deviceOfTopic(topic string) (string, bool) {
+	rest, ok := strings.CutPrefix(topic, "devices/")
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, "/")
+	return id, ok && id != ""
 }
 
 // DeviceID is the id of the i-th device (from 0): base, base-2, base-3, ...

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/store"
@@ -44,6 +43,28 @@ type Plan struct {
 	QoS             byte
 }
 
+// Devices are what an experiment watches recover: our own paho devices
+// (Fleet), or external clients seen from the broker's side (Watch).
+type Devices interface {
+	// Changed is signalled whenever a device observation arrives.
+	Changed() <-chan struct{}
+	// Nudge asks devices that kept their connection to publish now.
+	Nudge()
+	// Recovered reports whether every device has had a PUBACK after t.
+	Recovered(t time.Time) bool
+	// Settled reports whether nothing is in flight any more; missed is
+	// what Unverified was when the previous cycle ended.
+	Settled(qos byte, missed int64) bool
+	// Unverified counts acknowledged messages the verifier never saw.
+	Unverified() int64
+	// Rows builds cycle n's row for every device.
+	Rows(n int, m Marks, note string) []store.Cycle
+	// Forget drops observations before t.
+	Forget(t time.Time)
+	// Failed reports a device that cannot go on.
+	Failed() error
+}
+
 // Sink receives each cycle's rows, one per device, as soon as it ends.
 type Sink func(ctx context.Context, rows []store.Cycle) error
 
@@ -55,7 +76,7 @@ var ErrInterrupted = errors.New("interrupted")
 // cycles completed so far with an error wrapping ErrInterrupted. A device
 // that does not recover within RecoveryTimeout is recorded as not recovered
 // and the run goes on.
-func Run(ctx context.Context, plan Plan, fault Fault, fleet *Fleet, sink Sink, progress io.Writer) (Summary, error) {
+func Run(ctx context.Context, plan Plan, fault Fault, fleet Devices, sink Sink, progress io.Writer) (Summary, error) {
 	if plan.SettleTimeout == 0 {
 		plan.SettleTimeout = 2 * time.Second
 	}
@@ -77,14 +98,17 @@ func Run(ctx context.Context, plan Plan, fault Fault, fleet *Fleet, sink Sink, p
 			}
 			return sum, fmt.Errorf("cycle %d: %w", n, err)
 		}
-		missed = fleet.unverified()
+		if err := fleet.Failed(); err != nil {
+			return sum, fmt.Errorf("cycle %d: %w", n, err)
+		}
+		missed = fleet.Unverified()
 	}
 	return sum, nil
 }
 
 // runCycle runs one cycle. It returns rows whenever the fault was injected,
 // even when it fails or is interrupted after that.
-func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet *Fleet, missed int64) ([]store.Cycle, error) {
+func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet Devices, missed int64) ([]store.Cycle, error) {
 	m := Marks{Start: time.Now()}
 	if err := pause(ctx, plan.KeepRunning); err != nil {
 		return nil, err
@@ -103,12 +127,12 @@ func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet *Fleet, 
 			defer cancel()
 			m.HealedAt, err = fault.Heal(hctx)
 			m.End = time.Now()
-			return rowsFor(n, fleet, m, "interrupted before healing"), errors.Join(ctx.Err(), err)
+			return fleet.Rows(n, m, "interrupted before healing"), errors.Join(ctx.Err(), err)
 		}
 	}
 	if m.HealedAt, err = fault.Heal(ctx); err != nil {
 		m.End = time.Now()
-		return rowsFor(n, fleet, m, "heal: "+err.Error()), fmt.Errorf("heal: %w", err)
+		return fleet.Rows(n, m, "heal: "+err.Error()), fmt.Errorf("heal: %w", err)
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, plan.RecoveryTimeout)
@@ -124,10 +148,8 @@ func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet *Fleet, 
 	case readyErr != nil && rctx.Err() == nil:
 		note = "broker not ready: " + readyErr.Error()
 	}
-	rows := rowsFor(n, fleet, m, note)
-	for _, d := range fleet.drivers {
-		d.forget(m.Inject)
-	}
+	rows := fleet.Rows(n, m, note)
+	fleet.Forget(m.Inject)
 	if ctx.Err() != nil {
 		return rows, ctx.Err()
 	}
@@ -140,7 +162,7 @@ func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet *Fleet, 
 // awaitRecovery probes the broker until it is ready, then nudges devices
 // that never lost their connection to publish, and waits until every device
 // has a PUBACK after healed or ctx ends. It returns the probe's ready time.
-func awaitRecovery(ctx context.Context, fault Fault, fleet *Fleet, healed time.Time) (time.Time, error) {
+func awaitRecovery(ctx context.Context, fault Fault, fleet Devices, healed time.Time) (time.Time, error) {
 	type result struct {
 		at  time.Time
 		err error
@@ -151,15 +173,15 @@ func awaitRecovery(ctx context.Context, fault Fault, fleet *Fleet, healed time.T
 		ready <- result{at, err}
 	}()
 	var probe *result
-	for probe == nil || !fleet.recovered(healed) {
+	for probe == nil || !fleet.Recovered(healed) {
 		select {
 		case r := <-ready:
 			probe = &r
 			if r.err != nil {
 				return time.Time{}, r.err
 			}
-			fleet.nudge()
-		case <-fleet.changed:
+			fleet.Nudge()
+		case <-fleet.Changed():
 		case <-ctx.Done():
 			if probe == nil {
 				r := <-ready
@@ -173,35 +195,18 @@ func awaitRecovery(ctx context.Context, fault Fault, fleet *Fleet, healed time.T
 
 // settle waits until no message is in flight and the verifier has caught
 // up, or SettleTimeout passes.
-func settle(ctx context.Context, fleet *Fleet, plan Plan, missed int64) {
+func settle(ctx context.Context, fleet Devices, plan Plan, missed int64) {
 	t := time.NewTimer(plan.SettleTimeout)
 	defer t.Stop()
-	for !fleet.settled(plan.QoS, missed) {
+	for !fleet.Settled(plan.QoS, missed) {
 		select {
-		case <-fleet.changed:
+		case <-fleet.Changed():
 		case <-t.C:
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
-}
-
-func rowsFor(n int, fleet *Fleet, m Marks, note string) []store.Cycle {
-	rows := make([]store.Cycle, 0, len(fleet.drivers))
-	for _, d := range fleet.drivers {
-		id := d.dev.ID()
-		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m)
-		switch {
-		case note != "":
-			row.Error = note
-		case row.FirstAckAt == 0:
-			row.Error = fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond))
-		}
-		rows = append(rows, row)
-	}
-	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })
-	return rows
 }
 
 // compareDevice orders "d", "d-2", ..., "d-10" numerically.

@@ -72,9 +72,7 @@ func configs(addr string, tlsConf *tls.Config, n int, timings device.Timings) ([
 	for i := range devs {
 		devs[i] = mk(DeviceID("dev", i))
 	}
-	ver := mk("dev-verifier")
-	ver.Timings = VerifierTimings(timings)
-	return devs, ver
+	return devs, Verifier(mk("dev-verifier"))
 }
 
 func connect(t *testing.T, addr string, tlsConf *tls.Config, n int, timings device.Timings, interval time.Duration) *Fleet {

@@ -13,7 +13,8 @@ import (
 var ErrNoRun = errors.New("no such run")
 
 const runColumns = `id, started_at, finished_at, status, error, label, fault, keep_alive_ms, keep_dead_ms,
-	keep_running_ms, devices, cycles_planned, config_json, tool_version, engine_version, image_id, host, machine, pid`
+	keep_running_ms, devices, cycles_planned, config_json, tool_version, engine_version, image_id, host, machine, pid,
+	client, coalesce(clock_offset_ms, 0), coalesce(clock_uncertainty_ms, 0)`
 
 func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var r Run
@@ -21,9 +22,10 @@ func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var finished sql.NullInt64
 	var errText sql.NullString
 	var alive, dead, running int64
+	var offset, uncertainty float64
 	err := sc.Scan(&r.ID, &started, &finished, &r.Status, &errText, &r.Label, &r.Fault, &alive, &dead, &running,
 		&r.Devices, &r.CyclesPlanned, &r.ConfigJSON, &r.ToolVersion, &r.EngineVersion, &r.ImageID, &r.Host,
-		&r.Machine, &r.PID)
+		&r.Machine, &r.PID, &r.Client, &offset, &uncertainty)
 	if err != nil {
 		return r, err
 	}
@@ -33,6 +35,8 @@ func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	}
 	r.Error = errText.String
 	r.KeepAlive, r.KeepDead, r.KeepRunning = ms(alive), ms(dead), ms(running)
+	r.ClockOffset = time.Duration(offset * float64(time.Millisecond))
+	r.ClockError = time.Duration(uncertainty * float64(time.Millisecond))
 	return r, nil
 }
 

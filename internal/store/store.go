@@ -186,17 +186,23 @@ type Run struct {
 	Host          string // MTTR_HOST
 	Machine       string // host name of the machine that ran it
 	PID           int
+	Client        string        // "paho" (ours) or "external"; empty means paho
+	ClockOffset   time.Duration // engine clock minus ours
+	ClockError    time.Duration // uncertainty of ClockOffset
 }
 
 // StartRun inserts r with status running and returns its id.
 func (s *Store) StartRun(ctx context.Context, r Run) (int64, error) {
+	if r.Client == "" {
+		r.Client = "paho"
+	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO runs
 		(started_at, status, label, fault, keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned,
-		 config_json, tool_version, engine_version, image_id, host, machine, pid)
-		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		 config_json, tool_version, engine_version, image_id, host, machine, pid, client, clock_offset_ms, clock_uncertainty_ms)
+		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.StartedAt.UnixNano(), r.Label, r.Fault, r.KeepAlive.Milliseconds(), r.KeepDead.Milliseconds(),
 		r.KeepRunning.Milliseconds(), r.Devices, r.CyclesPlanned, r.ConfigJSON, r.ToolVersion, r.EngineVersion,
-		r.ImageID, r.Host, r.Machine, r.PID)
+		r.ImageID, r.Host, r.Machine, r.PID, r.Client, msf(r.ClockOffset), msf(r.ClockError))
 	if err != nil {
 		return 0, fmt.Errorf("store: start run: %w", err)
 	}
@@ -335,3 +341,5 @@ func (s *Store) GetRun(ctx context.Context, id int64) (Run, error) {
 }
 
 func ms(v int64) time.Duration { return time.Duration(v) * time.Millisecond }
+
+func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -72,7 +73,8 @@ func TestRunLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != StatusCompleted || r.FinishedAt.IsZero() || r.KeepDead != 7500*time.Millisecond || r.Label != "baseline" || r.PID != 42 {
+	if r.Status != StatusCompleted || r.FinishedAt.IsZero() || r.KeepDead != 7500*time.Millisecond || r.Label != "baseline" || r.PID != 42 ||
+		r.Client != "paho" || r.ClockOffset != 0 {
 		t.Errorf("run = %+v", r)
 	}
 }
@@ -243,5 +245,42 @@ func TestQueries(t *testing.T) {
 	if sm.Rows != 2 || sm.Cycles != 1 || sm.NotRecovered != 1 || sm.Published != 5 || sm.Lost != 1 ||
 		len(sm.Recovery) != 1 || sm.Recovery[0] != 500 || len(sm.Detection) != 1 || sm.Detection[0] != 2 || sm.Outage[0] != 2000 {
 		t.Errorf("Samples = %+v", sm)
+	}
+}
+
+// TestMigratesVersion1 opens a database written with the first schema and
+// checks that its runs survive the migration to the latest.
+func TestMigratesVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := provider(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO runs (started_at, fault, keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned,
+		config_json, tool_version, engine_version, image_id, host) VALUES (1, 'stop', 1, 1, 1, 1, 1, '{}', 't', 'e', 'i', 'h')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := OpenReadOnly(t.Context(), path); err == nil || !strings.Contains(err.Error(), "run `mage mttr` once to migrate it") {
+		t.Errorf("reading an old schema = %v", err)
+	}
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.Version(t.Context()); v != Latest() || Latest() < 2 {
+		t.Errorf("version %d after Open, latest %d", v, Latest())
+	}
+	r, err := s.GetRun(t.Context(), 1)
+	if err != nil || r.Client != "paho" || r.Fault != "stop" {
+		t.Errorf("old run after migration: %+v, %v", r, err)
 	}
 }

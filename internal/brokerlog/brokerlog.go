@@ -1,0 +1,122 @@
+// Package brokerlog reads the broker's event log: the JSON lines that the
+// aedes server in aedes/server.js writes to stdout, as the Docker engine
+// hands them out with its own timestamps. It believes a malformed or cut
+// line is a fact of life, not an error: such lines are counted and skipped,
+// never allowed to stop a run.
+package brokerlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+)
+
+// Event kinds, as server.js names them.
+const (
+	Listening        = "listening"
+	Connect          = "connect"
+	Disconnect       = "disconnect"
+	KeepaliveTimeout = "keepalive_timeout"
+	Subscribe        = "subscribe"
+	Publish          = "publish"
+	ClientError      = "client_error"
+	ConnectionError  = "connection_error"
+	Shutdown         = "shutdown"
+)
+
+// Event is one broker event.
+type Event struct {
+	At        time.Time // the engine's timestamp of the line, else the broker's own ts (ms)
+	Kind      string
+	ClientID  string
+	Topic     string
+	MessageID int
+	QoS       int
+}
+
+type line struct {
+	TS        int64   `json:"ts"`
+	Event     string  `json:"event"`
+	ClientID  *string `json:"clientId"`
+	Topic     string  `json:"topic"`
+	MessageID *int    `json:"messageId"`
+	QoS       int     `json:"qos"`
+}
+
+// Parse reads one log line, optionally prefixed by the engine's RFC 3339
+// timestamp and a space (docker logs --timestamps). ok is false for a line
+// that is not a broker event.
+func Parse(b []byte) (e Event, ok bool) {
+	b = bytes.TrimSpace(b)
+	var engineTime time.Time
+	if i := bytes.IndexByte(b, ' '); i > 0 && b[0] != '{' {
+		t, err := time.Parse(time.RFC3339Nano, string(b[:i]))
+		if err != nil {
+			return Event{}, false
+		}
+		engineTime, b = t, bytes.TrimSpace(b[i+1:])
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return Event{}, false
+	}
+	var l line
+	if err := json.Unmarshal(b, &l); err != nil || l.Event == "" {
+		return Event{}, false
+	}
+	e = Event{At: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS}
+	if e.At.IsZero() {
+		if l.TS <= 0 {
+			return Event{}, false
+		}
+		e.At = time.UnixMilli(l.TS)
+	}
+	if l.ClientID != nil {
+		e.ClientID = *l.ClientID
+	}
+	if l.MessageID != nil {
+		e.MessageID = *l.MessageID
+	}
+	return e, true
+}
+
+// Lines splits a stream into lines across reads: feed it chunks with Write,
+// and it calls fn for every complete line (fn must not keep the slice).
+// A line longer than max is
+// dropped (and counted), so a broken writer cannot grow memory without
+// bound.
+type Lines struct {
+	fn      func([]byte)
+	buf     []byte
+	max     int
+	skip    bool // inside a line that was too long
+	Dropped int
+}
+
+// NewLines returns a splitter calling fn for each line of at most max bytes.
+func NewLines(max int, fn func([]byte)) *Lines { return &Lines{fn: fn, max: max} }
+
+// Write implements io.Writer.
+func (l *Lines) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if len(l.buf)+len(p) > l.max {
+				l.buf = l.buf[:0]
+				l.Dropped++
+				l.skip = true
+			} else if !l.skip {
+				l.buf = append(l.buf, p...)
+			}
+			return n, nil
+		}
+		if !l.skip && len(l.buf)+i <= l.max {
+			l.fn(append(l.buf, p[:i]...))
+		} else if !l.skip {
+			l.Dropped++
+		}
+		l.buf, l.skip = l.buf[:0], false
+		p = p[i+1:]
+	}
+	return n, nil
+}

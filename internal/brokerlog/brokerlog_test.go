@@ -1,0 +1,66 @@
+package brokerlog
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	engine := time.Date(2026, 11, 26, 17, 6, 18, 123456789, time.UTC)
+	tests := []struct {
+		in   string
+		ok   bool
+		want Event
+	}{
+		{`2026-11-26T17:06:18.123456789Z {"ts":1795712778123,"event":"connect","clientId":"dev"}`, true,
+			Event{At: engine, Kind: Connect, ClientID: "dev"}},
+		{`{"ts":1795712778123,"event":"publish","clientId":"dev","topic":"devices/dev/messages/events/","qos":1,"messageId":7,"bytes":61}`, true,
+			Event{At: time.UnixMilli(1795712778123), Kind: Publish, ClientID: "dev", Topic: "devices/dev/messages/events/", QoS: 1, MessageID: 7}},
+		{`{"ts":1795712778123,"event":"listening","port":8883}` + "\r", true, Event{At: time.UnixMilli(1795712778123), Kind: Listening}},
+		{`{"ts":1795712778123,"event":"connection_error","clientId":null,"error":"x"}`, true, Event{At: time.UnixMilli(1795712778123), Kind: ConnectionError}},
+		{``, false, Event{}},
+		{`npm notice: something`, false, Event{}},
+		{`{"ts":1795712778123,"event":"conn`, false, Event{}},
+		{`2026-11-26T17:06:18Z {"ts":17`, false, Event{}},
+		{`not-a-time {"ts":1,"event":"connect"}`, false, Event{}},
+		{`{"ts":0,"event":"connect"}`, false, Event{}},
+		{`{"ts":5,"clientId":"x"}`, false, Event{}},
+		{`[1,2,3]`, false, Event{}},
+	}
+	for _, tt := range tests {
+		got, ok := Parse([]byte(tt.in))
+		if ok != tt.ok || ok && (!got.At.Equal(tt.want.At) || got.Kind != tt.want.Kind || got.ClientID != tt.want.ClientID ||
+			got.Topic != tt.want.Topic || got.MessageID != tt.want.MessageID || got.QoS != tt.want.QoS) {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestLinesAcrossWrites(t *testing.T) {
+	var got []string
+	l := NewLines(16, func(b []byte) { got = append(got, string(b)) })
+	for _, chunk := range []string{"ab", "c\nde", "f\n", "\n", "0123456789", "0123456789xx\n", "ok\n", "tail"} {
+		if n, err := l.Write([]byte(chunk)); err != nil || n != len(chunk) {
+			t.Fatalf("Write(%q) = %d, %v", chunk, n, err)
+		}
+	}
+	want := []string{"abc", "def", "", "ok"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("lines %q, want %q", got, want)
+	}
+	if l.Dropped != 1 {
+		t.Errorf("Dropped = %d, want 1 (the 22-byte line)", l.Dropped)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`2026-11-26T17:06:18.123456789Z {"ts":1,"event":"connect","clientId":"dev"}`))
+	f.Add([]byte(`{"ts":1,"event":"publish","messageId":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, ok := Parse(b)
+		if ok && (e.Kind == "" || e.At.IsZero()) {
+			t.Errorf("Parse(%q) accepted an event without kind or time: %+v", b, e)
+		}
+	})
+}

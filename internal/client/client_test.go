@@ -1,0 +1,158 @@
+package client
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type syncBuffer struct {
+	mu      sync.Mutex
+	b       strings.Builder
+	written chan struct{} // signalled after every write, if not nil
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.b.Write(p)
+	if s.written != nil {
+		select {
+		case s.written <- struct{}{}:
+		default:
+		}
+	}
+	return n, err
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// exited waits (up to 10 s) until process pid, not necessarily our child,
+// has exited, using a pidfd, which becomes readable when it does.
+func exited(t *testing.T, pid int) bool {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return true
+	} else if err != nil {
+		t.Fatalf("pidfd_open(%d): %v", pid, err)
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 10_000)
+	return err == nil && n == 1
+}
+
+func waitExit(t *testing.T, s *Supervisor) Exit {
+	t.Helper()
+	select {
+	case e := <-s.Exits():
+		return e
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit reported")
+	}
+	return Exit{}
+}
+
+func TestEnvAndPrefixedLog(t *testing.T) {
+	var log syncBuffer
+	s, err := Supervise([]Spec{{Name: "dev-2", Command: `echo "id=$MTTR_DEVICE_ID"; echo oops >&2; printf partial`, Env: []string{"MTTR_DEVICE_ID=dev-2"}}}, &log, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	e := waitExit(t, s)
+	if e.Err != nil || !e.Restarted || e.Name != "dev-2" {
+		t.Errorf("first exit %+v", e)
+	}
+	for _, want := range []string{"dev-2 | id=dev-2\n", "dev-2 | oops\n", "dev-2 | partial\n"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
+}
+
+func TestRestartOnceThenFail(t *testing.T) {
+	var log syncBuffer
+	dir := t.TempDir()
+	count := filepath.Join(dir, "starts")
+	s, err := Supervise([]Spec{{Name: "d", Command: `echo start >> ` + count + `; echo "dying now"; exit 3`}}, &log, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	first := waitExit(t, s)
+	if !first.Restarted || s.Failed() != nil {
+		t.Fatalf("first exit %+v, failed %v", first, s.Failed())
+	}
+	second := waitExit(t, s)
+	if second.Restarted {
+		t.Fatalf("second exit restarted again: %+v", second)
+	}
+	err = s.Failed()
+	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "dying now") {
+		t.Errorf("Failed() = %v", err)
+	}
+	b, _ := os.ReadFile(count)
+	if n := strings.Count(string(b), "start"); n != 2 {
+		t.Errorf("started %d times, want 2", n)
+	}
+}
+
+// TestStopLeavesNoOrphans starts a client with a background grandchild,
+// stops it, and checks that both are gone: the grandchild ignores SIGTERM,
+// so only the SIGKILL to the process group after the grace period ends it.
+func TestStopLeavesNoOrphans(t *testing.T) {
+	log := syncBuffer{written: make(chan struct{}, 1)}
+	s, err := Supervise([]Spec{{Name: "d", Command: `(trap '' TERM; echo "child $$ $(sh -c 'echo $PPID')"; exec sleep 300) & echo "shell $$"; wait`}}, &log, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shell, child int
+	timeout := time.After(10 * time.Second)
+	for shell == 0 || child == 0 {
+		select {
+		case <-log.written:
+		case <-timeout:
+			t.Fatalf("did not see both processes start:\n%s", log.String())
+		}
+		sc := bufio.NewScanner(strings.NewReader(log.String()))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) >= 4 && f[2] == "shell" {
+				shell, _ = strconv.Atoi(f[3])
+			}
+			if len(f) >= 5 && f[2] == "child" {
+				child, _ = strconv.Atoi(f[4])
+			}
+		}
+	}
+	if syscall.Kill(child, 0) != nil {
+		t.Fatalf("grandchild %d not running", child)
+	}
+	s.Stop()
+	if !exited(t, shell) {
+		t.Errorf("shell %d still alive", shell)
+	}
+	if !exited(t, child) {
+		t.Errorf("grandchild %d survived Stop", child)
+	}
+	select {
+	case e := <-s.Exits():
+		t.Errorf("a stopped client was reported as exiting on its own: %+v", e)
+	default:
+	}
+}

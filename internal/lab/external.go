@@ -1,0 +1,162 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/client"
+	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/mttr"
+)
+
+// clientGrace is how long an external client gets between SIGTERM and
+// SIGKILL when the run ends.
+const clientGrace = 2 * time.Second
+
+// ClientEnv is the environment an external client is started with: the
+// contract a client author codes against (README "External clients").
+func (l *Lab) ClientEnv(base device.Identity, deviceID string) ([]string, error) {
+	cfg := l.Config
+	ca, err := filepath.Abs(certs.For(cfg.CertDir, cfg.Host).CertPath)
+	if err != nil {
+		return nil, err
+	}
+	_, port, err := net.SplitHostPort(cfg.BrokerAddr)
+	if err != nil {
+		return nil, fmt.Errorf("MTTR_BROKER_ADDR=%q: %w", cfg.BrokerAddr, err)
+	}
+	id := base
+	id.DeviceID = deviceID
+	return []string{
+		"MTTR_BROKER_HOST=" + cfg.Host,
+		"MTTR_BROKER_PORT=" + port,
+		"MTTR_BROKER_ADDR=" + cfg.BrokerAddr,
+		"MTTR_CA_FILE=" + ca,
+		"MTTR_DEVICE_ID=" + deviceID,
+		"MTTR_CONNECTION_STRING=" + fmt.Sprintf("HostName=%s;DeviceId=%s;SharedAccessKey=%s", id.HostName, id.DeviceID, id.SharedAccessKey),
+		"MTTR_KEEP_ALIVE_SECONDS=" + strconv.Itoa(int(cfg.KeepAlive/time.Second)),
+		"MTTR_TOPIC=" + id.Topic(),
+	}, nil
+}
+
+// startExternal starts one external client per device and watches them
+// through the broker's event log. It returns once every client has
+// published through the broker at least once.
+func (l *Lab) startExternal(ctx context.Context, eng *broker.Engine, c *broker.Container, runID int64, id device.Identity,
+	verifier device.Config, clock broker.Clock, cleanup *cleanups) (*mttr.Watch, error) {
+	cfg := l.Config
+	ids := make([]string, cfg.Devices)
+	for i := range ids {
+		ids[i] = mttr.DeviceID(id.DeviceID, i)
+	}
+	var sup *client.Supervisor
+	w := mttr.NewWatch(ids, func() error {
+		if sup == nil {
+			return nil
+		}
+		return sup.Failed()
+	})
+	if err := w.ConnectVerifier(ctx, verifier); err != nil {
+		return nil, err
+	}
+	cleanup.add(w.Close)
+
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	cleanup.add(stop)
+	go l.followBroker(fctx, eng, c.StartedAt, clock, w)
+
+	logPath := filepath.Join(filepath.Dir(cfg.DB), fmt.Sprintf("clients-run-%d.log", runID))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("client log: %w", err)
+	}
+	cleanup.add(func() { logFile.Close() })
+	specs := make([]client.Spec, len(ids))
+	for i, dev := range ids {
+		env, err := l.ClientEnv(id, dev)
+		if err != nil {
+			return nil, err
+		}
+		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env}
+	}
+	started := time.Now()
+	sup, err = client.Supervise(specs, logFile, clientGrace)
+	if err != nil {
+		return nil, err
+	}
+	cleanup.add(sup.Stop)
+	l.printf("started %d external client(s): %s; their output goes to %s\n", len(specs), cfg.ClientCmd, logPath)
+	go func() {
+		for {
+			select {
+			case e := <-sup.Exits():
+				note := e.String()
+				if e.Restarted {
+					note += "; restarted"
+				}
+				w.Exited(e.Name, note)
+				l.printf("%s\n", note)
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+
+	wait, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer cancel()
+	for !w.Recovered(started) {
+		select {
+		case <-w.Changed():
+		case <-wait.Done():
+			return nil, fmt.Errorf("not every external client published through the broker within %s (MTTR_READY_TIMEOUT); see %s", cfg.ReadyTimeout, logPath)
+		}
+		if err := sup.Failed(); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// followBroker feeds the broker's event log to w until ctx ends, following
+// the container again each time the engine starts it (after a stop, kill,
+// restart or recreate). Broker times are moved onto our clock when the
+// engine is on another machine.
+func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.Time, clock broker.Clock, w *mttr.Watch) {
+	var last time.Time // engine time of the newest line seen, to skip repeats
+	lines := brokerlog.NewLines(64<<10, func(b []byte) {
+		e, ok := brokerlog.Parse(b)
+		if !ok || !e.At.After(last) {
+			return
+		}
+		last = e.At
+		if !clock.Local {
+			e.At = e.At.Add(-clock.Offset)
+		}
+		w.Observe(e)
+	})
+	name := l.Config.Container
+	for {
+		err := eng.FollowLogs(ctx, name, since, lines)
+		if ctx.Err() != nil {
+			return
+		}
+		ended := time.Now().Add(clock.Offset - 100*time.Millisecond)
+		if err != nil {
+			ended = ended.Add(-time.Second) // the container may be between remove and run
+		}
+		if _, err := eng.WaitStarted(ctx, name, ended); err != nil {
+			return
+		}
+		if !last.IsZero() {
+			since = last
+		}
+	}
+}

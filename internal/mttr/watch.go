@@ -1,0 +1,220 @@
+package mttr
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Watch follows external device clients from the broker's side: it is fed
+// the broker's events (Observe) and the clients' exits (Exited), and builds
+// the same timelines as for our own devices. What the broker cannot see, it
+// leaves empty: reconnect attempts that never reached it, and messages a
+// client never managed to send.
+type Watch struct {
+	ids      []string
+	verifier *verifier
+	failed   func() error
+	changed  chan struct{}
+
+	mu      sync.Mutex
+	events  map[string][]brokerlog.Event
+	lastPub map[string]time.Time
+	exits   map[string][]string // notes for the cycle in progress
+}
+
+// NewWatch watches the clients with ids. failed reports a client that
+// cannot go on (may be nil).
+func NewWatch(ids []string, failed func() error) *Watch {
+	w := &Watch{ids: slices.Clone(ids), failed: failed, changed: make(chan struct{}, 1),
+		events: map[string][]brokerlog.Event{}, lastPub: map[string]time.Time{}, exits: map[string][]string{}}
+	for _, id := range ids {
+		w.events[id] = nil
+	}
+	return w
+}
+
+// ConnectVerifier connects a verifier that counts what the broker delivers
+// on each client's telemetry topic.
+func (w *Watch) ConnectVerifier(ctx context.Context, cfg device.Config) error {
+	v, err := connectVerifier(ctx, cfg, w.notify)
+	if err != nil {
+		return err
+	}
+	v.countAll = true
+	w.verifier = v
+	return nil
+}
+
+// Close disconnects the verifier.
+func (w *Watch) Close() {
+	if w.verifier != nil {
+		w.verifier.dev.Close()
+	}
+}
+
+func (w *Watch) notify() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Observe records one broker event of a watched client; others are ignored.
+func (w *Watch) Observe(e brokerlog.Event) {
+	w.mu.Lock()
+	evs, ok := w.events[e.ClientID]
+	if ok {
+		w.events[e.ClientID] = append(evs, e)
+		if e.Kind == brokerlog.Publish && e.At.After(w.lastPub[e.ClientID]) {
+			w.lastPub[e.ClientID] = e.At
+		}
+	}
+	w.mu.Unlock()
+	if ok {
+		w.notify()
+	}
+}
+
+// Exited records that a client's process exited; the note goes into the
+// error of the cycle in progress.
+func (w *Watch) Exited(id, note string) {
+	w.mu.Lock()
+	w.exits[id] = append(w.exits[id], note)
+	w.mu.Unlock()
+	w.notify()
+}
+
+// Changed is signalled after any observation.
+func (w *Watch) Changed() <-chan struct{} { return w.changed }
+
+// Nudge brings the verifier back; an external client publishes when it
+// wants to.
+func (w *Watch) Nudge() {
+	if w.verifier != nil {
+		w.verifier.reconnect()
+	}
+}
+
+// Recovered reports whether the broker has received a PUBLISH from every
+// client at or after t.
+func (w *Watch) Recovered(t time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range w.ids {
+		if w.lastPub[id].Before(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// Settled is always true: what is in flight inside a client is invisible.
+func (w *Watch) Settled(byte, int64) bool { return true }
+
+// Unverified is 0: nothing is counted against the verifier here.
+func (w *Watch) Unverified() int64 { return 0 }
+
+// Failed reports a client that exited twice.
+func (w *Watch) Failed() error {
+	if w.failed == nil {
+		return nil
+	}
+	return w.failed()
+}
+
+// Forget drops events before t.
+func (w *Watch) Forget(t time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, evs := range w.events {
+		i := 0
+		for i < len(evs) && evs[i].At.Before(t) {
+			i++
+		}
+		w.events[id] = slices.Delete(evs, 0, i)
+	}
+}
+
+// Rows builds cycle n's row for every client and clears the exit notes.
+func (w *Watch) Rows(n int, m Marks, note string) []store.Cycle {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rows := make([]store.Cycle, 0, len(w.ids))
+	for _, id := range w.ids {
+		delivered := func(from, to time.Time) int {
+			if w.verifier == nil {
+				return 0
+			}
+			return w.verifier.deliveredBetween(id, from, to)
+		}
+		row := brokerTimeline(n, id, w.events[id], delivered, m)
+		notes := w.exits[id]
+		delete(w.exits, id)
+		switch {
+		case note != "":
+			notes = append([]string{note}, notes...)
+		case row.FirstAckAt == 0:
+			notes = append([]string{fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond))}, notes...)
+		}
+		row.Error = strings.Join(notes, "; ")
+		rows = append(rows, row)
+	}
+	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })
+	return rows
+}
+
+// brokerTimeline builds one client's row for cycle n from the broker's
+// events, with the definitions of timeline as the broker sees them:
+//
+//   - lost_at: the broker's first disconnect or keep-alive timeout of the
+//     client at or after Inject (none when the broker died without saying).
+//   - reconnected_at: its first CONNECT at or after HealedAt.
+//   - first_ack_at: its first PUBLISH at or after HealedAt (and after it
+//     reconnected): the broker acknowledges what it receives.
+//   - last_ack_before_at: its last PUBLISH before Inject.
+//
+// published and acknowledged count the PUBLISHes the broker received in
+// [Start, End) (QoS ≥ 1 ones are acknowledged); delivered counts what the
+// verifier got on the client's topic in that window. Reconnect attempts that
+// failed, loss and duplicates are invisible from here and stay 0.
+func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(from, to time.Time) int, m Marks) store.Cycle {
+	c := store.Cycle{Cycle: n, Device: id, FaultAt: ns(m.FaultAt), HealedAt: ns(m.HealedAt)}
+	var lost, reconnected, firstAck, lastBefore time.Time
+	for _, e := range evs {
+		switch e.Kind {
+		case brokerlog.Disconnect, brokerlog.KeepaliveTimeout:
+			if lost.IsZero() && !e.At.Before(m.Inject) {
+				lost = e.At
+			}
+		case brokerlog.Connect:
+			if reconnected.IsZero() && !m.HealedAt.IsZero() && !e.At.Before(m.HealedAt) {
+				reconnected = e.At
+			}
+		case brokerlog.Publish:
+			if e.At.Before(m.Inject) {
+				lastBefore = e.At
+			}
+			if firstAck.IsZero() && !m.HealedAt.IsZero() && !e.At.Before(m.HealedAt) && !e.At.Before(reconnected) {
+				firstAck = e.At
+			}
+			if !e.At.Before(m.Start) && e.At.Before(m.End) {
+				c.Published++
+				if e.QoS > 0 {
+					c.Acknowledged++
+				}
+			}
+		}
+	}
+	c.LostAt, c.ReconnectedAt, c.FirstAckAt, c.LastAckBeforeAt = ns(lost), ns(reconnected), ns(firstAck), ns(lastBefore)
+	c.ReadyAt = ns(earliest(m.ProbeAt, earliest(reconnected, firstAck)))
+	c.Delivered = delivered(m.Start, m.End)
+	return c
+}
