@@ -129,20 +129,28 @@ func (l *Lab) Image(ctx context.Context) error {
 
 // RemoveImage removes the broker image.
 func (l *Lab) RemoveImage(ctx context.Context) error {
+	return l.removal(ctx, "image "+l.Config.Image, "is not present", func(eng *broker.Engine) error {
+		return eng.RemoveImage(ctx, l.Config.Image)
+	})
+}
+
+// removal runs remove against the engine and reports what happened to
+// what; a thing that is not there is said so, not an error.
+func (l *Lab) removal(ctx context.Context, what, absent string, remove func(*broker.Engine) error) error {
 	eng, err := broker.Connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-	err = eng.RemoveImage(ctx, l.Config.Image)
+	err = remove(eng)
 	if errors.Is(err, broker.ErrNotFound) {
-		l.printf("image %s is not present; nothing to remove\n", l.Config.Image)
+		l.printf("%s %s; nothing to remove\n", what, absent)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	l.printf("removed image %s\n", l.Config.Image)
+	l.printf("removed %s\n", what)
 	return nil
 }
 
@@ -197,22 +205,10 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 
 // Down stops and removes the broker container.
 func (l *Lab) Down(ctx context.Context) error {
-	eng, err := broker.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
-	err = eng.Stop(ctx, l.Config.Container, 10*time.Second)
-	if err == nil {
-		err = eng.Remove(ctx, l.Config.Container)
-	}
-	if errors.Is(err, broker.ErrNotFound) {
-		l.printf("container %s is not there; nothing to remove\n", l.Config.Container)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	l.printf("removed container %s\n", l.Config.Container)
-	return nil
+	return l.removal(ctx, "container "+l.Config.Container, "is not there", func(eng *broker.Engine) error {
+		if err := eng.Stop(ctx, l.Config.Container, 10*time.Second); err != nil {
+			return err
+		}
+		return eng.Remove(ctx, l.Config.Container)
+	})
 }

@@ -22,8 +22,14 @@ func (l *Lab) openResults(ctx context.Context) (*store.Store, error) {
 	return st, err
 }
 
-func (l *Lab) options() report.Options {
-	return report.Options{Last: l.Config.Last, Baseline: l.Config.Baseline, Alpha: l.Config.Alpha}
+// build reads the report from MTTR_DB.
+func (l *Lab) build(ctx context.Context) (*report.Report, error) {
+	st, err := l.openResults(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return report.Build(ctx, st, report.Options{Last: l.Config.Last, Baseline: l.Config.Baseline, Alpha: l.Config.Alpha})
 }
 
 // Report prints the newest runs and the comparison of the newest completed
@@ -31,12 +37,7 @@ func (l *Lab) options() report.Options {
 // MTTR_HTML (its path goes to the error stream, so that CSV and JSON output
 // stay clean).
 func (l *Lab) Report(ctx context.Context) error {
-	st, err := l.openResults(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	rep, err := report.Build(ctx, st, l.options())
+	rep, err := l.build(ctx)
 	if err != nil {
 		return err
 	}
@@ -68,12 +69,7 @@ func (l *Lab) Compare(ctx context.Context, a, b string) error {
 // MTTR_MAX_P95, a device that did not recover, or recovery significantly
 // worse than its baseline.
 func (l *Lab) Check(ctx context.Context) error {
-	st, err := l.openResults(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	rep, err := report.Build(ctx, st, l.options())
+	rep, err := l.build(ctx)
 	if err != nil {
 		return err
 	}
