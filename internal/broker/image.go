@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,25 @@ import (
 	"github.com/mttrlab/mttr/internal/certs"
 )
 
+// LabelSource records the SHA-256 of the build context's own files (not
+// the certificate), so that an image built from older sources is known.
+const LabelSource = "org.mttrlab.source-sha256"
+
+// SourceDigest hashes the files of the build context dir that a build sends
+// (the .dockerignore applied, certs/ left out), in a stable order.
+func SourceDigest(dir string) (string, error) {
+	h := sha256.New()
+	err := walkContext(dir, func(rel string, data []byte) error {
+		fmt.Fprintf(h, "%s\x00%d\x00", rel, len(data))
+		h.Write(data)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("build context %s: %w", dir, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
 // BuildSpec describes a broker image build.
 type BuildSpec struct {
 	Dir         string     // build context: Dockerfile, package.json, package-lock.json, server.js
@@ -29,6 +50,7 @@ type BuildSpec struct {
 	NodeImage   string     // base image, passed as build argument NODE_IMAGE
 	Cert        certs.Pair // certificate and key baked in as certs/cert.pem and certs/key.pem
 	Fingerprint string     // the certificate's SHA-256, recorded as a label
+	Source      string     // SourceDigest of Dir, recorded as a label
 }
 
 // Build builds the broker image from spec, streaming the builder's output
@@ -49,6 +71,7 @@ func (e *Engine) Build(ctx context.Context, spec BuildSpec, out io.Writer) (stri
 			LabelManaged:    "true",
 			LabelHost:       spec.Cert.Host,
 			LabelCertSHA256: spec.Fingerprint,
+			LabelSource:     spec.Source,
 		},
 	})
 	if err != nil {
@@ -111,17 +134,38 @@ func readBuildStream(r io.Reader, out io.Writer) (string, error) {
 // writeContext writes the build context as a tar stream: spec.Dir without
 // what its .dockerignore names, plus the certificate pair under certs/.
 func writeContext(w io.Writer, spec BuildSpec) error {
-	ignore, err := readIgnore(filepath.Join(spec.Dir, ".dockerignore"))
+	tw := tar.NewWriter(w)
+	mtime := time.Unix(0, 0)
+	err := walkContext(spec.Dir, func(rel string, data []byte) error {
+		return addFile(tw, rel, data, 0o644, mtime)
+	})
+	if err != nil {
+		return fmt.Errorf("build context %s: %w", spec.Dir, err)
+	}
+	for _, f := range []struct{ name, src string }{{"certs/cert.pem", spec.Cert.CertPath}, {"certs/key.pem", spec.Cert.KeyPath}} {
+		data, err := os.ReadFile(f.src)
+		if err != nil {
+			return fmt.Errorf("build context: %w", err)
+		}
+		if err := addFile(tw, f.name, data, 0o600, mtime); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// walkContext calls fn, in lexical order, for every regular file of dir
+// that a build sends: not what .dockerignore names, and not certs/.
+func walkContext(dir string, fn func(rel string, data []byte) error) error {
+	ignore, err := readIgnore(filepath.Join(dir, ".dockerignore"))
 	if err != nil {
 		return err
 	}
-	tw := tar.NewWriter(w)
-	mtime := time.Unix(0, 0)
-	err = filepath.WalkDir(spec.Dir, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(spec.Dir, p)
+		rel, err := filepath.Rel(dir, p)
 		if err != nil || rel == "." {
 			return err
 		}
@@ -139,21 +183,8 @@ func writeContext(w io.Writer, spec BuildSpec) error {
 		if err != nil {
 			return err
 		}
-		return addFile(tw, rel, data, 0o644, mtime)
+		return fn(rel, data)
 	})
-	if err != nil {
-		return fmt.Errorf("build context %s: %w", spec.Dir, err)
-	}
-	for name, src := range map[string]string{"certs/cert.pem": spec.Cert.CertPath, "certs/key.pem": spec.Cert.KeyPath} {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return fmt.Errorf("build context: %w", err)
-		}
-		if err := addFile(tw, name, data, 0o600, mtime); err != nil {
-			return err
-		}
-	}
-	return tw.Close()
 }
 
 func addFile(tw *tar.Writer, name string, data []byte, mode int64, mtime time.Time) error {
@@ -203,6 +234,7 @@ type Image struct {
 	ID          string
 	Host        string // LabelHost
 	Fingerprint string // LabelCertSHA256
+	Source      string // LabelSource
 }
 
 // InspectImage returns the image tagged tag, or an error wrapping
@@ -218,6 +250,7 @@ func (e *Engine) InspectImage(ctx context.Context, tag string) (Image, error) {
 	if res.Config != nil {
 		img.Host = res.Config.Labels[LabelHost]
 		img.Fingerprint = res.Config.Labels[LabelCertSHA256]
+		img.Source = res.Config.Labels[LabelSource]
 	}
 	return img, nil
 }

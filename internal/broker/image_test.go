@@ -114,3 +114,33 @@ func TestConnectUnreachable(t *testing.T) {
 		t.Errorf("error %q should be one line naming DOCKER_HOST", err)
 	}
 }
+
+func TestSourceDigest(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("Dockerfile", "FROM x\n")
+	write("server.js", "a")
+	write(".dockerignore", "node_modules\n")
+	d1, err := SourceDigest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("node_modules/x.js", "ignored")
+	write("certs/cert.pem", "not source")
+	if d2, _ := SourceDigest(dir); d2 != d1 {
+		t.Error("ignored files changed the digest")
+	}
+	write("server.js", "b")
+	if d3, _ := SourceDigest(dir); d3 == d1 || len(d3) != 64 {
+		t.Errorf("digest %q did not change with server.js", d3)
+	}
+}

@@ -158,8 +158,12 @@ func TestDockerBrokerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if img.Host != "localhost" || img.Fingerprint != fp {
-		t.Errorf("image labels host %q fingerprint %q, want localhost %s", img.Host, img.Fingerprint, fp)
+	source, err := broker.SourceDigest(l.BuildDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Host != "localhost" || img.Fingerprint != fp || img.Source != source {
+		t.Errorf("image labels host %q fingerprint %q source %q, want localhost %s %s", img.Host, img.Fingerprint, img.Source, fp, source)
 	}
 
 	if err := l.Up(ctx); err != nil {

@@ -112,6 +112,10 @@ func (l *Lab) Image(ctx context.Context) error {
 		return err
 	}
 	defer eng.Close()
+	source, err := broker.SourceDigest(l.BuildDir)
+	if err != nil {
+		return err
+	}
 	l.printf("building %s from %s/ on %s, base %s\n", l.Config.Image, l.BuildDir, eng.Host(), l.Config.NodeImage)
 	id, err := eng.Build(ctx, broker.BuildSpec{
 		Dir:         l.BuildDir,
@@ -119,6 +123,7 @@ func (l *Lab) Image(ctx context.Context) error {
 		NodeImage:   l.Config.NodeImage,
 		Cert:        pair,
 		Fingerprint: fp,
+		Source:      source,
 	}, l.Out)
 	if err != nil {
 		return err
@@ -183,6 +188,9 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	}
 	if img.Host != l.Config.Host || img.Fingerprint != fp {
 		return nil, fmt.Errorf("image %s carries the certificate for %q (sha256 %s), not the current one for MTTR_HOST=%s: rebuild it with `mage image`", l.Config.Image, img.Host, img.Fingerprint, l.Config.Host)
+	}
+	if source, err := broker.SourceDigest(l.BuildDir); err == nil && img.Source != source {
+		l.printf("note: image %s was built from other %s/ sources than these; `mage image` rebuilds it\n", l.Config.Image, l.BuildDir)
 	}
 	c, err := eng.Run(ctx, broker.RunSpec{Name: l.Config.Container, Image: l.Config.Image, Bind: l.Config.Bind, Port: l.Config.Port})
 	if err != nil {

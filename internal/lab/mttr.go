@@ -224,10 +224,16 @@ func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, err
 	if err != nil {
 		return "", err
 	}
+	source, err := broker.SourceDigest(l.BuildDir)
+	if err != nil {
+		return "", err
+	}
 	img, err := eng.InspectImage(ctx, l.Config.Image)
 	switch {
-	case err == nil && img.Host == l.Config.Host && img.Fingerprint == fp:
+	case err == nil && img.Host == l.Config.Host && img.Fingerprint == fp && img.Source == source:
 		return img.ID, nil
+	case err == nil && img.Source != source:
+		l.printf("image %s was built from other %s/ sources; rebuilding\n", l.Config.Image, l.BuildDir)
 	case err == nil:
 		l.printf("image %s carries another certificate; rebuilding\n", l.Config.Image)
 	case errors.Is(err, broker.ErrNotFound):
