@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
@@ -77,7 +78,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		StartedAt: time.Now(), Label: cfg.Label, Fault: cfg.Fault,
 		KeepAlive: cfg.KeepAlive, KeepDead: cfg.KeepDead, KeepRunning: cfg.KeepRunning,
 		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: string(vars),
-		ToolVersion: toolVersion(), EngineVersion: eng.Version(), ImageID: imageID, Host: cfg.Host,
+		ToolVersion: toolVersion(ctx), EngineVersion: eng.Version(), ImageID: imageID, Host: cfg.Host,
 		Machine: machine, PID: os.Getpid(), Client: cfg.Client, ClockOffset: clock.Offset, ClockError: clock.Uncertainty,
 	})
 	if err != nil {
@@ -303,27 +304,32 @@ func processAlive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
-// toolVersion is the module version and VCS revision this binary was built
-// from.
-func toolVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+dirty"
+// toolVersion is the VCS revision the tool was built from: from the build
+// information when the go command stamped it, else (mage builds the
+// magefile from a file list, which is not stamped) from git in the working
+// directory, with "-dirty" for uncommitted changes; "unknown" otherwise.
+func toolVersion(ctx context.Context) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = "-dirty"
+				}
 			}
 		}
+		if rev != "" {
+			return rev + modified
+		}
 	}
-	if rev != "" {
-		v += " " + rev + modified
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty", "--abbrev=40").Output()
+	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+		return v
 	}
-	return v
+	return "unknown"
 }
