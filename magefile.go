@@ -36,7 +36,7 @@ func Down(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { return l.Down(ctx) })
 }
 
-// Send connects a device to the running broker and publishes telemetry until Ctrl-C (MTTR_CONNECTION_STRING, MTTR_HOST, MTTR_PORT, MTTR_BROKER_ADDR, MTTR_KEEP_ALIVE, MTTR_SEND_INTERVAL).
+// Send connects a device to the running broker and publishes telemetry until Ctrl-C (MTTR_CONNECTION_STRING, MTTR_HOST, MTTR_PORT, MTTR_BROKER_ADDR, MTTR_KEEP_ALIVE, MTTR_SEND_INTERVAL and the device timings of mttr).
 func Send(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { _, err := l.Send(ctx); return err })
 }

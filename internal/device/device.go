@@ -27,16 +27,6 @@ type Timings struct {
 	ConnectRetryInterval time.Duration // wait between attempts of the first connection
 }
 
-// DefaultTimings are paho's own defaults, except keep-alive, which is the
-// lab's 15 s.
-var DefaultTimings = Timings{
-	KeepAlive:            15 * time.Second,
-	PingTimeout:          10 * time.Second,
-	ConnectTimeout:       30 * time.Second,
-	MaxReconnectInterval: 10 * time.Minute,
-	ConnectRetryInterval: 30 * time.Second,
-}
-
 // Config describes one device.
 type Config struct {
 	Identity     Identity

@@ -187,7 +187,7 @@ func TestDockerBrokerLifecycle(t *testing.T) {
 			Identity:   device.Identity{HostName: "localhost", DeviceID: "intruder", SharedAccessKey: "Zm9vYmFy"},
 			BrokerAddr: l.Config.BrokerAddr,
 			TLS:        &tls.Config{RootCAs: pool, ServerName: "localhost"},
-			Timings:    device.DefaultTimings,
+			Timings:    device.Timings{KeepAlive: 15 * time.Second, PingTimeout: 10 * time.Second, ConnectTimeout: 10 * time.Second, MaxReconnectInterval: time.Second, ConnectRetryInterval: time.Second},
 			QoS:        1,
 		})
 		if err != nil {

@@ -34,19 +34,13 @@ func (l *Lab) Send(ctx context.Context) (SendSummary, error) {
 	if err != nil {
 		return sum, err
 	}
-	timings := device.DefaultTimings
-	timings.KeepAlive = l.Config.KeepAlive
-	dev, err := device.New(device.Config{
-		Identity:   id,
-		BrokerAddr: l.Config.BrokerAddr,
-		TLS:        tlsConf,
-		Timings:    timings,
-		QoS:        1,
-	})
+	cfg := l.deviceConfig(id, id.DeviceID, tlsConf)
+	cfg.QoS = 1
+	dev, err := device.New(cfg)
 	if err != nil {
 		return sum, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, timings.ConnectTimeout)
+	cctx, cancel := context.WithTimeout(ctx, cfg.Timings.ConnectTimeout)
 	err = dev.Connect(cctx)
 	cancel()
 	if err != nil {
