@@ -81,9 +81,6 @@ func (e *Engine) NewOutage(ctx context.Context, mode string, c *Container, spec 
 // Close stops following the engine's events.
 func (o *Outage) Close() { o.stop() }
 
-// Container is the broker container as of the last heal.
-func (o *Outage) Container() *Container { return o.c }
-
 // Instant reports whether Inject also heals (restart).
 func (o *Outage) Instant() bool { return o.mode == FaultRestart }
 
