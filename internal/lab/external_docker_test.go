@@ -1,14 +1,12 @@
 package lab
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/store"
@@ -46,13 +44,7 @@ func TestDockerExternalClient(t *testing.T) {
 			l := shortRun(t, base, fault)
 			l.Config.Client = "external"
 			l.Config.ClientCmd = py + " " + script
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-			defer cancel()
-			id, err := l.Mttr(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run, rows := readRun(t, l.Config.DB, id)
+			run, rows := runMttr(t, l)
 			var vars map[string]string
 			_ = json.Unmarshal([]byte(run.ConfigJSON), &vars)
 			if run.Status != store.StatusCompleted || run.Client != "external" || vars["MTTR_CLIENT_CMD"] != l.Config.ClientCmd {
@@ -65,9 +57,7 @@ func TestDockerExternalClient(t *testing.T) {
 				if r.Device != "devicemtr" || r.Error != "" || r.Published == 0 || r.LastAckBeforeAt == 0 {
 					t.Errorf("cycle %d: %+v", r.Cycle, r)
 				}
-				if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
-					t.Errorf("cycle %d out of order: fault %d healed %d ready %d first ack %d", r.Cycle, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
-				}
+				checkOrder(t, r)
 				switch fault {
 				case "stop": // the broker restarted: the client had to connect again
 					if r.ReconnectedAt == 0 || r.ReconnectedAt > r.FirstAckAt || r.LostAt == 0 {

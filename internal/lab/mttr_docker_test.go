@@ -41,6 +41,27 @@ func shortRunTB(t testing.TB, base *Lab, fault string) *Lab {
 	return &l
 }
 
+// runMttr runs l's experiment (at most 3 minutes) and reads back its run
+// and cycles.
+func runMttr(t *testing.T, l *Lab) (store.Run, []store.Cycle) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	id, err := l.Mttr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readRun(t, l.Config.DB, id)
+}
+
+// checkOrder asserts fault_at ≤ healed_at ≤ ready_at ≤ first_ack_at.
+func checkOrder(t *testing.T, r store.Cycle) {
+	t.Helper()
+	if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
+		t.Errorf("cycle %d out of order: fault %d healed %d ready %d first ack %d", r.Cycle, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
+	}
+}
+
 func readRun(t *testing.T, path string, id int64) (store.Run, []store.Cycle) {
 	t.Helper()
 	db, err := store.OpenReadOnly(t.Context(), path)
@@ -68,13 +89,7 @@ func TestDockerMttr(t *testing.T) {
 		t.Run(fault, func(t *testing.T) {
 			t.Parallel()
 			l := shortRun(t, base, fault)
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-			defer cancel()
-			id, err := l.Mttr(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run, rows := readRun(t, l.Config.DB, id)
+			run, rows := runMttr(t, l)
 			if run.Status != store.StatusCompleted || run.Fault != fault || run.ImageID == "" || run.EngineVersion == "" || run.FinishedAt.IsZero() {
 				t.Errorf("run row %+v", run)
 			}
@@ -86,9 +101,7 @@ func TestDockerMttr(t *testing.T) {
 				t.Fatalf("%d cycle rows, want 2", len(rows))
 			}
 			for _, r := range rows {
-				if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
-					t.Errorf("cycle %d out of order: fault %d healed %d ready %d first ack %d", r.Cycle, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
-				}
+				checkOrder(t, r)
 				if r.Error != "" {
 					t.Errorf("cycle %d: %s", r.Cycle, r.Error)
 				}
