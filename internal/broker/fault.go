@@ -170,9 +170,9 @@ func (o *Outage) refresh(ctx context.Context, id string) error {
 }
 
 // Ready waits until the broker answers an MQTT CONNECT over verified TLS,
-// probing every 10 ms, and fails at once if the container dies.
+// probing every ProbeInterval, and fails at once if the container dies.
 func (o *Outage) Ready(ctx context.Context) (time.Time, error) {
-	return o.eng.WaitReady(ctx, o.c, o.addr, o.tls, 10*time.Millisecond)
+	return o.eng.WaitReady(ctx, o.c, o.addr, o.tls, ProbeInterval)
 }
 
 // await returns the time of the next engine event with one of the actions

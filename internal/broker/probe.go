@@ -75,6 +75,11 @@ func connectPacket(clientID string) []byte {
 	return append(pkt, body...)
 }
 
+// ProbeInterval is how often readiness is probed: well under the 10 ms
+// resolution the timeline promises, since a probe's own round trip adds a
+// few milliseconds.
+const ProbeInterval = 5 * time.Millisecond
+
 // maxProbes bounds the probes in flight at once.
 const maxProbes = 8
 

@@ -230,6 +230,12 @@ func TestDockerBrokerLifecycle(t *testing.T) {
 		if e["event"] == "publish" && e["clientId"] == "devicemtr" && e["qos"] != float64(1) {
 			t.Errorf("publish event %v is not QoS 1", e)
 		}
+		if id, _ := e["clientId"].(string); strings.HasPrefix(id, "mttr-warmup-") {
+			t.Errorf("the broker logged its own warm-up client: %v", e)
+		}
+	}
+	if evs[0]["event"] != "listening" {
+		t.Errorf("first broker event %v, want listening (after the warm-up)", evs[0])
 	}
 
 	if err := l.Down(ctx); err != nil {

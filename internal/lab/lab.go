@@ -19,9 +19,6 @@ import (
 	"github.com/mttrlab/mttr/internal/config"
 )
 
-// ProbeInterval is how often readiness is probed.
-const ProbeInterval = 10 * time.Millisecond
-
 // Lab runs commands with one configuration.
 type Lab struct {
 	Config   config.Config
@@ -202,7 +199,7 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, l.Config.ReadyTimeout)
 	defer cancel()
-	ready, err := eng.WaitReady(wctx, c, addr, tlsConf, ProbeInterval)
+	ready, err := eng.WaitReady(wctx, c, addr, tlsConf, broker.ProbeInterval)
 	if err != nil {
 		_ = eng.Remove(context.WithoutCancel(ctx), c.Name)
 		return nil, fmt.Errorf("broker %s not ready within %s (MTTR_READY_TIMEOUT): %w", c.Name, l.Config.ReadyTimeout, err)

@@ -146,7 +146,7 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 		}
 	})
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
-	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, ProbeInterval)
+	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, broker.ProbeInterval)
 	cancel()
 	if err != nil {
 		return mttr.Summary{}, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
