@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/mqtttest"
 )
@@ -134,5 +136,23 @@ func TestNewRejectsQoS2(t *testing.T) {
 	cfg := Config{Identity: Identity{HostName: "h", DeviceID: "d", SharedAccessKey: "YQ=="}, QoS: 2}
 	if _, err := New(cfg); err == nil {
 		t.Error("New with QoS 2 = nil error")
+	}
+}
+
+// TestDroppedEvents fills the event buffer without reading it: what does
+// not fit is counted, never blocks paho.
+func TestDroppedEvents(t *testing.T) {
+	d, err := New(Config{Identity: Identity{HostName: "h", DeviceID: "d", SharedAccessKey: "YQ=="}, QoS: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range eventBuffer + 5 {
+		d.notify(nil, paho.ConnectionNotificationConnected{})
+	}
+	if got := d.Dropped(); got != 5 {
+		t.Errorf("Dropped = %d, want 5", got)
+	}
+	if got := len(d.Events()); got != eventBuffer {
+		t.Errorf("%d events buffered, want %d", got, eventBuffer)
 	}
 }

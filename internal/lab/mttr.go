@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -27,7 +26,6 @@ import (
 const (
 	LabelRun   = "org.mttrlab.run"   // run id
 	LabelOwner = "org.mttrlab.owner" // "<machine>:<pid>" of the process running it
-	LabelDB    = "org.mttrlab.db"    // absolute path of the run's database
 )
 
 // cleanupTimeout bounds the work done after an interrupt.
@@ -132,7 +130,7 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 	cfg := l.Config
 	spec := broker.RunSpec{
 		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
-		Labels: runLabels(runID, cfg.DB),
+		Labels: runLabels(runID),
 	}
 	c, err := eng.Run(ctx, spec)
 	if err != nil {
@@ -248,13 +246,11 @@ func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, err
 	return eng.ImageID(ctx, l.Config.Image)
 }
 
-func runLabels(runID int64, dbPath string) map[string]string {
+func runLabels(runID int64) map[string]string {
 	machine, _ := os.Hostname()
-	abs, _ := filepath.Abs(dbPath)
 	return map[string]string{
 		LabelRun:   strconv.FormatInt(runID, 10),
 		LabelOwner: machine + ":" + strconv.Itoa(os.Getpid()),
-		LabelDB:    abs,
 	}
 }
 

@@ -182,7 +182,7 @@ func TestDockerMttrInterruptedAndAbandoned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labels := runLabels(deadID, l.Config.DB)
+	labels := runLabels(deadID)
 	labels[LabelOwner] = machine + ":" + strconv.Itoa(gone.Process.Pid)
 	leftover := shortRun(t, base, "stop").Config.Container
 	if _, err = eng.Run(t.Context(), broker.RunSpec{Name: leftover, Image: l.Config.Image, Bind: "127.0.0.1", Labels: labels}); err != nil {

@@ -28,7 +28,6 @@ type Broker struct {
 	KeyPath  string      // its private key
 	Client   *tls.Config // trusts only the certificate and verifies Host
 
-	t      testing.TB
 	server *tls.Config
 	mu     sync.Mutex
 	srv    *mochi.Server // nil while stopped
@@ -56,7 +55,6 @@ func Start(t testing.TB, host string) *Broker {
 		CertPath: pair.CertPath,
 		KeyPath:  pair.KeyPath,
 		Client:   &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12},
-		t:        t,
 		server:   &tls.Config{Certificates: []tls.Certificate{kp}},
 	}
 	if err := b.Restart(); err != nil {

@@ -47,6 +47,8 @@ type driver struct {
 	lostAt   atomic.Int64 // Unix ns of the newest loss, 0 after a reconnect
 	inflight atomic.Int64
 	acked    atomic.Int64
+
+	droppedSeen int64 // Dropped() already reported in a row
 }
 
 func (d *driver) record(kind obsKind, at time.Time, seq int64) {
@@ -330,12 +332,18 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []store.Cycle {
 	for _, d := range fleet.drivers {
 		id := d.dev.ID()
 		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m)
+		var notes []string
 		switch {
 		case note != "":
-			row.Error = note
+			notes = append(notes, note)
 		case row.FirstAckAt == 0:
-			row.Error = fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond))
+			notes = append(notes, fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond)))
 		}
+		if dropped := d.dev.Dropped(); dropped > d.droppedSeen {
+			notes = append(notes, fmt.Sprintf("%d connection events dropped: timeline incomplete", dropped-d.droppedSeen))
+			d.droppedSeen = dropped
+		}
+		row.Error = strings.Join(notes, "; ")
 		rows = append(rows, row)
 	}
 	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })

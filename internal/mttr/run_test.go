@@ -20,17 +20,13 @@ import (
 // stopFault closes the in-process broker (listener and every connection)
 // and starts it again on the same port.
 type stopFault struct {
-	b      *mqtttest.Broker
-	addr   string
-	tls    *tls.Config
-	onHeal func()
+	b    *mqtttest.Broker
+	addr string
+	tls  *tls.Config
 }
 
 func (f *stopFault) Inject(context.Context) (time.Time, error) { f.b.Close(); return time.Now(), nil }
 func (f *stopFault) Heal(context.Context) (time.Time, error) {
-	if f.onHeal != nil {
-		f.onHeal()
-	}
 	err := f.b.Restart()
 	return time.Now(), err
 }
@@ -143,33 +139,49 @@ func TestRunStopLikeFault(t *testing.T) {
 		if r.Error != "" {
 			t.Errorf("cycle %d %s: error %q", r.Cycle, r.Device, r.Error)
 		}
-		if r.Published == 0 || r.Acknowledged+r.Lost < r.Published-r.Delivered {
+		// Messages published in cycle 2 before its fault reach the verifier
+		// only if it came back after cycle 1. (A message in flight when the
+		// broker closed may go unacknowledged, so acknowledged can be short.)
+		if r.Published == 0 || r.Delivered == 0 || r.Acknowledged+r.Delivered+r.Lost < r.Published {
 			t.Errorf("cycle %d %s counters: %+v", r.Cycle, r.Device, r)
 		}
 	}
 	if got.rows[0].Device != "dev" || got.rows[1].Device != "dev-2" || got.rows[2].Device != "dev-3" {
 		t.Errorf("device order %s %s %s", got.rows[0].Device, got.rows[1].Device, got.rows[2].Device)
 	}
-	if n := strings.Count(out.String(), "\ncycle ") + strings.Count(out.String()[:min(6, len(out.String()))], "cycle "); n != 2 {
+	n := 0
+	for line := range strings.Lines(out.String()) {
+		if strings.HasPrefix(line, "cycle ") {
+			n++
+		}
+	}
+	if n != 2 {
 		t.Errorf("progress printed %d cycle lines:\n%s", n, out.String())
 	}
 }
 
-func TestRunPauseShorterThanKeepAlive(t *testing.T) {
+// runPause runs plan with a pause-like fault: a proxy in front of the
+// broker that freezes traffic.
+func runPause(t *testing.T, devices int, timings device.Timings, interval time.Duration, plan Plan) []store.Cycle {
+	t.Helper()
 	b := mqtttest.Start(t, "localhost")
 	p := mqtttest.NewProxy(t, b.Addr)
-	timings := fastTimings
-	timings.KeepAlive = 5 * time.Second
-	fleet := connect(t, p.Addr, b.Client, 2, timings, 100*time.Millisecond)
+	fleet := connect(t, p.Addr, b.Client, devices, timings, interval)
 	var got collected
-	plan := Plan{Cycles: 2, KeepRunning: 300 * time.Millisecond, KeepDead: 500 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
 	if _, err := Run(runCtx(t), plan, &pauseFault{p: p, tls: b.Client}, fleet, got.sink, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if len(got.rows) != 4 {
-		t.Fatalf("%d rows", len(got.rows))
+	if len(got.rows) != devices*plan.Cycles {
+		t.Fatalf("%d rows, want %d", len(got.rows), devices*plan.Cycles)
 	}
-	for _, r := range got.rows {
+	return got.rows
+}
+
+func TestRunPauseShorterThanKeepAlive(t *testing.T) {
+	timings := fastTimings
+	timings.KeepAlive = 5 * time.Second
+	plan := Plan{Cycles: 2, KeepRunning: 300 * time.Millisecond, KeepDead: 500 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
+	for _, r := range runPause(t, 2, timings, 100*time.Millisecond, plan) {
 		checkOrder(t, r)
 		if r.LostAt != 0 || r.ReconnectedAt != 0 {
 			t.Errorf("cycle %d %s: a pause shorter than keep-alive was noticed (lost %d, reconnected %d)", r.Cycle, r.Device, r.LostAt, r.ReconnectedAt)
@@ -181,18 +193,11 @@ func TestRunPauseShorterThanKeepAlive(t *testing.T) {
 }
 
 func TestRunPauseLongerThanKeepAlive(t *testing.T) {
-	b := mqtttest.Start(t, "localhost")
-	p := mqtttest.NewProxy(t, b.Addr)
 	timings := fastTimings
 	timings.KeepAlive = time.Second
 	timings.PingTimeout = 300 * time.Millisecond
-	fleet := connect(t, p.Addr, b.Client, 1, timings, 200*time.Millisecond)
-	var got collected
 	plan := Plan{Cycles: 1, KeepRunning: 200 * time.Millisecond, KeepDead: 2500 * time.Millisecond, RecoveryTimeout: 10 * time.Second, QoS: 1}
-	if _, err := Run(runCtx(t), plan, &pauseFault{p: p, tls: b.Client}, fleet, got.sink, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	r := got.rows[0]
+	r := runPause(t, 1, timings, 200*time.Millisecond, plan)[0]
 	checkOrder(t, r)
 	if r.LostAt == 0 || r.LostAt < r.FaultAt || r.LostAt > r.HealedAt {
 		t.Errorf("keep-alive detection: lost %d, want within [fault %d, healed %d]", r.LostAt, r.FaultAt, r.HealedAt)

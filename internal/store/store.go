@@ -162,7 +162,8 @@ func (s *Store) Close() error { return s.db.Close() }
 // Path is where the database lives.
 func (s *Store) Path() string { return s.path }
 
-// DB exposes the database for read-only queries by other packages.
+// DB is the underlying database, for tests and benchmarks that set up or
+// inspect rows directly.
 func (s *Store) DB() *sql.DB { return s.db }
 
 // Run is one experiment's row in runs.
