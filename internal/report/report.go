@@ -99,12 +99,13 @@ func Build(ctx context.Context, st *store.Store, opts Options) (*Report, error) 
 		return nil, fmt.Errorf("no runs in %s yet: make one with `mage mttr`", st.Path())
 	}
 	rep := &Report{DB: st.Path(), Alpha: opts.Alpha}
+	read := runReader{st: st, done: map[int64]loaded{}}
 	for _, r := range runs {
-		s, err := summarize(ctx, st, r)
+		l, err := read.run(ctx, r)
 		if err != nil {
 			return nil, err
 		}
-		rep.Runs = append(rep.Runs, s)
+		rep.Runs = append(rep.Runs, l.summary)
 	}
 	newest, err := st.LatestCompleted(ctx)
 	if errors.Is(err, store.ErrNoRun) {
@@ -135,7 +136,7 @@ func Build(ctx context.Context, st *store.Store, opts Options) (*Report, error) 
 		rep.Note = fmt.Sprintf("the baseline is the newest completed run (%d) itself", newest.ID)
 		return rep, nil
 	}
-	c, err := compare(ctx, st, base, newest, opts.Alpha)
+	c, err := read.compare(ctx, base, newest, opts.Alpha)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +155,8 @@ func Compare(ctx context.Context, st *store.Store, a, b string, alpha float64) (
 	if err != nil {
 		return nil, err
 	}
-	c, err := compare(ctx, st, old, cur, alpha)
+	read := runReader{st: st, done: map[int64]loaded{}}
+	c, err := read.compare(ctx, old, cur, alpha)
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +179,36 @@ func summaryOf(r store.Run) RunSummary {
 	return s
 }
 
-func summarize(ctx context.Context, st *store.Store, r store.Run) (RunSummary, error) {
+// loaded is a run read from the store: its summary and its samples.
+type loaded struct {
+	summary RunSummary
+	samples store.Samples
+}
+
+// runReader reads each run from the store once, however often a report
+// needs it (in the run table and in the comparison).
+type runReader struct {
+	st   *store.Store
+	done map[int64]loaded
+}
+
+func (rr runReader) run(ctx context.Context, r store.Run) (loaded, error) {
+	if l, ok := rr.done[r.ID]; ok {
+		return l, nil
+	}
+	s, sm, err := summarize(ctx, rr.st, r)
+	if err != nil {
+		return loaded{}, err
+	}
+	rr.done[r.ID] = loaded{s, sm}
+	return rr.done[r.ID], nil
+}
+
+func summarize(ctx context.Context, st *store.Store, r store.Run) (RunSummary, store.Samples, error) {
 	s := summaryOf(r)
 	sm, err := st.Samples(ctx, r.ID)
 	if err != nil {
-		return s, err
+		return s, sm, err
 	}
 	s.CyclesDone, s.DeviceCycles, s.NotRecovered = sm.Cycles, sm.Rows, sm.NotRecovered
 	s.Recovered = sm.Rows - sm.NotRecovered
@@ -189,12 +216,12 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (RunSummary, e
 	s.Recovery, s.Detection, s.Outage = Summarize(sm.Recovery), Summarize(sm.Detection), Summarize(sm.Outage)
 	cycles, err := st.Cycles(ctx, r.ID)
 	if err != nil {
-		return s, err
+		return s, sm, err
 	}
 	for _, c := range cycles {
 		s.Cycles = append(s.Cycles, Cycle(c))
 	}
-	return s, nil
+	return s, sm, nil
 }
 
 // Comparison is an old run against a new one.
@@ -218,23 +245,16 @@ type SettingDiff struct {
 var ignoredSettings = map[string]bool{"MTTR_LABEL": true, "MTTR_DB": true, "MTTR_BASELINE": true, "MTTR_FORMAT": true,
 	"MTTR_LAST": true, "MTTR_ALPHA": true, "MTTR_MAX_P95": true, "MTTR_HTML": true, "MTTR_CONTAINER": true, "MTTR_CERT_DIR": true}
 
-func compare(ctx context.Context, st *store.Store, oldRun, newRun store.Run, alpha float64) (*Comparison, error) {
-	old, err := summarize(ctx, st, oldRun)
+func (rr runReader) compare(ctx context.Context, oldRun, newRun store.Run, alpha float64) (*Comparison, error) {
+	o, err := rr.run(ctx, oldRun)
 	if err != nil {
 		return nil, err
 	}
-	cur, err := summarize(ctx, st, newRun)
+	n, err := rr.run(ctx, newRun)
 	if err != nil {
 		return nil, err
 	}
-	oldS, err := st.Samples(ctx, oldRun.ID)
-	if err != nil {
-		return nil, err
-	}
-	newS, err := st.Samples(ctx, newRun.ID)
-	if err != nil {
-		return nil, err
-	}
+	old, cur, oldS, newS := o.summary, n.summary, o.samples, n.samples
 	c := &Comparison{Old: old, New: cur, Alpha: alpha, Deltas: []Delta{
 		CompareSamples("recovery", oldS.Recovery, newS.Recovery, alpha),
 		CompareSamples("detection", oldS.Detection, newS.Detection, alpha),
