@@ -21,9 +21,9 @@ import (
 // SIGKILL when the run ends.
 const clientGrace = 2 * time.Second
 
-// ClientEnv is the environment an external client is started with: the
+// clientEnv is the environment an external client is started with: the
 // contract a client author codes against (README "External clients").
-func (l *Lab) ClientEnv(base device.Identity, deviceID string) ([]string, error) {
+func (l *Lab) clientEnv(base device.Identity, deviceID string) ([]string, error) {
 	cfg := l.Config
 	ca, err := filepath.Abs(certs.For(cfg.CertDir, cfg.Host).CertPath)
 	if err != nil {
@@ -81,7 +81,7 @@ func (l *Lab) startExternal(ctx context.Context, eng *broker.Engine, c *broker.C
 	cleanup.add(func() { logFile.Close() })
 	specs := make([]client.Spec, len(ids))
 	for i, dev := range ids {
-		env, err := l.ClientEnv(id, dev)
+		env, err := l.clientEnv(id, dev)
 		if err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ package lab
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -62,45 +63,62 @@ func (l *Lab) Certs(_ context.Context, host string) error {
 	return nil
 }
 
-// cert returns the pair for MTTR_HOST and its fingerprint; with create set,
-// it generates the pair when it is missing or expired.
-func (l *Lab) cert(create bool) (certs.Pair, string, error) {
+// hostCert is MTTR_HOST's certificate as read from MTTR_CERT_DIR.
+type hostCert struct {
+	pair certs.Pair
+	cert *x509.Certificate
+	fp   string // SHA-256 fingerprint
+}
+
+// trust returns a TLS configuration that trusts only this certificate and
+// verifies host.
+func (h hostCert) trust(host string) *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AddCert(h.cert)
+	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+}
+
+// cert reads the certificate for MTTR_HOST; with create set, it generates
+// the pair first when it is missing or expired.
+func (l *Lab) cert(create bool) (hostCert, error) {
 	pair := certs.For(l.Config.CertDir, l.Config.Host)
 	c, fp, err := certs.Load(pair.CertPath)
 	switch {
 	case err == nil && time.Now().Before(c.NotAfter):
-		return pair, fp, nil
+		return hostCert{pair, c, fp}, nil
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return pair, "", err
+		return hostCert{}, err
 	case !create && err != nil:
-		return pair, "", fmt.Errorf("no certificate for MTTR_HOST=%s at %s: run `mage certs %s` and `mage image`", l.Config.Host, pair.CertPath, l.Config.Host)
+		return hostCert{}, fmt.Errorf("no certificate for MTTR_HOST=%s at %s: run `mage certs %s` and `mage image`", l.Config.Host, pair.CertPath, l.Config.Host)
 	case !create:
-		return pair, "", fmt.Errorf("certificate %s expired on %s: run `mage certs %s` and `mage image`", pair.CertPath, c.NotAfter.Format(time.DateOnly), l.Config.Host)
+		return hostCert{}, fmt.Errorf("certificate %s expired on %s: run `mage certs %s` and `mage image`", pair.CertPath, c.NotAfter.Format(time.DateOnly), l.Config.Host)
 	}
 	l.printf("making a certificate for %s\n", l.Config.Host)
 	if err := l.Certs(context.Background(), l.Config.Host); err != nil {
-		return pair, "", err
+		return hostCert{}, err
 	}
-	_, fp, err = certs.Load(pair.CertPath)
-	return pair, fp, err
+	c, fp, err = certs.Load(pair.CertPath)
+	return hostCert{pair, c, fp}, err
 }
 
 // tlsConfig trusts only the certificate for MTTR_HOST and verifies that name.
 func (l *Lab) tlsConfig() (*tls.Config, error) {
-	pair, _, err := l.cert(false)
+	hc, err := l.cert(false)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := certs.Pool(pair.CertPath)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{RootCAs: pool, ServerName: l.Config.Host, MinVersion: tls.VersionTLS12}, nil
+	return hc.trust(l.Config.Host), nil
+}
+
+// imageCurrent reports whether img carries the certificate fp for host and
+// was built from the sources with digest source.
+func imageCurrent(img broker.Image, host, fp, source string) (certOK, sourceOK bool) {
+	return img.Host == host && img.Fingerprint == fp, img.Source == source
 }
 
 // Image builds the broker image, making the certificate first if needed.
 func (l *Lab) Image(ctx context.Context) error {
-	pair, fp, err := l.cert(true)
+	hc, err := l.cert(true)
 	if err != nil {
 		return err
 	}
@@ -118,14 +136,14 @@ func (l *Lab) Image(ctx context.Context) error {
 		Dir:         l.BuildDir,
 		Tag:         l.Config.Image,
 		NodeImage:   l.Config.NodeImage,
-		Cert:        pair,
-		Fingerprint: fp,
+		Cert:        hc.pair,
+		Fingerprint: hc.fp,
 		Source:      source,
 	}, l.Out)
 	if err != nil {
 		return err
 	}
-	l.printf("built %s (%s) for host %s, certificate sha256 %s\n", l.Config.Image, id, l.Config.Host, fp)
+	l.printf("built %s (%s) for host %s, certificate sha256 %s\n", l.Config.Image, id, l.Config.Host, hc.fp)
 	return nil
 }
 
@@ -164,14 +182,11 @@ func (l *Lab) Up(ctx context.Context) error {
 }
 
 func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
-	tlsConf, err := l.tlsConfig()
+	hc, err := l.cert(false)
 	if err != nil {
 		return nil, err
 	}
-	_, fp, err := l.cert(false)
-	if err != nil {
-		return nil, err
-	}
+	tlsConf := hc.trust(l.Config.Host)
 	eng, err := broker.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -183,10 +198,15 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	if img.Host != l.Config.Host || img.Fingerprint != fp {
+	source, err := broker.SourceDigest(l.BuildDir)
+	if err != nil {
+		return nil, err
+	}
+	certOK, sourceOK := imageCurrent(img, l.Config.Host, hc.fp, source)
+	if !certOK {
 		return nil, fmt.Errorf("image %s carries the certificate for %q (sha256 %s), not the current one for MTTR_HOST=%s: rebuild it with `mage image`", l.Config.Image, img.Host, img.Fingerprint, l.Config.Host)
 	}
-	if source, err := broker.SourceDigest(l.BuildDir); err == nil && img.Source != source {
+	if !sourceOK {
 		l.printf("note: image %s was built from other %s/ sources than these; `mage image` rebuilds it\n", l.Config.Image, l.BuildDir)
 	}
 	c, err := eng.Run(ctx, broker.RunSpec{Name: l.Config.Container, Image: l.Config.Image, Bind: l.Config.Bind, Port: l.Config.Port})

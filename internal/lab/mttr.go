@@ -55,11 +55,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err := l.abandonLeftovers(ctx, eng, db); err != nil {
 		return 0, err
 	}
-	imageID, err := l.currentImage(ctx, eng)
-	if err != nil {
-		return 0, err
-	}
-	tlsConf, err := l.tlsConfig()
+	imageID, tlsConf, err := l.currentImage(ctx, eng)
 	if err != nil {
 		return 0, err
 	}
@@ -217,33 +213,37 @@ func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.C
 
 // currentImage returns the id of the broker image for MTTR_HOST's current
 // certificate, building the certificate and the image when either is
-// missing or stale.
-func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, error) {
-	_, fp, err := l.cert(true)
+// missing or stale, and the TLS configuration that trusts that certificate.
+func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, *tls.Config, error) {
+	hc, err := l.cert(true)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
+	trust := hc.trust(l.Config.Host)
 	source, err := broker.SourceDigest(l.BuildDir)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	img, err := eng.InspectImage(ctx, l.Config.Image)
-	switch {
-	case err == nil && img.Host == l.Config.Host && img.Fingerprint == fp && img.Source == source:
-		return img.ID, nil
-	case err == nil && img.Source != source:
-		l.printf("image %s was built from other %s/ sources; rebuilding\n", l.Config.Image, l.BuildDir)
-	case err == nil:
-		l.printf("image %s carries another certificate; rebuilding\n", l.Config.Image)
-	case errors.Is(err, broker.ErrNotFound):
+	if err == nil {
+		switch certOK, sourceOK := imageCurrent(img, l.Config.Host, hc.fp, source); {
+		case certOK && sourceOK:
+			return img.ID, trust, nil
+		case !sourceOK:
+			l.printf("image %s was built from other %s/ sources; rebuilding\n", l.Config.Image, l.BuildDir)
+		default:
+			l.printf("image %s carries another certificate; rebuilding\n", l.Config.Image)
+		}
+	} else if errors.Is(err, broker.ErrNotFound) {
 		l.printf("image %s not found; building it\n", l.Config.Image)
-	default:
-		return "", err
+	} else {
+		return "", nil, err
 	}
 	if err := l.Image(ctx); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return eng.ImageID(ctx, l.Config.Image)
+	id, err := eng.ImageID(ctx, l.Config.Image)
+	return id, trust, err
 }
 
 func runLabels(runID int64) map[string]string {

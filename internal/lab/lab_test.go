@@ -1,0 +1,76 @@
+package lab
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/device"
+)
+
+func TestImageCurrent(t *testing.T) {
+	img := broker.Image{Host: "localhost", Fingerprint: "AA", Source: "s1"}
+	tests := []struct {
+		host, fp, source string
+		certOK, sourceOK bool
+	}{
+		{"localhost", "AA", "s1", true, true},
+		{"localhost", "BB", "s1", false, true},
+		{"alohomora.net", "AA", "s1", false, true},
+		{"localhost", "AA", "s2", true, false},
+	}
+	for _, tt := range tests {
+		c, s := imageCurrent(img, tt.host, tt.fp, tt.source)
+		if c != tt.certOK || s != tt.sourceOK {
+			t.Errorf("imageCurrent(%s, %s, %s) = %v, %v; want %v, %v", tt.host, tt.fp, tt.source, c, s, tt.certOK, tt.sourceOK)
+		}
+	}
+}
+
+// TestClientEnv pins the contract an external client codes against.
+func TestClientEnv(t *testing.T) {
+	cfg := config.Defaults
+	cfg.Host = "alohomora.net"
+	cfg.CertDir = "results/certs"
+	cfg.BrokerAddr = "127.0.0.1:18883"
+	l := &Lab{Config: cfg}
+	id := device.Identity{HostName: "alohomora.net", DeviceID: "devicemtr", SharedAccessKey: "Zm9vYmFy"}
+	env, err := l.clientEnv(id, "devicemtr-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := filepath.Abs("results/certs/alohomora.net/cert.pem")
+	want := []string{
+		"MTTR_BROKER_HOST=alohomora.net",
+		"MTTR_BROKER_PORT=18883",
+		"MTTR_BROKER_ADDR=127.0.0.1:18883",
+		"MTTR_CA_FILE=" + ca,
+		"MTTR_DEVICE_ID=devicemtr-2",
+		"MTTR_CONNECTION_STRING=HostName=alohomora.net;DeviceId=devicemtr-2;SharedAccessKey=Zm9vYmFy",
+		"MTTR_KEEP_ALIVE_SECONDS=15",
+		"MTTR_TOPIC=devices/devicemtr-2/messages/events/",
+	}
+	if !slices.Equal(env, want) {
+		t.Errorf("clientEnv =\n%q\nwant\n%q", env, want)
+	}
+	l.Config.BrokerAddr = "no-port"
+	if _, err := l.clientEnv(id, "d"); err == nil {
+		t.Error("clientEnv accepted a broker address without a port")
+	}
+}
+
+// TestToolVersion runs in a git checkout (go test does not stamp VCS
+// information), so the revision comes from git.
+func TestToolVersion(t *testing.T) {
+	if exec.Command("git", "rev-parse", "HEAD").Run() != nil {
+		t.Skip("not in a git checkout")
+	}
+	v := toolVersion(t.Context())
+	if !regexp.MustCompile(`^[0-9a-f]{40}(-dirty)?$`).MatchString(v) {
+		t.Errorf("toolVersion = %q, want a 40-hex revision", v)
+	}
+}
