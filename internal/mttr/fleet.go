@@ -66,14 +66,20 @@ func (d *driver) snapshot() []obs {
 }
 
 // forget drops observations older than t.
-func (d *driver) forget(t time.Time) {
+// forget drops observations older than t and returns the sequence numbers
+// of the messages whose publication it dropped.
+func (d *driver) forget(t time.Time) []int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var seqs []int64
 	i := 0
-	for i < len(d.log) && d.log[i].at.Before(t) {
-		i++
+	for ; i < len(d.log) && d.log[i].at.Before(t); i++ {
+		if d.log[i].kind == obsPublished {
+			seqs = append(seqs, d.log[i].seq)
+		}
 	}
 	d.log = slices.Delete(d.log, 0, i)
+	return seqs
 }
 
 func (d *driver) run(ctx context.Context) {
@@ -202,6 +208,28 @@ func (v *verifier) reconnect() {
 	}()
 }
 
+// drop forgets what was delivered of device's messages seqs.
+func (v *verifier) drop(device string, seqs []int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, s := range seqs {
+		delete(v.seen[device], s)
+	}
+}
+
+// forgetBefore forgets topic deliveries that arrived before t.
+func (v *verifier) forgetBefore(t time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, times := range v.byTopic {
+		i := 0
+		for i < len(times) && times[i].Before(t) {
+			i++
+		}
+		v.byTopic[id] = slices.Delete(times, 0, i)
+	}
+}
+
 // deliveredBetween counts messages on device's telemetry topic that
 // arrived in [from, to).
 func (v *verifier) deliveredBetween(device string, from, to time.Time) int {
@@ -322,7 +350,7 @@ func (f *Fleet) Failed() error { return nil }
 // Forget drops observations older than t.
 func (f *Fleet) Forget(t time.Time) {
 	for _, d := range f.drivers {
-		d.forget(t)
+		f.verifier.drop(d.dev.ID(), d.forget(t))
 	}
 }
 

@@ -141,6 +141,9 @@ func (w *Watch) Forget(t time.Time) {
 		}
 		w.events[id] = slices.Delete(evs, 0, i)
 	}
+	if w.verifier != nil {
+		w.verifier.forgetBefore(t)
+	}
 }
 
 // Rows builds cycle n's row for every client and clears the exit notes.
