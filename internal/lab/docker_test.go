@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,18 +42,7 @@ func newLabTB(t testing.TB, host string) (*Lab, *strings.Builder) {
 	cfg.ReadyTimeout = 30 * time.Second
 	cfg.SendInterval = 20 * time.Millisecond
 	out := new(strings.Builder)
-	return &Lab{Config: cfg, Out: &lockedWriter{w: out}, BuildDir: filepath.Join("..", "..", "aedes")}, out
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return &Lab{Config: cfg, Out: out, BuildDir: filepath.Join("..", "..", "aedes")}, out
 }
 
 // build builds l's image and removes it (and l's container) when the test ends.

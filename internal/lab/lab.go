@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
@@ -48,6 +49,25 @@ func Do(fn func(*Lab) error) error {
 }
 
 func (l *Lab) printf(format string, args ...any) { fmt.Fprintf(l.Out, format, args...) }
+
+// withSyncedOutput returns a copy of l whose Out takes one write at a time,
+// for commands that print from several goroutines.
+func (l *Lab) withSyncedOutput() *Lab {
+	c := *l
+	c.Out = &syncWriter{w: l.Out}
+	return &c
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
 
 // Certs writes a new self-signed certificate and key for host.
 func (l *Lab) Certs(_ context.Context, host string) error {

@@ -35,6 +35,7 @@ const cleanupTimeout = 4 * time.Second
 // returns the run id. Ctrl-C or SIGTERM stop it: the broker is healed and
 // removed, the run is marked interrupted and its completed cycles are kept.
 func (l *Lab) Mttr(ctx context.Context) (int64, error) {
+	l = l.withSyncedOutput() // progress and client exits print from different goroutines
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM)
 	defer stopSignals()
 	cfg := l.Config
