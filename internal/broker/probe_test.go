@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -101,5 +102,44 @@ func TestWaitReadyHonoursContext(t *testing.T) {
 	}
 	if _, err := WaitReady(ctx, addr, b.Client, time.Millisecond, alive); !errors.Is(err, context.Canceled) {
 		t.Errorf("WaitReady = %v, want context.Canceled", err)
+	}
+}
+
+// TestWaitReadyOverlapsStalledProbes puts a listener in front of the broker
+// that swallows its first connection and relays the others: a probe that
+// waited for the stalled attempt (2 s) would miss the 1.5 s deadline.
+func TestWaitReadyOverlapsStalledProbes(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for first := true; ; first = false {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { in.Close() })
+			if first {
+				continue // accepted, never answered
+			}
+			go func() {
+				out, err := net.Dial("tcp", b.Addr)
+				if err != nil {
+					in.Close()
+					return
+				}
+				t.Cleanup(func() { out.Close() })
+				go io.Copy(out, in)
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	if _, err := WaitReady(ctx, ln.Addr().String(), b.Client, ProbeInterval, nil); err != nil {
+		t.Fatalf("WaitReady behind a stalled first connection: %v", err)
 	}
 }
