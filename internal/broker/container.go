@@ -18,6 +18,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
 // MQTTPort is the broker's port inside the container.
@@ -96,6 +98,8 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
 	started := time.Now()
 	c, err := e.inspect(ctx, created.ID)
 	if err != nil {
+		// Started but unreadable: do not leave it running.
+		_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
 		return nil, fmt.Errorf("run %s: %w", spec.Name, err)
 	}
 	c.StartReturned = started
@@ -264,7 +268,7 @@ func (e *Engine) WaitReady(ctx context.Context, c *Container, addr string, tlsCo
 		}
 		return nil
 	}
-	at, err := WaitReady(ctx, addr, tlsConf, interval, alive)
+	at, err := mqttprobe.Wait(ctx, addr, tlsConf, interval, alive)
 	if p := died.Load(); p != nil {
 		return time.Time{}, *p
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
+
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
 // Fault modes, as MTTR_FAULT names them.
@@ -172,7 +174,7 @@ func (o *Outage) refresh(ctx context.Context, id string) error {
 // Ready waits until the broker answers an MQTT CONNECT over verified TLS,
 // probing every ProbeInterval, and fails at once if the container dies.
 func (o *Outage) Ready(ctx context.Context) (time.Time, error) {
-	return o.eng.WaitReady(ctx, o.c, o.addr, o.tls, ProbeInterval)
+	return o.eng.WaitReady(ctx, o.c, o.addr, o.tls, mqttprobe.ProbeInterval)
 }
 
 // await returns the time of the next engine event with one of the actions

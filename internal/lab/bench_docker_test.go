@@ -12,6 +12,7 @@ import (
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -36,7 +37,7 @@ func BenchmarkDockerReadiness(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		ready, err := eng.WaitReady(ctx, c, l.Config.BrokerAddr, tlsConf, broker.ProbeInterval)
+		ready, err := eng.WaitReady(ctx, c, l.Config.BrokerAddr, tlsConf, mqttprobe.ProbeInterval)
 		if err != nil {
 			b.Fatal(err)
 		}

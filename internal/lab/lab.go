@@ -19,6 +19,7 @@ import (
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
 // Lab runs commands with one configuration.
@@ -239,7 +240,7 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, l.Config.ReadyTimeout)
 	defer cancel()
-	ready, err := eng.WaitReady(wctx, c, addr, tlsConf, broker.ProbeInterval)
+	ready, err := eng.WaitReady(wctx, c, addr, tlsConf, mqttprobe.ProbeInterval)
 	if err != nil {
 		_ = eng.Remove(context.WithoutCancel(ctx), c.Name)
 		return nil, fmt.Errorf("broker %s not ready within %s (MTTR_READY_TIMEOUT): %w", c.Name, l.Config.ReadyTimeout, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -141,7 +142,7 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 		}
 	})
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
-	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, broker.ProbeInterval)
+	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, mqttprobe.ProbeInterval)
 	cancel()
 	if err != nil {
 		return mttr.Summary{}, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)

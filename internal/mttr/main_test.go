@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mqtttest"
 )
 
@@ -86,5 +86,5 @@ func (f *procFault) Heal(context.Context) (time.Time, error) {
 }
 
 func (f *procFault) Ready(ctx context.Context) (time.Time, error) {
-	return broker.WaitReady(ctx, f.addr, f.tls, 10*time.Millisecond, nil)
+	return mqttprobe.Wait(ctx, f.addr, f.tls, 10*time.Millisecond, nil)
 }

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mqtttest"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -31,7 +31,7 @@ func (f *stopFault) Heal(context.Context) (time.Time, error) {
 	return time.Now(), err
 }
 func (f *stopFault) Ready(ctx context.Context) (time.Time, error) {
-	return broker.WaitReady(ctx, f.addr, f.tls, 10*time.Millisecond, nil)
+	return mqttprobe.Wait(ctx, f.addr, f.tls, 10*time.Millisecond, nil)
 }
 
 // pauseFault freezes traffic through a proxy: connections stay open, the
@@ -44,7 +44,7 @@ type pauseFault struct {
 func (f *pauseFault) Inject(context.Context) (time.Time, error) { f.p.Pause(); return time.Now(), nil }
 func (f *pauseFault) Heal(context.Context) (time.Time, error)   { f.p.Resume(); return time.Now(), nil }
 func (f *pauseFault) Ready(ctx context.Context) (time.Time, error) {
-	return broker.WaitReady(ctx, f.p.Addr, f.tls, 10*time.Millisecond, nil)
+	return mqttprobe.Wait(ctx, f.p.Addr, f.tls, 10*time.Millisecond, nil)
 }
 
 // deadFault never comes back.
@@ -251,7 +251,7 @@ func TestRunInterrupted(t *testing.T) {
 	default:
 		t.Error("the broker was left down")
 	}
-	if err := broker.Probe(runCtx(t), b.Addr, b.Client); err != nil {
+	if err := mqttprobe.Probe(runCtx(t), b.Addr, b.Client); err != nil {
 		t.Errorf("broker not answering after an interrupted run: %v", err)
 	}
 }

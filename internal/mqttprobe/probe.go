@@ -1,4 +1,8 @@
-package broker
+// Package mqttprobe asks an MQTT broker whether it answers: a CONNECT over
+// verified TLS that counts only when a CONNACK accepts it. It believes an
+// open port proves nothing; only the protocol's own answer does. It knows
+// nothing of Docker or of processes: callers say what "alive" means.
+package mqttprobe
 
 import (
 	"context"
@@ -83,14 +87,14 @@ const ProbeInterval = 5 * time.Millisecond
 // maxProbes bounds the probes in flight at once.
 const maxProbes = 8
 
-// WaitReady starts a probe of addr every interval, without waiting for the
+// Wait starts a probe of addr every interval, without waiting for the
 // previous one to give up, until one is accepted, ctx ends, or alive reports
 // that the broker can no longer become ready (e.g. its container exited).
 // Overlapping probes keep detection within one interval even when a single
 // attempt stalls (a connection the engine's proxy accepted before the
 // broker listened can take a SYN retransmission, about a second, to get
 // through). It returns the time the first accepting CONNACK arrived.
-func WaitReady(ctx context.Context, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
+func Wait(ctx context.Context, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {

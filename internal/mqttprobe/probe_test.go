@@ -1,4 +1,4 @@
-package broker
+package mqttprobe
 
 import (
 	"bytes"
@@ -37,12 +37,12 @@ func TestProbe(t *testing.T) {
 	if err := Probe(ctx, b.Addr, wrong); err == nil {
 		t.Error("Probe verifying the wrong name succeeded")
 	}
-	at, err := WaitReady(ctx, b.Addr, b.Client, 10*time.Millisecond, nil)
+	at, err := Wait(ctx, b.Addr, b.Client, 10*time.Millisecond, nil)
 	if err != nil || at.IsZero() {
-		t.Errorf("WaitReady = %v, %v", at, err)
+		t.Errorf("Wait = %v, %v", at, err)
 	}
-	if _, err := WaitReady(ctx, b.Addr, wrong, 10*time.Millisecond, nil); err == nil {
-		t.Error("WaitReady with a certificate error did not fail at once")
+	if _, err := Wait(ctx, b.Addr, wrong, 10*time.Millisecond, nil); err == nil {
+		t.Error("Wait with a certificate error did not fail at once")
 	}
 }
 
@@ -70,7 +70,7 @@ func TestProbeSilentServer(t *testing.T) {
 	}
 }
 
-func TestWaitReadyStopsWhenNotAlive(t *testing.T) {
+func TestWaitStopsWhenNotAlive(t *testing.T) {
 	b := mqtttest.Start(t, "localhost")
 	addr := b.Addr
 	b.Close()
@@ -82,13 +82,13 @@ func TestWaitReadyStopsWhenNotAlive(t *testing.T) {
 		}
 		return nil
 	}
-	_, err := WaitReady(t.Context(), addr, b.Client, time.Millisecond, alive)
+	_, err := Wait(t.Context(), addr, b.Client, time.Millisecond, alive)
 	if !errors.Is(err, dead) {
-		t.Errorf("WaitReady = %v, want %v", err, dead)
+		t.Errorf("Wait = %v, want %v", err, dead)
 	}
 }
 
-func TestWaitReadyHonoursContext(t *testing.T) {
+func TestWaitHonoursContext(t *testing.T) {
 	b := mqtttest.Start(t, "localhost")
 	addr := b.Addr
 	b.Close()
@@ -100,15 +100,15 @@ func TestWaitReadyHonoursContext(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := WaitReady(ctx, addr, b.Client, time.Millisecond, alive); !errors.Is(err, context.Canceled) {
-		t.Errorf("WaitReady = %v, want context.Canceled", err)
+	if _, err := Wait(ctx, addr, b.Client, time.Millisecond, alive); !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait = %v, want context.Canceled", err)
 	}
 }
 
 // TestWaitReadyOverlapsStalledProbes puts a listener in front of the broker
 // that swallows its first connection and relays the others: a probe that
 // waited for the stalled attempt (2 s) would miss the 1.5 s deadline.
-func TestWaitReadyOverlapsStalledProbes(t *testing.T) {
+func TestWaitOverlapsStalledProbes(t *testing.T) {
 	b := mqtttest.Start(t, "localhost")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -139,7 +139,7 @@ func TestWaitReadyOverlapsStalledProbes(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
-	if _, err := WaitReady(ctx, ln.Addr().String(), b.Client, ProbeInterval, nil); err != nil {
+	if _, err := Wait(ctx, ln.Addr().String(), b.Client, ProbeInterval, nil); err != nil {
 		t.Fatalf("WaitReady behind a stalled first connection: %v", err)
 	}
 }
