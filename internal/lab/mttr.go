@@ -189,8 +189,8 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepDead: cfg.KeepDead,
 		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
 	}
-	sink := func(ctx context.Context, rows []store.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
-	return mttr.Run(ctx, plan, outage, fleet, sink, l.Out)
+	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
+	return mttr.Experiment{Plan: plan, Fault: outage, Devices: fleet, Sink: sink, Progress: l.Out}.Run(ctx)
 }
 
 func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.Config) device.Config {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -43,7 +44,7 @@ func shortRunTB(t testing.TB, base *Lab, fault string) *Lab {
 
 // runMttr runs l's experiment (at most 3 minutes) and reads back its run
 // and cycles.
-func runMttr(t *testing.T, l *Lab) (store.Run, []store.Cycle) {
+func runMttr(t *testing.T, l *Lab) (store.Run, []mttr.Cycle) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -55,14 +56,14 @@ func runMttr(t *testing.T, l *Lab) (store.Run, []store.Cycle) {
 }
 
 // checkOrder asserts fault_at ≤ healed_at ≤ ready_at ≤ first_ack_at.
-func checkOrder(t *testing.T, r store.Cycle) {
+func checkOrder(t *testing.T, r mttr.Cycle) {
 	t.Helper()
 	if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
 		t.Errorf("cycle %d out of order: fault %d healed %d ready %d first ack %d", r.Cycle, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
 	}
 }
 
-func readRun(t *testing.T, path string, id int64) (store.Run, []store.Cycle) {
+func readRun(t *testing.T, path string, id int64) (store.Run, []mttr.Cycle) {
 	t.Helper()
 	db, err := store.OpenReadOnly(t.Context(), path)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -36,7 +37,7 @@ func TestReportCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := w.SaveCycle(t.Context(), id, []store.Cycle{{Cycle: 1, Device: "d", FaultAt: 1e9, HealedAt: 2e9, ReadyAt: 2e9, FirstAckAt: 2e9 + int64(i)*1e8}}); err != nil {
+		if err := w.SaveCycle(t.Context(), id, []mttr.Cycle{{Cycle: 1, Device: "d", FaultAt: 1e9, HealedAt: 2e9, ReadyAt: 2e9, FirstAckAt: 2e9 + int64(i)*1e8}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {

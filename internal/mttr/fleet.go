@@ -2,7 +2,6 @@ package mttr
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/device"
-	"github.com/mttrlab/mttr/internal/store"
 )
 
 // obsKind is what a device observed.
@@ -129,138 +127,10 @@ func (d *driver) publish(ctx context.Context) {
 	}()
 }
 
-// verifier is a subscriber that records every telemetry message the broker
-// delivers, by device and sequence number.
-type verifier struct {
-	dev    *device.Device
-	notify func()
-
-	mu         sync.Mutex
-	seen       map[string]map[int64]int // device -> seq -> deliveries
-	byTopic    map[string][]time.Time   // device (from the topic) -> arrival times, when counting by topic
-	countAll   bool                     // record byTopic (for clients whose payload is not ours)
-	connecting atomic.Bool
-	distinct   atomic.Int64
-	malformed  atomic.Int64
-}
-
-func (v *verifier) deliver(topic string, payload []byte, at time.Time) {
-	if v.countAll {
-		if id, ok := deviceOfTopic(topic); ok {
-			v.mu.Lock()
-			v.byTopic[id] = append(v.byTopic[id], at)
-			v.mu.Unlock()
-			v.notify()
-		}
-		return
-	}
-	var t device.Telemetry
-	if err := json.Unmarshal(payload, &t); err != nil || t.DeviceID == "" {
-		v.malformed.Add(1)
-		return
-	}
-	v.mu.Lock()
-	m := v.seen[t.DeviceID]
-	if m == nil {
-		m = make(map[int64]int)
-		v.seen[t.DeviceID] = m
-	}
-	m[t.Seq]++
-	if m[t.Seq] == 1 {
-		v.distinct.Add(1)
-	}
-	v.mu.Unlock()
-	v.notify()
-}
-
-// connectVerifier connects a verifier subscribed to every device's
-// telemetry topic.
-func connectVerifier(ctx context.Context, cfg device.Config, notify func()) (*verifier, error) {
-	vdev, err := device.New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := vdev.Connect(ctx); err != nil {
-		return nil, fmt.Errorf("verifier: %w", err)
-	}
-	v := &verifier{dev: vdev, notify: notify, seen: make(map[string]map[int64]int), byTopic: make(map[string][]time.Time)}
-	if err := vdev.Subscribe(ctx, TelemetryTopics, 1, v.deliver); err != nil {
-		vdev.Close()
-		return nil, fmt.Errorf("verifier: %w", err)
-	}
-	return v, nil
-}
-
-// TelemetryTopics matches every device's telemetry topic.
-const TelemetryTopics = "devices/+/messages/events/"
-
-// reconnect connects the verifier again if it lost its connection; it
-// returns at once and does nothing while an attempt is under way.
-func (v *verifier) reconnect() {
-	if v.dev.IsConnectionOpen() || !v.connecting.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer v.connecting.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = v.dev.Connect(ctx)
-	}()
-}
-
-// drop forgets what was delivered of device's messages seqs.
-func (v *verifier) drop(device string, seqs []int64) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for _, s := range seqs {
-		delete(v.seen[device], s)
-	}
-}
-
-// forgetBefore forgets topic deliveries that arrived before t.
-func (v *verifier) forgetBefore(t time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for id, times := range v.byTopic {
-		i := 0
-		for i < len(times) && times[i].Before(t) {
-			i++
-		}
-		v.byTopic[id] = slices.Delete(times, 0, i)
-	}
-}
-
-// deliveredBetween counts messages on device's telemetry topic that
-// arrived in [from, to).
-func (v *verifier) deliveredBetween(device string, from, to time.Time) int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	n := 0
-	for _, at := range v.byTopic[device] {
-		if !at.Before(from) && at.Before(to) {
-			n++
-		}
-	}
-	return n
-}
-
-// deliveries returns how often each of seqs was delivered for device.
-func (v *verifier) deliveries(device string, seqs []int64) map[int64]int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out := make(map[int64]int, len(seqs))
-	for _, s := range seqs {
-		if n := v.seen[device][s]; n > 0 {
-			out[s] = n
-		}
-	}
-	return out
-}
-
 // Fleet is the devices under test and the verifier, connected.
 type Fleet struct {
 	drivers  []*driver
-	verifier *verifier
+	verifier *bySeq
 	changed  chan struct{}
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -270,10 +140,8 @@ type Fleet struct {
 const connectParallel = 64
 
 // Connect connects the verifier, subscribes it to every device's telemetry,
-// then connects the devices and starts them publishing every interval. The
-// verifier should reconnect faster than the devices (a short
-// MaxReconnectInterval, see VerifierTimings), or it misses what they
-// publish right after an outage.
+// then connects the devices and starts them publishing every interval.
+// verifierCfg comes from Verifier.
 func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Config, interval time.Duration) (*Fleet, error) {
 	f := &Fleet{changed: make(chan struct{}, 1)}
 	notify := func() {
@@ -282,12 +150,13 @@ func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Co
 		default:
 		}
 	}
-	v, err := connectVerifier(ctx, verifierCfg, notify)
+	v := newBySeq(notify)
+	vdev, err := connectVerifier(ctx, verifierCfg, v.deliver)
 	if err != nil {
 		return nil, err
 	}
+	v.dev = vdev
 	f.verifier = v
-	vdev := v.dev
 
 	devs := make([]*device.Device, len(devices))
 	sem := make(chan struct{}, connectParallel)
@@ -338,7 +207,7 @@ func (f *Fleet) Close() {
 		wg.Go(d.dev.Close)
 	}
 	wg.Wait()
-	f.verifier.dev.Close()
+	f.verifier.close()
 }
 
 // Changed is signalled after any observation.
@@ -355,8 +224,8 @@ func (f *Fleet) Forget(t time.Time) {
 }
 
 // Rows builds cycle n's row for every device.
-func (fleet *Fleet) Rows(n int, m Marks, note string) []store.Cycle {
-	rows := make([]store.Cycle, 0, len(fleet.drivers))
+func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
+	rows := make([]Cycle, 0, len(fleet.drivers))
 	for _, d := range fleet.drivers {
 		id := d.dev.ID()
 		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m)
@@ -374,7 +243,7 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []store.Cycle {
 		row.Error = strings.Join(notes, "; ")
 		rows = append(rows, row)
 	}
-	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })
+	slices.SortFunc(rows, func(a, b Cycle) int { return compareDevice(a.Device, b.Device) })
 	return rows
 }
 
@@ -429,26 +298,6 @@ func (f *Fleet) Unverified() int64 {
 		acked += d.acked.Load()
 	}
 	return max(0, acked-f.verifier.distinct.Load())
-}
-
-// Verifier returns the verifier's configuration made from a device's: it
-// does not reconnect on its own but when the experiment has seen the broker
-// ready again, so that it is back before the devices it watches and does
-// not hammer a broker that is starting.
-func Verifier(cfg device.Config) device.Config {
-	cfg.ManualReconnect = true
-	cfg.QoS = 1
-	return cfg
-}
-
-// deviceOfTopic returns the device id in "devices/<id>/messages/events/".
-func deviceOfTopic(topic string) (string, bool) {
-	rest, ok := strings.CutPrefix(topic, "devices/")
-	if !ok {
-		return "", false
-	}
-	id, _, ok := strings.Cut(rest, "/")
-	return id, ok && id != ""
 }
 
 // DeviceID is the id of the i-th device (from 0): base, base-2, base-3, ...

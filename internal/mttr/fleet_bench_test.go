@@ -40,7 +40,7 @@ func BenchmarkFleet(b *testing.B) {
 				connected := time.Since(start)
 				var got collected
 				plan := Plan{Cycles: 1, KeepRunning: time.Second, KeepDead: time.Second, RecoveryTimeout: 2 * time.Minute, QoS: 1}
-				sum, err := Run(ctx, plan, br, fleet, got.sink, io.Discard)
+				sum, err := Experiment{Plan: plan, Fault: br, Devices: fleet, Sink: got.sink, Progress: io.Discard}.Run(ctx)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -50,8 +50,8 @@ func BenchmarkFleet(b *testing.B) {
 					b.Fatalf("%d rows for %d devices, %d not recovered", len(got.rows), n, sum.NotRecovered)
 				}
 				b.ReportMetric(connected.Seconds(), "connect-s")
-				b.ReportMetric(Describe(sum.Recoveries).Median, "recovery-median-ms")
-				b.ReportMetric(Describe(sum.Recoveries).Max, "recovery-max-ms")
+				b.ReportMetric(summarize(sum.Recoveries).Median, "recovery-median-ms")
+				b.ReportMetric(summarize(sum.Recoveries).Max, "recovery-max-ms")
 			}
 			b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
 			b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")

@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"io"
 	"time"
-
-	"github.com/mttrlab/mttr/internal/store"
 )
 
 // Fault takes the broker away and brings it back.
@@ -58,7 +56,7 @@ type Devices interface {
 	// Unverified counts acknowledged messages the verifier never saw.
 	Unverified() int64
 	// Rows builds cycle n's row for every device.
-	Rows(n int, m Marks, note string) []store.Cycle
+	Rows(n int, m Marks, note string) []Cycle
 	// Forget drops observations before t.
 	Forget(t time.Time)
 	// Failed reports a device that cannot go on.
@@ -66,27 +64,44 @@ type Devices interface {
 }
 
 // Sink receives each cycle's rows, one per device, as soon as it ends.
-type Sink func(ctx context.Context, rows []store.Cycle) error
+type Sink func(ctx context.Context, rows []Cycle) error
+
+// Experiment is one run: what to do, to which broker, watching which
+// devices, and where each cycle goes.
+type Experiment struct {
+	Plan    Plan
+	Fault   Fault
+	Devices Devices
+	Sink    Sink
+	// Broker is the broker's event log, for the moments it was back
+	// (listening_at, resumed_at); nil leaves them empty.
+	Broker *BrokerLog
+	// Progress gets a line per cycle; nil prints nothing.
+	Progress io.Writer
+}
 
 // ErrInterrupted reports a run stopped by its context (Ctrl-C, SIGTERM).
 var ErrInterrupted = errors.New("interrupted")
 
-// Run repeats plan.Cycles fault cycles against fleet and hands each one to
-// sink. When ctx ends it heals the broker if it is down, and returns the
-// cycles completed so far with an error wrapping ErrInterrupted. A device
-// that does not recover within RecoveryTimeout is recorded as not recovered
-// and the run goes on.
-func Run(ctx context.Context, plan Plan, fault Fault, fleet Devices, sink Sink, progress io.Writer) (Summary, error) {
-	if plan.SettleTimeout == 0 {
-		plan.SettleTimeout = 2 * time.Second
+// Run repeats e.Plan.Cycles fault cycles and hands each one to e.Sink.
+// When ctx ends it heals the broker if it is down, and returns the cycles
+// completed so far with an error wrapping ErrInterrupted. A device that
+// does not recover within RecoveryTimeout is recorded as not recovered and
+// the run goes on.
+func (e Experiment) Run(ctx context.Context) (Summary, error) {
+	if e.Plan.SettleTimeout == 0 {
+		e.Plan.SettleTimeout = 2 * time.Second
+	}
+	if e.Progress == nil {
+		e.Progress = io.Discard
 	}
 	var sum Summary
-	p := newProgress(progress, plan)
+	p := newProgress(e.Progress, e.Plan)
 	var missed int64
-	for n := 1; n <= plan.Cycles; n++ {
-		rows, err := runCycle(ctx, n, plan, fault, fleet, missed)
+	for n := 1; n <= e.Plan.Cycles; n++ {
+		rows, err := e.cycle(ctx, n, missed)
 		if len(rows) > 0 {
-			if serr := sink(context.WithoutCancel(ctx), rows); serr != nil {
+			if serr := e.Sink(context.WithoutCancel(ctx), rows); serr != nil {
 				return sum, fmt.Errorf("cycle %d: %w", n, serr)
 			}
 			sum.add(rows)
@@ -98,18 +113,23 @@ func Run(ctx context.Context, plan Plan, fault Fault, fleet Devices, sink Sink, 
 			}
 			return sum, fmt.Errorf("cycle %d: %w", n, err)
 		}
-		if err := fleet.Failed(); err != nil {
+		if err := e.Devices.Failed(); err != nil {
 			return sum, fmt.Errorf("cycle %d: %w", n, err)
 		}
-		missed = fleet.Unverified()
+		missed = e.Devices.Unverified()
 	}
 	return sum, nil
 }
 
-// runCycle runs one cycle. It returns rows whenever the fault was injected,
+// cycle runs one cycle. It returns rows whenever the fault was injected,
 // even when it fails or is interrupted after that.
-func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet Devices, missed int64) ([]store.Cycle, error) {
+func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, error) {
+	plan, fault, fleet := e.Plan, e.Fault, e.Devices
 	m := Marks{Start: time.Now()}
+	rows := func(note string) []Cycle {
+		e.Broker.mark(&m)
+		return fleet.Rows(n, m, note)
+	}
 	if err := pause(ctx, plan.KeepRunning); err != nil {
 		return nil, err
 	}
@@ -125,20 +145,25 @@ func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet Devices,
 			// Interrupted while the broker is down: bring it back first.
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
+			m.Heal = time.Now()
 			m.HealedAt, err = fault.Heal(hctx)
 			m.End = time.Now()
-			return fleet.Rows(n, m, "interrupted before healing"), errors.Join(ctx.Err(), err)
+			return rows("interrupted before healing"), errors.Join(ctx.Err(), err)
 		}
+		m.Heal = time.Now()
 	}
 	if m.HealedAt, err = fault.Heal(ctx); err != nil {
 		m.End = time.Now()
-		return fleet.Rows(n, m, "heal: "+err.Error()), fmt.Errorf("heal: %w", err)
+		return rows("heal: " + err.Error()), fmt.Errorf("heal: %w", err)
+	}
+	if m.Heal.IsZero() { // an engine restart healed inside Inject
+		m.Heal = m.HealedAt
 	}
 
 	rctx, cancel := context.WithTimeout(ctx, plan.RecoveryTimeout)
 	defer cancel()
 	var readyErr error
-	m.ProbeAt, readyErr = awaitRecovery(rctx, fault, fleet, m.HealedAt)
+	m.ProbeAt, readyErr = awaitRecovery(rctx, fault, fleet, m.Heal)
 	m.End = time.Now()
 	settle(ctx, fleet, plan, missed)
 	note := ""
@@ -148,20 +173,22 @@ func runCycle(ctx context.Context, n int, plan Plan, fault Fault, fleet Devices,
 	case readyErr != nil && rctx.Err() == nil:
 		note = "broker not ready: " + readyErr.Error()
 	}
-	rows := fleet.Rows(n, m, note)
+	out := rows(note)
 	fleet.Forget(m.Inject)
+	e.Broker.forget(m.Inject)
 	if ctx.Err() != nil {
-		return rows, ctx.Err()
+		return out, ctx.Err()
 	}
 	if readyErr != nil && rctx.Err() == nil {
-		return rows, fmt.Errorf("ready: %w", readyErr)
+		return out, fmt.Errorf("ready: %w", readyErr)
 	}
-	return rows, nil
+	return out, nil
 }
 
 // awaitRecovery probes the broker until it is ready, then nudges devices
 // that never lost their connection to publish, and waits until every device
-// has a PUBACK after healed or ctx ends. It returns the probe's ready time.
+// has a PUBACK from healed on, or ctx ends. It returns the probe's ready
+// time.
 func awaitRecovery(ctx context.Context, fault Fault, fleet Devices, healed time.Time) (time.Time, error) {
 	type result struct {
 		at  time.Time

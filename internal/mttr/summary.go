@@ -4,58 +4,42 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"time"
 
-	"github.com/aclements/go-moremath/stats"
-
-	"github.com/mttrlab/mttr/internal/store"
+	"github.com/mttrlab/mttr/internal/stats"
 )
 
-// Summary is what a run measured so far.
+// Summary is what a run measured so far: its device-cycles' durations, as
+// the Cycle methods define them, and its counters.
 type Summary struct {
-	Cycles       int       // cycles completed
-	Rows         int       // device-cycles
-	Recoveries   []float64 // recovery_ms of every device-cycle that recovered
-	Detections   []float64 // detection_ms where the device noticed the loss
+	Cycles       int             // cycles completed
+	Rows         int             // device-cycles
+	Recoveries   []time.Duration // of every device-cycle that recovered
+	Detections   []time.Duration // where the device noticed the loss
+	Paths        []time.Duration // where the broker's own moment is known
 	NotRecovered int
 	Lost         int
 	Duplicated   int
 }
 
-func (s *Summary) add(rows []store.Cycle) {
+func (s *Summary) add(rows []Cycle) {
 	s.Cycles++
 	for _, r := range rows {
 		s.Rows++
 		s.Lost += r.Lost
 		s.Duplicated += r.Duplicated
-		if r.FirstAckAt == 0 || r.ReadyAt == 0 {
-			s.NotRecovered++
+		if d, ok := r.Recovery(); ok {
+			s.Recoveries = append(s.Recoveries, d)
 		} else {
-			s.Recoveries = append(s.Recoveries, millis(r.FirstAckAt-r.ReadyAt))
+			s.NotRecovered++
 		}
-		if r.LostAt != 0 && r.FaultAt != 0 {
-			s.Detections = append(s.Detections, millis(r.LostAt-r.FaultAt))
+		if d, ok := r.Detection(); ok {
+			s.Detections = append(s.Detections, d)
+		}
+		if d, ok := r.Path(); ok {
+			s.Paths = append(s.Paths, d)
 		}
 	}
-}
-
-func millis(ns int64) float64 { return float64(ns) / 1e6 }
-
-// Stats are order statistics of a set of milliseconds.
-type Stats struct {
-	N                           int
-	Mean, Median, P95, Min, Max float64
-}
-
-// Describe computes Stats of xs (which it does not modify).
-func Describe(xs []float64) Stats {
-	if len(xs) == 0 {
-		return Stats{}
-	}
-	s := stats.Sample{Xs: slices.Sorted(slices.Values(xs)), Sorted: true}
-	lo, hi := s.Bounds()
-	return Stats{N: len(xs), Mean: s.Mean(), Median: s.Quantile(0.5), P95: s.Quantile(0.95), Min: lo, Max: hi}
 }
 
 // progress prints one line per cycle.
@@ -69,22 +53,24 @@ func newProgress(w io.Writer, plan Plan) *progress {
 	return &progress{w: w, plan: plan, start: time.Now()}
 }
 
-func (p *progress) cycle(n int, rows []store.Cycle, sum Summary) {
+func (p *progress) cycle(n int, rows []Cycle, sum Summary) {
 	var one Summary
 	one.add(rows)
-	rec, det := Describe(one.Recoveries), Describe(one.Detections)
-	all := Describe(sum.Recoveries)
+	rec, det, path := summarize(one.Recoveries), summarize(one.Detections), summarize(one.Paths)
+	all := summarize(sum.Recoveries)
 	elapsed := time.Since(p.start)
 	eta := time.Duration(float64(elapsed) / float64(n) * float64(p.plan.Cycles-n)).Round(time.Second)
-	fmt.Fprintf(p.w, "cycle %d/%d  recovery %s  detection %s  lost %d  not recovered %d  running median %s  ETA %s\n",
-		n, p.plan.Cycles, fmtMs(rec), fmtMs(det), one.Lost, one.NotRecovered, fmtMs(all), eta)
+	fmt.Fprintf(p.w, "cycle %d/%d  recovery %s  detection %s  path %s  lost %d  not recovered %d  running median %s  ETA %s\n",
+		n, p.plan.Cycles, fmtMs(rec), fmtMs(det), fmtMs(path), one.Lost, one.NotRecovered, fmtMs(all), eta)
 }
 
-func fmtMs(s Stats) string {
-	if s.N == 0 {
+func summarize(ds []time.Duration) stats.Metric { return stats.Summarize(stats.Millis(ds)) }
+
+func fmtMs(m stats.Metric) string {
+	if m.N == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f ms", round(s.Median))
+	return fmt.Sprintf("%.0f ms", round(m.Median))
 }
 
 // round rounds to whole milliseconds without printing "-0".
@@ -96,9 +82,10 @@ func round(ms float64) float64 {
 }
 
 // Print writes the run's summary: recovery mean, median, p95 and max, how
-// many device-cycles did not recover, and message loss.
+// many device-cycles did not recover, message loss, detection and the
+// test bed's path delay.
 func (s Summary) Print(w io.Writer) {
-	r := Describe(s.Recoveries)
+	r := summarize(s.Recoveries)
 	fmt.Fprintf(w, "recovery over %d device-cycles: ", s.Rows)
 	if r.N == 0 {
 		fmt.Fprint(w, "none recovered")
@@ -106,7 +93,10 @@ func (s Summary) Print(w io.Writer) {
 		fmt.Fprintf(w, "mean %.0f ms, median %.0f ms, p95 %.0f ms, max %.0f ms", round(r.Mean), round(r.Median), round(r.P95), round(r.Max))
 	}
 	fmt.Fprintf(w, "; not recovered %d; messages lost %d, duplicated %d\n", s.NotRecovered, s.Lost, s.Duplicated)
-	if d := Describe(s.Detections); d.N > 0 {
+	if d := summarize(s.Detections); d.N > 0 {
 		fmt.Fprintf(w, "detection: median %.0f ms over %d losses\n", round(d.Median), d.N)
+	}
+	if p := summarize(s.Paths); p.N > 0 {
+		fmt.Fprintf(w, "path (broker back -> first answer through the devices' path): median %.0f ms, max %.0f ms\n", round(p.Median), round(p.Max))
 	}
 }

@@ -2,35 +2,56 @@ package mttr
 
 import (
 	"time"
-
-	"github.com/mttrlab/mttr/internal/store"
 )
 
 // Marks are the broker-side moments of one cycle, shared by every device.
 type Marks struct {
-	Start    time.Time // the cycle began (its keep-running phase)
-	Inject   time.Time // we began injecting the fault
-	FaultAt  time.Time // the fault took effect
-	HealedAt time.Time // the heal call returned (or the engine reported the start)
-	ProbeAt  time.Time // our readiness probe's first CONNACK after healing; zero if none
-	End      time.Time // the cycle ended: everyone recovered, or the timeout
+	Start       time.Time // the cycle began (its keep-running phase)
+	Inject      time.Time // we began injecting the fault
+	FaultAt     time.Time // the fault took effect
+	Heal        time.Time // we began healing (for an engine restart: the engine's start)
+	HealedAt    time.Time // the heal call returned (or the engine reported the start)
+	ListeningAt time.Time // the broker's first listening line after FaultAt; zero if it did not restart
+	ResumedAt   time.Time // if it did not restart: the first client event it processed from Heal on
+	ProbeAt     time.Time // our readiness probe's first CONNACK after healing; zero if none
+	End         time.Time // the cycle ended: everyone recovered, or the timeout
+}
+
+// back is the moment from which a device's answers count as recovery: when
+// we began healing. A broker that was frozen or cut off can answer before
+// the call that healed it returns.
+func (m Marks) back() time.Time {
+	if !m.Heal.IsZero() {
+		return m.Heal
+	}
+	return m.HealedAt
+}
+
+// cycle starts device's row for cycle n with the moments every device shares.
+func (m Marks) cycle(n int, device string) Cycle {
+	return Cycle{Cycle: n, Device: device, FaultAt: ns(m.FaultAt), HealedAt: ns(m.HealedAt),
+		ListeningAt: ns(m.ListeningAt), ResumedAt: ns(m.ResumedAt)}
 }
 
 // timeline builds one device's row for cycle n from its observations and
 // what the verifier saw of its messages. Definitions (README "Timeline"):
 //
 //   - lost_at: the device's first connection loss at or after Inject.
-//   - first_ack_at: its first PUBACK at or after HealedAt.
-//   - ready_at: the first moment after healing that the broker demonstrably
-//     answered: our probe's CONNACK, or any CONNACK or PUBACK of this device
-//     if earlier (never before HealedAt).
-//   - reconnected_at: its first CONNACK at or after HealedAt, if it lost
-//     the connection.
+//   - reconnected_at: its first CONNACK from the heal on, if it lost the
+//     connection.
+//   - first_ack_at: its first PUBACK from the heal on.
+//   - ready_at: the first moment from the heal on that the broker
+//     demonstrably answered: our probe's CONNACK, or any CONNACK or PUBACK
+//     of this device if earlier.
 //   - last_ack_before_at: its last PUBACK before Inject.
+//   - reconnect_attempts: attempts it started after losing the connection
+//     and before it got it back.
 //
-// Messages count in the cycle they were published in, [Start, End).
-func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks) store.Cycle {
-	c := store.Cycle{Cycle: n, Device: device, FaultAt: ns(m.FaultAt), HealedAt: ns(m.HealedAt)}
+// "From the heal on" is from when we began healing (Marks.back). Messages
+// count in the cycle they were published in, [Start, End).
+func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks) Cycle {
+	c := m.cycle(n, device)
+	from := m.back()
 	var lost, reconnected, firstAck, lastAckBefore, deviceReady time.Time
 	attempts := 0
 	for _, o := range log {
@@ -44,7 +65,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 				attempts++
 			}
 		case obsConnected:
-			if !o.at.Before(m.HealedAt) {
+			if !from.IsZero() && !o.at.Before(from) {
 				if !lost.IsZero() && reconnected.IsZero() {
 					reconnected = o.at
 				}
@@ -54,7 +75,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 			if o.at.Before(m.Inject) {
 				lastAckBefore = o.at
 			}
-			if firstAck.IsZero() && !m.HealedAt.IsZero() && !o.at.Before(m.HealedAt) {
+			if firstAck.IsZero() && !from.IsZero() && !o.at.Before(from) {
 				firstAck = o.at
 				deviceReady = earliest(deviceReady, o.at)
 			}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
-	"github.com/mttrlab/mttr/internal/store"
 )
 
 // Watch follows external device clients from the broker's side: it is fed
@@ -20,7 +19,7 @@ import (
 // client never managed to send.
 type Watch struct {
 	ids      []string
-	verifier *verifier
+	verifier *byTopic
 	failed   func() error
 	changed  chan struct{}
 
@@ -44,11 +43,12 @@ func NewWatch(ids []string, failed func() error) *Watch {
 // ConnectVerifier connects a verifier that counts what the broker delivers
 // on each client's telemetry topic.
 func (w *Watch) ConnectVerifier(ctx context.Context, cfg device.Config) error {
-	v, err := connectVerifier(ctx, cfg, w.notify)
+	v := newByTopic(w.notify)
+	vdev, err := connectVerifier(ctx, cfg, v.deliver)
 	if err != nil {
 		return err
 	}
-	v.countAll = true
+	v.dev = vdev
 	w.verifier = v
 	return nil
 }
@@ -56,7 +56,7 @@ func (w *Watch) ConnectVerifier(ctx context.Context, cfg device.Config) error {
 // Close disconnects the verifier.
 func (w *Watch) Close() {
 	if w.verifier != nil {
-		w.verifier.dev.Close()
+		w.verifier.close()
 	}
 }
 
@@ -147,16 +147,16 @@ func (w *Watch) Forget(t time.Time) {
 }
 
 // Rows builds cycle n's row for every client and clears the exit notes.
-func (w *Watch) Rows(n int, m Marks, note string) []store.Cycle {
+func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	rows := make([]store.Cycle, 0, len(w.ids))
+	rows := make([]Cycle, 0, len(w.ids))
 	for _, id := range w.ids {
 		delivered := func(from, to time.Time) int {
 			if w.verifier == nil {
 				return 0
 			}
-			return w.verifier.deliveredBetween(id, from, to)
+			return w.verifier.between(id, from, to)
 		}
 		row := brokerTimeline(n, id, w.events[id], delivered, m)
 		notes := w.exits[id]
@@ -170,26 +170,31 @@ func (w *Watch) Rows(n int, m Marks, note string) []store.Cycle {
 		row.Error = strings.Join(notes, "; ")
 		rows = append(rows, row)
 	}
-	slices.SortFunc(rows, func(a, b store.Cycle) int { return compareDevice(a.Device, b.Device) })
+	slices.SortFunc(rows, func(a, b Cycle) int { return compareDevice(a.Device, b.Device) })
 	return rows
 }
 
 // brokerTimeline builds one client's row for cycle n from the broker's
-// events, with the definitions of timeline as the broker sees them:
+// events, with the definitions of timeline as the broker sees them ("from
+// the heal on" is from when we began healing, Marks.back: a frozen broker
+// processes what waited for it before the call that thawed it returns):
 //
 //   - lost_at: the broker's first disconnect or keep-alive timeout of the
 //     client at or after Inject (none when the broker died without saying).
-//   - reconnected_at: its first CONNECT at or after HealedAt.
-//   - first_ack_at: its first PUBLISH at or after HealedAt (and after it
+//   - reconnected_at: its first CONNECT from the heal on.
+//   - first_ack_at: its first PUBLISH from the heal on (and not before it
 //     reconnected): the broker acknowledges what it receives.
+//   - ready_at: our probe's CONNACK, or the client's reconnect or first
+//     PUBLISH if earlier.
 //   - last_ack_before_at: its last PUBLISH before Inject.
 //
 // published and acknowledged count the PUBLISHes the broker received in
 // [Start, End) (QoS ≥ 1 ones are acknowledged); delivered counts what the
 // verifier got on the client's topic in that window. Reconnect attempts that
 // failed, loss and duplicates are invisible from here and stay 0.
-func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(from, to time.Time) int, m Marks) store.Cycle {
-	c := store.Cycle{Cycle: n, Device: id, FaultAt: ns(m.FaultAt), HealedAt: ns(m.HealedAt)}
+func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(from, to time.Time) int, m Marks) Cycle {
+	c := m.cycle(n, id)
+	from := m.back()
 	var lost, reconnected, firstAck, lastBefore time.Time
 	for _, e := range evs {
 		switch e.Kind {
@@ -198,14 +203,14 @@ func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(from
 				lost = e.At
 			}
 		case brokerlog.Connect:
-			if reconnected.IsZero() && !m.HealedAt.IsZero() && !e.At.Before(m.HealedAt) {
+			if reconnected.IsZero() && !from.IsZero() && !e.At.Before(from) {
 				reconnected = e.At
 			}
 		case brokerlog.Publish:
 			if e.At.Before(m.Inject) {
 				lastBefore = e.At
 			}
-			if firstAck.IsZero() && !m.HealedAt.IsZero() && !e.At.Before(m.HealedAt) && !e.At.Before(reconnected) {
+			if firstAck.IsZero() && !from.IsZero() && !e.At.Before(from) && !e.At.Before(reconnected) {
 				firstAck = e.At
 			}
 			if !e.At.Before(m.Start) && e.At.Before(m.End) {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/brokerlog"
-	"github.com/mttrlab/mttr/internal/store"
 )
 
 func TestBrokerTimeline(t *testing.T) {
@@ -61,7 +60,7 @@ func TestBrokerTimeline(t *testing.T) {
 
 // rowView checks a row's times in ms after t0; 0 means NULL.
 type rowView struct {
-	c  store.Cycle
+	c  Cycle
 	t0 time.Time
 }
 

@@ -40,8 +40,8 @@ func RecoveryChart(runs []RunSummary) (string, error) {
 	for _, r := range slices.Backward(runs) {
 		var vals plotter.Values
 		for _, c := range r.Cycles {
-			if c.FirstAckAt != 0 && c.ReadyAt != 0 {
-				vals = append(vals, float64(c.FirstAckAt-c.ReadyAt)/1e6)
+			if d, ok := c.Recovery(); ok {
+				vals = append(vals, millis(d))
 			}
 		}
 		if len(vals) == 0 {
@@ -70,7 +70,8 @@ var phases = []struct {
 }{
 	{"fault → lost (detection)", color.RGBA{0xf5, 0xa6, 0x23, 0xff}},
 	{"broker down", color.RGBA{0xd0, 0x02, 0x1b, 0xff}},
-	{"healed → ready", color.RGBA{0xf8, 0xe7, 0x1c, 0xff}},
+	{"healed → broker back (start-up)", color.RGBA{0xf8, 0xe7, 0x1c, 0xff}},
+	{"broker back → ready (path)", color.RGBA{0x9b, 0x59, 0xb6, 0xff}},
 	{"ready → reconnected", color.RGBA{0x7e, 0xd3, 0x21, 0xff}},
 	{"→ first PUBACK (recovery)", color.RGBA{0x4a, 0x90, 0xe2, 0xff}},
 }
@@ -146,12 +147,17 @@ func TimelineChart(run RunSummary, maxRows int) (string, error) {
 			downFrom = max(c.LostAt, c.FaultAt)
 		}
 		add(downFrom, c.HealedAt, 1)
-		add(c.HealedAt, c.ReadyAt, 2)
-		if c.ReconnectedAt != 0 {
-			add(c.ReadyAt, c.ReconnectedAt, 3)
-			add(c.ReconnectedAt, c.FirstAckAt, 4)
+		if back := c.BackAt(); back != 0 {
+			add(c.HealedAt, back, 2)
+			add(back, c.ReadyAt, 3)
 		} else {
-			add(c.ReadyAt, c.FirstAckAt, 4)
+			add(c.HealedAt, c.ReadyAt, 2)
+		}
+		if c.ReconnectedAt != 0 {
+			add(c.ReadyAt, c.ReconnectedAt, 4)
+			add(c.ReconnectedAt, c.FirstAckAt, 5)
+		} else {
+			add(c.ReadyAt, c.FirstAckAt, 5)
 		}
 	}
 	if len(names) == 0 {

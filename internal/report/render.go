@@ -13,7 +13,8 @@ import (
 
 	"golang.org/x/perf/benchmath"
 
-	"github.com/mttrlab/mttr/internal/store"
+	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/stats"
 )
 
 // Write renders rep in format: "text", "markdown", "csv" or "json".
@@ -57,18 +58,20 @@ type section struct {
 func reportTables(rep *Report) []section {
 	runs := section{
 		Title: fmt.Sprintf("Runs in %s, newest first", rep.DB),
-		Head: []string{"run", "started (UTC)", "label", "status", "fault", "keep-dead", "devices", "recovered",
-			"recovery median", "p95", "max", "detection median", "lost"},
+		Head: []string{"run", "started (UTC)", "label", "status", "fault", "keep-dead", "devices", "test bed", "recovered",
+			"recovery median", "p95", "max", "detection median", "path median", "path max", "lost"},
 	}
 	for _, r := range rep.Runs {
 		runs.Rows = append(runs.Rows, []string{
 			strconv.FormatInt(r.ID, 10), r.StartedAt.Format("2006-01-02 15:04"), r.Label, r.Status, r.Fault,
-			fmtDur(r.KeepDeadMS), strconv.Itoa(r.Devices),
+			fmtDur(r.KeepDeadMS), strconv.Itoa(r.Devices), r.TestBed(),
 			fmt.Sprintf("%d/%d", r.Recovered, r.CyclesPlanned*r.Devices),
 			withCI(r.Recovery), fmtMS(r.Recovery.P95, r.Recovery.N), fmtMS(r.Recovery.Max, r.Recovery.N),
-			fmtMS(r.Detection.Median, r.Detection.N), strconv.Itoa(r.Lost),
+			fmtMS(r.Detection.Median, r.Detection.N), fmtMS(r.Path.Median, r.Path.N), fmtMS(r.Path.Max, r.Path.N),
+			strconv.Itoa(r.Lost),
 		})
 	}
+	runs.Notes = append(runs.Notes, "path: from the broker being back (its listening line, or the first client event after it resumed) to the first answer through the devices' network path; the test bed's delay, not the client's")
 	out := []section{runs}
 	if rep.Comparison != nil {
 		out = append(out, comparisonTables(rep.Comparison)...)
@@ -127,7 +130,7 @@ func sizes(n1, n2 int) string {
 
 // withCI formats a median with its confidence interval as benchstat does:
 // "812 ms ± 3%", or "± ∞" when there are too few values for one.
-func withCI(m Metric) string {
+func withCI(m stats.Metric) string {
 	if m.N == 0 {
 		return "-"
 	}
@@ -203,9 +206,9 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 	}
 }
 
-var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "ready_at",
-	"reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms", "outage_ms",
-	"reconnect_attempts", "published", "acknowledged", "delivered", "lost", "duplicated", "error"}
+var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
+	"resumed_at", "ready_at", "reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
+	"outage_ms", "path_ms", "reconnect_attempts", "published", "acknowledged", "delivered", "lost", "duplicated", "error"}
 
 // writeCSV writes one row per cycle and device of runs; empty cells are NULL.
 func writeCSV(w io.Writer, runs []RunSummary) error {
@@ -216,8 +219,9 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 	for _, r := range runs {
 		for _, c := range r.Cycles {
 			rec := []string{strconv.FormatInt(r.ID, 10), r.Label, r.Fault, strconv.Itoa(c.Cycle), c.Device,
-				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ReadyAt), ts(c.ReconnectedAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
-				diff(c.FirstAckAt, c.ReadyAt), diff(c.LostAt, c.FaultAt), diff(c.FirstAckAt, c.LastAckBeforeAt),
+				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.ReadyAt),
+				ts(c.ReconnectedAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
+				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
 				strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated), c.Error}
 			if err := cw.Write(rec); err != nil {
@@ -236,14 +240,16 @@ func ts(ns int64) string {
 	return strconv.FormatInt(ns, 10)
 }
 
-// diff is (a − b) in milliseconds, empty when either is missing, as the
-// database's generated columns compute it.
-func diff(a, b int64) string {
-	if a == 0 || b == 0 {
+// msCell writes a derived duration in milliseconds, empty when it does not
+// exist.
+func msCell(d time.Duration, ok bool) string {
+	if !ok {
 		return ""
 	}
-	return strconv.FormatFloat(float64(a-b)/1e6, 'f', -1, 64)
+	return strconv.FormatFloat(millis(d), 'f', -1, 64)
 }
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -251,24 +257,36 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// Cycle is one stored cycle row; in JSON its missing times are null and it
-// carries the derived milliseconds.
-type Cycle store.Cycle
+// Cycles are a run's stored cycle rows; in JSON each row's missing times
+// are null and it carries the durations its methods derive.
+type Cycles []mttr.Cycle
 
-// MarshalJSON writes the row with snake_case names, as in the database.
-func (c Cycle) MarshalJSON() ([]byte, error) {
+// MarshalJSON writes the rows with snake_case names, as in the database.
+func (cs Cycles) MarshalJSON() ([]byte, error) {
+	rows := make([]json.RawMessage, len(cs))
+	for i, c := range cs {
+		b, err := cycleJSON(c)
+		if err != nil {
+			return nil, err
+		}
+		rows[i] = b
+	}
+	return json.Marshal(rows)
+}
+
+func cycleJSON(c mttr.Cycle) ([]byte, error) {
 	t := func(ns int64) *int64 {
 		if ns == 0 {
 			return nil
 		}
 		return &ns
 	}
-	d := func(a, b int64) *float64 {
-		if a == 0 || b == 0 {
+	d := func(v time.Duration, ok bool) *float64 {
+		if !ok {
 			return nil
 		}
-		v := float64(a-b) / 1e6
-		return &v
+		ms := millis(v)
+		return &ms
 	}
 	return json.Marshal(struct {
 		Cycle             int      `json:"cycle"`
@@ -276,6 +294,8 @@ func (c Cycle) MarshalJSON() ([]byte, error) {
 		FaultAt           *int64   `json:"fault_at"`
 		LostAt            *int64   `json:"lost_at"`
 		HealedAt          *int64   `json:"healed_at"`
+		ListeningAt       *int64   `json:"listening_at"`
+		ResumedAt         *int64   `json:"resumed_at"`
 		ReadyAt           *int64   `json:"ready_at"`
 		ReconnectedAt     *int64   `json:"reconnected_at"`
 		FirstAckAt        *int64   `json:"first_ack_at"`
@@ -283,6 +303,7 @@ func (c Cycle) MarshalJSON() ([]byte, error) {
 		RecoveryMS        *float64 `json:"recovery_ms"`
 		DetectionMS       *float64 `json:"detection_ms"`
 		OutageMS          *float64 `json:"outage_ms"`
+		PathMS            *float64 `json:"path_ms"`
 		ReconnectAttempts int      `json:"reconnect_attempts"`
 		Published         int      `json:"published"`
 		Acknowledged      int      `json:"acknowledged"`
@@ -290,7 +311,8 @@ func (c Cycle) MarshalJSON() ([]byte, error) {
 		Lost              int      `json:"lost"`
 		Duplicated        int      `json:"duplicated"`
 		Error             string   `json:"error,omitempty"`
-	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ReadyAt), t(c.ReconnectedAt), t(c.FirstAckAt),
-		t(c.LastAckBeforeAt), d(c.FirstAckAt, c.ReadyAt), d(c.LostAt, c.FaultAt), d(c.FirstAckAt, c.LastAckBeforeAt),
+	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.ReadyAt),
+		t(c.ReconnectedAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
+		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()),
 		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error})
 }

@@ -15,11 +15,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/stats"
 	"github.com/mttrlab/mttr/internal/store"
 )
-
-// Confidence is the level of every confidence interval.
-const Confidence = 0.95
 
 // Options select what a report covers.
 type Options struct {
@@ -55,6 +54,8 @@ type RunSummary struct {
 	ToolVersion   string            `json:"tool_version"`
 	EngineVersion string            `json:"engine_version"`
 	ImageID       string            `json:"image_id"`
+	Broker        string            `json:"broker"`
+	NetNS         string            `json:"netns,omitempty"`
 	Settings      map[string]string `json:"settings"`
 
 	CyclesDone   int `json:"cycles_done"`
@@ -67,16 +68,22 @@ type RunSummary struct {
 	Lost         int `json:"lost"`
 	Duplicated   int `json:"duplicated"`
 
-	Recovery  Metric `json:"recovery_ms"`
-	Detection Metric `json:"detection_ms"`
-	Outage    Metric `json:"outage_ms"`
+	Recovery  stats.Metric `json:"recovery_ms"`
+	Detection stats.Metric `json:"detection_ms"`
+	Outage    stats.Metric `json:"outage_ms"`
+	Path      stats.Metric `json:"path_ms"`
 
-	Cycles []Cycle `json:"cycles"`
+	Cycles Cycles `json:"cycles"`
 }
 
 // Scenario is what makes two runs comparable.
 func (r RunSummary) Scenario() string {
-	return fmt.Sprintf("fault %s, keep-dead %s, %d device(s)", r.Fault, time.Duration(r.KeepDeadMS)*time.Millisecond, r.Devices)
+	return fmt.Sprintf("fault %s, keep-dead %s, %d device(s), %s", r.Fault, time.Duration(r.KeepDeadMS)*time.Millisecond, r.Devices, r.TestBed())
+}
+
+// TestBed names where the broker ran.
+func (r RunSummary) TestBed() string {
+	return store.Run{Broker: r.Broker, NetNS: r.NetNS}.TestBed()
 }
 
 // Name is "run 7" or "run 7 (label)".
@@ -169,7 +176,7 @@ func summaryOf(r store.Run) RunSummary {
 		ID: r.ID, StartedAt: r.StartedAt.UTC(), Status: r.Status, Error: r.Error, Label: r.Label, Fault: r.Fault,
 		KeepAliveMS: r.KeepAlive.Milliseconds(), KeepDeadMS: r.KeepDead.Milliseconds(), KeepRunningMS: r.KeepRunning.Milliseconds(),
 		Devices: r.Devices, CyclesPlanned: r.CyclesPlanned, Host: r.Host, ToolVersion: r.ToolVersion,
-		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Settings: map[string]string{},
+		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Broker: r.Broker, NetNS: r.NetNS, Settings: map[string]string{},
 	}
 	if !r.FinishedAt.IsZero() {
 		f := r.FinishedAt.UTC()
@@ -179,10 +186,32 @@ func summaryOf(r store.Run) RunSummary {
 	return s
 }
 
+// samples are a run's per-device-cycle durations in milliseconds, as the
+// Cycle methods define them.
+type samples struct {
+	recovery, detection, outage, path []float64
+}
+
+func (sm *samples) add(c mttr.Cycle) {
+	put := func(dst *[]float64, d time.Duration, ok bool) {
+		if ok {
+			*dst = append(*dst, float64(d)/float64(time.Millisecond))
+		}
+	}
+	d, ok := c.Recovery()
+	put(&sm.recovery, d, ok)
+	d, ok = c.Detection()
+	put(&sm.detection, d, ok)
+	d, ok = c.Outage()
+	put(&sm.outage, d, ok)
+	d, ok = c.Path()
+	put(&sm.path, d, ok)
+}
+
 // loaded is a run read from the store: its summary and its samples.
 type loaded struct {
 	summary RunSummary
-	samples store.Samples
+	samples samples
 }
 
 // runReader reads each run from the store once, however often a report
@@ -196,32 +225,43 @@ func (rr runReader) run(ctx context.Context, r store.Run) (loaded, error) {
 	if l, ok := rr.done[r.ID]; ok {
 		return l, nil
 	}
-	s, sm, err := summarize(ctx, rr.st, r)
+	l, err := summarize(ctx, rr.st, r)
 	if err != nil {
 		return loaded{}, err
 	}
-	rr.done[r.ID] = loaded{s, sm}
-	return rr.done[r.ID], nil
+	rr.done[r.ID] = l
+	return l, nil
 }
 
-func summarize(ctx context.Context, st *store.Store, r store.Run) (RunSummary, store.Samples, error) {
+func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error) {
 	s := summaryOf(r)
-	sm, err := st.Samples(ctx, r.ID)
-	if err != nil {
-		return s, sm, err
-	}
-	s.CyclesDone, s.DeviceCycles, s.NotRecovered = sm.Cycles, sm.Rows, sm.NotRecovered
-	s.Recovered = sm.Rows - sm.NotRecovered
-	s.Published, s.Acknowledged, s.Delivered, s.Lost, s.Duplicated = sm.Published, sm.Acknowledged, sm.Delivered, sm.Lost, sm.Duplicated
-	s.Recovery, s.Detection, s.Outage = Summarize(sm.Recovery), Summarize(sm.Detection), Summarize(sm.Outage)
 	cycles, err := st.Cycles(ctx, r.ID)
 	if err != nil {
-		return s, sm, err
+		return loaded{}, err
 	}
+	var sm samples
+	seen := map[int]bool{}
+	s.Cycles = make(Cycles, 0, len(cycles))
 	for _, c := range cycles {
-		s.Cycles = append(s.Cycles, Cycle(c))
+		seen[c.Cycle] = true
+		s.DeviceCycles++
+		if c.Recovered() {
+			s.Recovered++
+		} else {
+			s.NotRecovered++
+		}
+		s.Published += c.Published
+		s.Acknowledged += c.Acknowledged
+		s.Delivered += c.Delivered
+		s.Lost += c.Lost
+		s.Duplicated += c.Duplicated
+		sm.add(c)
+		s.Cycles = append(s.Cycles, c)
 	}
-	return s, sm, nil
+	s.CyclesDone = len(seen)
+	s.Recovery, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.detection)
+	s.Outage, s.Path = stats.Summarize(sm.outage), stats.Summarize(sm.path)
+	return loaded{s, sm}, nil
 }
 
 // Comparison is an old run against a new one.
@@ -230,7 +270,7 @@ type Comparison struct {
 	New      RunSummary    `json:"new"`
 	Why      string        `json:"why"` // how the old run was chosen
 	Alpha    float64       `json:"alpha"`
-	Deltas   []Delta       `json:"deltas"`
+	Deltas   []stats.Delta `json:"deltas"`
 	Settings []SettingDiff `json:"settings_that_differ"`
 }
 
@@ -255,10 +295,11 @@ func (rr runReader) compare(ctx context.Context, oldRun, newRun store.Run, alpha
 		return nil, err
 	}
 	old, cur, oldS, newS := o.summary, n.summary, o.samples, n.samples
-	c := &Comparison{Old: old, New: cur, Alpha: alpha, Deltas: []Delta{
-		CompareSamples("recovery", oldS.Recovery, newS.Recovery, alpha),
-		CompareSamples("detection", oldS.Detection, newS.Detection, alpha),
-		CompareSamples("outage", oldS.Outage, newS.Outage, alpha),
+	c := &Comparison{Old: old, New: cur, Alpha: alpha, Deltas: []stats.Delta{
+		stats.CompareSamples("recovery", oldS.recovery, newS.recovery, alpha),
+		stats.CompareSamples("detection", oldS.detection, newS.detection, alpha),
+		stats.CompareSamples("outage", oldS.outage, newS.outage, alpha),
+		stats.CompareSamples("path", oldS.path, newS.path, alpha),
 	}}
 	names := slices.Sorted(maps.Keys(old.Settings))
 	for _, k := range slices.Sorted(maps.Keys(cur.Settings)) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -46,15 +47,21 @@ func fixture(t testing.TB) *store.Store {
 			StartedAt: started, Label: sp.label, Fault: sp.fault, KeepAlive: 15 * time.Second, KeepDead: sp.keepDead,
 			KeepRunning: 10 * time.Second, Devices: 1, CyclesPlanned: len(sp.recoveries), ConfigJSON: string(cfg),
 			ToolVersion: "v0.0.0 test", EngineVersion: "20.10.24 (API 1.41)", ImageID: "sha256:feed", Host: "localhost",
+			Broker: "docker", NetNS: "holder",
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for n, rec := range sp.recoveries {
 			fault := started.Add(time.Duration(n+1) * 20 * time.Second).UnixNano()
-			c := store.Cycle{Cycle: n + 1, Device: "devicemtr", FaultAt: fault, LastAckBeforeAt: fault - 2e9,
+			c := mttr.Cycle{Cycle: n + 1, Device: "devicemtr", FaultAt: fault, LastAckBeforeAt: fault - 2e9,
 				HealedAt: fault + sp.keepDead.Nanoseconds(), Published: 6, Acknowledged: 6, Delivered: 6}
 			c.ReadyAt = c.HealedAt + 150e6
+			if sp.fault == "stop" {
+				c.ListeningAt = c.HealedAt + 140e6
+			} else {
+				c.ResumedAt = c.ReadyAt - 1e6
+			}
 			if sp.fault == "stop" {
 				c.LostAt = fault + 1e6
 				c.ReconnectedAt = c.ReadyAt + int64(rec*1e6) - 2e6
@@ -66,7 +73,7 @@ func fixture(t testing.TB) *store.Store {
 			} else {
 				c.FirstAckAt = c.ReadyAt + int64(rec*1e6)
 			}
-			if err := w.SaveCycle(context.Background(), id, []store.Cycle{c}); err != nil {
+			if err := w.SaveCycle(context.Background(), id, []mttr.Cycle{c}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -14,7 +14,7 @@ var ErrNoRun = errors.New("no such run")
 
 const runColumns = `id, started_at, finished_at, status, error, label, fault, keep_alive_ms, keep_dead_ms,
 	keep_running_ms, devices, cycles_planned, config_json, tool_version, engine_version, image_id, host, machine, pid,
-	client, coalesce(clock_offset_ms, 0), coalesce(clock_uncertainty_ms, 0)`
+	client, coalesce(clock_offset_ms, 0), coalesce(clock_uncertainty_ms, 0), broker, netns`
 
 func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var r Run
@@ -25,7 +25,7 @@ func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var offset, uncertainty float64
 	err := sc.Scan(&r.ID, &started, &finished, &r.Status, &errText, &r.Label, &r.Fault, &alive, &dead, &running,
 		&r.Devices, &r.CyclesPlanned, &r.ConfigJSON, &r.ToolVersion, &r.EngineVersion, &r.ImageID, &r.Host,
-		&r.Machine, &r.PID, &r.Client, &offset, &uncertainty)
+		&r.Machine, &r.PID, &r.Client, &offset, &uncertainty, &r.Broker, &r.NetNS)
 	if err != nil {
 		return r, err
 	}
@@ -94,59 +94,27 @@ func (s *Store) LatestCompleted(ctx context.Context) (Run, error) {
 }
 
 // PreviousOfScenario returns the newest completed run before r with the same
-// fault, keep-dead and number of devices, or ErrNoRun.
+// fault, keep-dead, number of devices and test bed (broker and network
+// namespace), or ErrNoRun.
 func (s *Store) PreviousOfScenario(ctx context.Context, r Run) (Run, error) {
-	runs, err := s.queryRuns(ctx, `WHERE status = 'completed' AND fault = ? AND keep_dead_ms = ? AND devices = ? AND id < ?
-		ORDER BY id DESC LIMIT 1`, r.Fault, r.KeepDead.Milliseconds(), r.Devices, r.ID)
+	runs, err := s.queryRuns(ctx, `WHERE status = 'completed' AND fault = ? AND keep_dead_ms = ? AND devices = ?
+		AND broker = ? AND netns = ? AND id < ? ORDER BY id DESC LIMIT 1`,
+		r.Fault, r.KeepDead.Milliseconds(), r.Devices, r.Broker, r.NetNS, r.ID)
 	if err != nil {
 		return Run{}, err
 	}
 	if len(runs) == 0 {
-		return Run{}, fmt.Errorf("no earlier completed run with fault %s, keep-dead %s, %d devices: %w", r.Fault, r.KeepDead, r.Devices, ErrNoRun)
+		return Run{}, fmt.Errorf("no earlier completed run with fault %s, keep-dead %s, %d devices, %s: %w",
+			r.Fault, r.KeepDead, r.Devices, r.TestBed(), ErrNoRun)
 	}
 	return runs[0], nil
 }
 
-// Samples are a run's per-device-cycle measurements, in milliseconds, and
-// its counters.
-type Samples struct {
-	Recovery, Detection, Outage []float64
-	Cycles                      int // distinct cycles stored
-	Rows                        int // device-cycles
-	NotRecovered                int
-	Published, Acknowledged     int
-	Delivered, Lost, Duplicated int
-}
-
-// Samples reads the measurements of run id.
-func (s *Store) Samples(ctx context.Context, id int64) (Samples, error) {
-	var out Samples
-	err := s.db.QueryRowContext(ctx, `SELECT count(DISTINCT cycle), count(*), count(*) - count(recovery_ms),
-		coalesce(sum(published), 0), coalesce(sum(acknowledged), 0), coalesce(sum(delivered), 0),
-		coalesce(sum(lost), 0), coalesce(sum(duplicated), 0) FROM cycles WHERE run_id = ?`, id).Scan(
-		&out.Cycles, &out.Rows, &out.NotRecovered, &out.Published, &out.Acknowledged, &out.Delivered, &out.Lost, &out.Duplicated)
-	if err != nil {
-		return out, fmt.Errorf("store: samples of run %d: %w", id, err)
+// TestBed names where the broker ran: "docker, netns holder", "docker,
+// netns plain" or "process".
+func (r Run) TestBed() string {
+	if r.Broker == "" || r.Broker == "docker" {
+		return "docker, netns " + r.NetNS
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms FROM cycles WHERE run_id = ?`, id)
-	if err != nil {
-		return out, fmt.Errorf("store: samples of run %d: %w", id, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var rec, det, out2 sql.NullFloat64
-		if err := rows.Scan(&rec, &det, &out2); err != nil {
-			return out, err
-		}
-		if rec.Valid {
-			out.Recovery = append(out.Recovery, rec.Float64)
-		}
-		if det.Valid {
-			out.Detection = append(out.Detection, det.Float64)
-		}
-		if out2.Valid {
-			out.Outage = append(out.Outage, out2.Float64)
-		}
-	}
-	return out, rows.Err()
+	return r.Broker
 }

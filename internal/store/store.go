@@ -19,6 +19,8 @@ import (
 
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/mttrlab/mttr/internal/mttr"
 )
 
 //go:embed migrations/*.sql
@@ -190,6 +192,8 @@ type Run struct {
 	Client        string        // "paho" (ours) or "external"; empty means paho
 	ClockOffset   time.Duration // engine clock minus ours
 	ClockError    time.Duration // uncertainty of ClockOffset
+	Broker        string        // "docker" or "process"; empty means docker
+	NetNS         string        // for docker: "holder" or "plain"; empty for a process
 }
 
 // StartRun inserts r with status running and returns its id.
@@ -197,13 +201,17 @@ func (s *Store) StartRun(ctx context.Context, r Run) (int64, error) {
 	if r.Client == "" {
 		r.Client = "paho"
 	}
+	if r.Broker == "" {
+		r.Broker = "docker"
+	}
 	res, err := s.db.ExecContext(ctx, `INSERT INTO runs
 		(started_at, status, label, fault, keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned,
-		 config_json, tool_version, engine_version, image_id, host, machine, pid, client, clock_offset_ms, clock_uncertainty_ms)
-		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		 config_json, tool_version, engine_version, image_id, host, machine, pid, client, clock_offset_ms, clock_uncertainty_ms,
+		 broker, netns)
+		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.StartedAt.UnixNano(), r.Label, r.Fault, r.KeepAlive.Milliseconds(), r.KeepDead.Milliseconds(),
 		r.KeepRunning.Milliseconds(), r.Devices, r.CyclesPlanned, r.ConfigJSON, r.ToolVersion, r.EngineVersion,
-		r.ImageID, r.Host, r.Machine, r.PID, r.Client, msf(r.ClockOffset), msf(r.ClockError))
+		r.ImageID, r.Host, r.Machine, r.PID, r.Client, msf(r.ClockOffset), msf(r.ClockError), r.Broker, r.NetNS)
 	if err != nil {
 		return 0, fmt.Errorf("store: start run: %w", err)
 	}
@@ -229,47 +237,27 @@ func (s *Store) FinishRun(ctx context.Context, id int64, status, errText string)
 	return nil
 }
 
-// Cycle is one device's row in cycles. Times are Unix nanoseconds, 0 when
-// the event did not happen (stored as NULL).
-type Cycle struct {
-	Cycle             int
-	Device            string
-	FaultAt           int64
-	LostAt            int64
-	HealedAt          int64
-	ReadyAt           int64
-	ReconnectedAt     int64
-	FirstAckAt        int64
-	LastAckBeforeAt   int64
-	ReconnectAttempts int
-	Published         int
-	Acknowledged      int
-	Delivered         int
-	Lost              int
-	Duplicated        int
-	Error             string
-}
-
 // SaveCycle commits the rows of one cycle (one per device) in a single
 // transaction.
-func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []Cycle) error {
+func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
 	defer tx.Rollback()
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO cycles
-		(run_id, cycle, device, fault_at, lost_at, healed_at, ready_at, reconnected_at, first_ack_at, last_ack_before_at,
-		 reconnect_attempts, published, acknowledged, delivered, lost, duplicated, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))`)
+		(run_id, cycle, device, fault_at, lost_at, healed_at, listening_at, resumed_at, ready_at, reconnected_at,
+		 first_ack_at, last_ack_before_at, reconnect_attempts, published, acknowledged, delivered, lost, duplicated, error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))`)
 	if err != nil {
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
 	defer stmt.Close()
 	for _, c := range rows {
 		_, err := stmt.ExecContext(ctx, runID, c.Cycle, c.Device,
-			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ReadyAt), null(c.ReconnectedAt), null(c.FirstAckAt),
-			null(c.LastAckBeforeAt), c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error)
+			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ListeningAt), null(c.ResumedAt), null(c.ReadyAt),
+			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt),
+			c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error)
 		if err != nil {
 			return fmt.Errorf("store: save cycle %d of %s: %w", c.Cycle, c.Device, err)
 		}
@@ -306,23 +294,24 @@ func (s *Store) Running(ctx context.Context) ([]Run, error) {
 }
 
 // Cycles returns a run's cycles ordered by cycle and device.
-func (s *Store) Cycles(ctx context.Context, runID int64) ([]Cycle, error) {
+func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT cycle, device,
-		coalesce(fault_at, 0), coalesce(lost_at, 0), coalesce(healed_at, 0), coalesce(ready_at, 0),
-		coalesce(reconnected_at, 0), coalesce(first_ack_at, 0), coalesce(last_ack_before_at, 0),
-		reconnect_attempts, published, acknowledged, delivered, lost, duplicated, coalesce(error, '')
+		coalesce(fault_at, 0), coalesce(lost_at, 0), coalesce(healed_at, 0), coalesce(listening_at, 0),
+		coalesce(resumed_at, 0), coalesce(ready_at, 0), coalesce(reconnected_at, 0), coalesce(first_ack_at, 0),
+		coalesce(last_ack_before_at, 0), reconnect_attempts, published, acknowledged, delivered, lost, duplicated,
+		coalesce(error, '')
 		FROM cycles WHERE run_id = ? ORDER BY cycle, device`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
 	}
 	defer rows.Close()
-	var out []Cycle
+	var out []mttr.Cycle
 	for rows.Next() {
-		var c Cycle
-		if err := rows.Scan(&c.Cycle, &c.Device, &c.FaultAt, &c.LostAt, &c.HealedAt, &c.ReadyAt, &c.ReconnectedAt,
-			&c.FirstAckAt, &c.LastAckBeforeAt, &c.ReconnectAttempts, &c.Published, &c.Acknowledged, &c.Delivered,
-			&c.Lost, &c.Duplicated, &c.Error); err != nil {
-			return nil, err
+		var c mttr.Cycle
+		if err := rows.Scan(&c.Cycle, &c.Device, &c.FaultAt, &c.LostAt, &c.HealedAt, &c.ListeningAt, &c.ResumedAt,
+			&c.ReadyAt, &c.ReconnectedAt, &c.FirstAckAt, &c.LastAckBeforeAt, &c.ReconnectAttempts, &c.Published,
+			&c.Acknowledged, &c.Delivered, &c.Lost, &c.Duplicated, &c.Error); err != nil {
+			return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
 		}
 		out = append(out, c)
 	}

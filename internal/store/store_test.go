@@ -4,11 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/mttr"
 )
 
 func open(t *testing.T) (*Store, string) {
@@ -38,8 +41,9 @@ func TestRunLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := []Cycle{
-		{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000,
+	rows := []mttr.Cycle{
+		{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000,
+			ListeningAt: 2_080_000_000, ReadyAt: 2_100_000_000,
 			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
 			Published: 4, Acknowledged: 4, Delivered: 4},
 		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "not recovered"},
@@ -54,11 +58,11 @@ func TestRunLifecycle(t *testing.T) {
 	if len(got) != 2 || got[0] != rows[0] || got[1] != rows[1] {
 		t.Errorf("Cycles =\n%+v\nwant\n%+v", got, rows)
 	}
-	var recovery, detection, outage float64
+	var recovery, detection, outage, path float64
 	var missing any
-	err = s.DB().QueryRowContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms FROM cycles WHERE device = 'd'`).Scan(&recovery, &detection, &outage)
-	if err != nil || recovery != 600 || detection != 10 || outage != 1800 {
-		t.Errorf("derived = %v %v %v, %v; want 600 10 1800", recovery, detection, outage, err)
+	err = s.DB().QueryRowContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms, path_ms FROM cycles WHERE device = 'd'`).Scan(&recovery, &detection, &outage, &path)
+	if err != nil || recovery != 600 || detection != 10 || outage != 1800 || path != 20 {
+		t.Errorf("derived = %v %v %v %v, %v; want 600 10 1800 20", recovery, detection, outage, path, err)
 	}
 	if err := s.DB().QueryRowContext(ctx, `SELECT recovery_ms FROM cycles WHERE device = 'd-2'`).Scan(&missing); err != nil || missing != nil {
 		t.Errorf("recovery_ms of a device without first ack = %v, %v; want NULL", missing, err)
@@ -106,7 +110,7 @@ func TestCommitPerCycleVisibleToReader(t *testing.T) {
 	}
 	defer r.Close()
 	for i := 1; i <= 3; i++ {
-		if err := s.SaveCycle(ctx, id, []Cycle{{Cycle: i, Device: "d"}}); err != nil {
+		if err := s.SaveCycle(ctx, id, []mttr.Cycle{{Cycle: i, Device: "d"}}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := r.Cycles(ctx, id)
@@ -232,19 +236,41 @@ func TestQueries(t *testing.T) {
 	if err != nil || len(runs) != 2 || runs[0].ID != d {
 		t.Errorf("Runs(2) = %v, %v", runs, err)
 	}
-	if err := s.SaveCycle(ctx, a, []Cycle{
-		{Cycle: 1, Device: "x", FaultAt: 1e9, LostAt: 1.002e9, ReadyAt: 2e9, FirstAckAt: 2.5e9, LastAckBeforeAt: 0.5e9, Published: 3, Lost: 1},
-		{Cycle: 1, Device: "y", FaultAt: 1e9, ReadyAt: 2e9, Published: 2},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	sm, err := s.Samples(ctx, a)
+}
+
+// TestGeneratedColumnsMirrorMethods checks that the generated columns, kept
+// for ad-hoc SQL, say what the Cycle methods say, for every combination of
+// present and missing times.
+func TestGeneratedColumnsMirrorMethods(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	id, err := s.StartRun(ctx, sampleRun())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sm.Rows != 2 || sm.Cycles != 1 || sm.NotRecovered != 1 || sm.Published != 5 || sm.Lost != 1 ||
-		len(sm.Recovery) != 1 || sm.Recovery[0] != 500 || len(sm.Detection) != 1 || sm.Detection[0] != 2 || sm.Outage[0] != 2000 {
-		t.Errorf("Samples = %+v", sm)
+	full := mttr.Cycle{FaultAt: 1e9, LostAt: 1.002e9, HealedAt: 1.9e9, ListeningAt: 1.95e9, ReadyAt: 2e9, FirstAckAt: 2.5e9, LastAckBeforeAt: 0.5e9}
+	resumed := full
+	resumed.ListeningAt, resumed.ResumedAt = 0, 1.99e9
+	var rows []mttr.Cycle
+	for i, c := range []mttr.Cycle{full, resumed, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
+		c.Cycle, c.Device = 1, fmt.Sprintf("d-%d", i)
+		rows = append(rows, c)
+	}
+	if err := s.SaveCycle(ctx, id, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rows {
+		var got [4]sql.NullFloat64
+		if err := s.DB().QueryRowContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms, path_ms FROM cycles WHERE device = ?`, c.Device).
+			Scan(&got[0], &got[1], &got[2], &got[3]); err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range []func() (time.Duration, bool){c.Recovery, c.Detection, c.Outage, c.Path} {
+			d, ok := m()
+			if got[i].Valid != ok || (ok && got[i].Float64 != float64(d)/1e6) {
+				t.Errorf("%s: column %d = %+v, method = %v %v", c.Device, i, got[i], d, ok)
+			}
+		}
 	}
 }
 
@@ -280,7 +306,7 @@ func TestMigratesVersion1(t *testing.T) {
 		t.Errorf("version %d after Open, latest %d", v, Latest())
 	}
 	r, err := s.GetRun(t.Context(), 1)
-	if err != nil || r.Client != "paho" || r.Fault != "stop" {
+	if err != nil || r.Client != "paho" || r.Fault != "stop" || r.Broker != "docker" || r.NetNS != "plain" {
 		t.Errorf("old run after migration: %+v, %v", r, err)
 	}
 }

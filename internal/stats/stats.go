@@ -1,13 +1,22 @@
-package report
+// Package stats is MTTR lab's one statistics path: medians with their
+// distribution-free confidence intervals, quantiles and the Mann-Whitney U
+// test, from golang.org/x/perf/benchmath as benchstat computes them. It
+// believes that a caveat is part of the result: too few samples give a
+// warning and an infinite interval, never an error. It never prints.
+package stats
 
 import (
 	"encoding/json"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/aclements/go-moremath/stats"
 	"golang.org/x/perf/benchmath"
 )
+
+// Confidence is the level of every confidence interval.
+const Confidence = 0.95
 
 // Metric summarises one measurement (milliseconds) of a run.
 type Metric struct {
@@ -16,7 +25,9 @@ type Metric struct {
 	Lo       float64  `json:"ci_lo"` // 95 % confidence interval of the median
 	Hi       float64  `json:"ci_hi"`
 	P95      float64  `json:"p95"`
+	Min      float64  `json:"min"`
 	Max      float64  `json:"max"`
+	Mean     float64  `json:"mean"`
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -35,8 +46,18 @@ func Summarize(values []float64) Metric {
 	}
 	sorted := stats.Sample{Xs: s.Values, Sorted: true}
 	m.P95 = sorted.Quantile(0.95)
-	_, m.Max = sorted.Bounds()
+	m.Min, m.Max = sorted.Bounds()
+	m.Mean = sorted.Mean()
 	return m
+}
+
+// Millis converts durations to the milliseconds Summarize takes.
+func Millis(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d) / float64(time.Millisecond)
+	}
+	return out
 }
 
 // HasCI reports whether the confidence interval is finite.
@@ -94,9 +115,11 @@ func (m Metric) MarshalJSON() ([]byte, error) {
 		Lo       *float64 `json:"ci_lo"`
 		Hi       *float64 `json:"ci_hi"`
 		P95      *float64 `json:"p95"`
+		Min      *float64 `json:"min"`
 		Max      *float64 `json:"max"`
+		Mean     *float64 `json:"mean"`
 		Warnings []string `json:"warnings,omitempty"`
-	}{m.N, finite(m.Median), finite(m.Lo), finite(m.Hi), finite(m.P95), finite(m.Max), m.Warnings})
+	}{m.N, finite(m.Median), finite(m.Lo), finite(m.Hi), finite(m.P95), finite(m.Min), finite(m.Max), finite(m.Mean), m.Warnings})
 }
 
 // MarshalJSON writes a missing p-value as null.

@@ -1,0 +1,71 @@
+package mttr
+
+import "time"
+
+// Cycle is one device's timeline in one fault cycle. Times are Unix
+// nanoseconds, stamped where the event was observed, and 0 when it did not
+// happen. The durations a report shows are derived from them by the methods
+// below, and nowhere else: the store persists the times, reports call the
+// methods.
+type Cycle struct {
+	Cycle  int
+	Device string
+
+	FaultAt         int64 // the fault took effect
+	LostAt          int64 // the device noticed its connection was gone
+	HealedAt        int64 // the call that brought the broker back returned
+	ListeningAt     int64 // the broker's first "listening" line after the fault (it restarted)
+	ResumedAt       int64 // the first client event the broker processed after it resumed (it was never restarted)
+	ReadyAt         int64 // the broker first answered through the devices' path
+	ReconnectedAt   int64 // the device's own CONNACK after the fault
+	FirstAckAt      int64 // the device's first acknowledged message after the fault
+	LastAckBeforeAt int64 // its last acknowledged message before the fault
+
+	ReconnectAttempts int
+	Published         int
+	Acknowledged      int
+	Delivered         int
+	Lost              int
+	Duplicated        int
+	Error             string
+}
+
+// span is b − a, when both happened.
+func span(a, b int64) (time.Duration, bool) {
+	if a == 0 || b == 0 {
+		return 0, false
+	}
+	return time.Duration(b - a), true
+}
+
+// Recovery is the client's own lag once the broker is back: from ready_at
+// to the first acknowledged message. It is the MTTR this tool is about.
+func (c Cycle) Recovery() (time.Duration, bool) { return span(c.ReadyAt, c.FirstAckAt) }
+
+// Detection is how long the device took to notice: fault_at to lost_at.
+func (c Cycle) Detection() (time.Duration, bool) { return span(c.FaultAt, c.LostAt) }
+
+// Outage is how long the device went without an acknowledged message:
+// last_ack_before_at to first_ack_at.
+func (c Cycle) Outage() (time.Duration, bool) { return span(c.LastAckBeforeAt, c.FirstAckAt) }
+
+// BackAt is when the broker itself was back: its listening line after a
+// restart, or the first client event it processed after it resumed.
+func (c Cycle) BackAt() int64 {
+	if c.ListeningAt != 0 {
+		return c.ListeningAt
+	}
+	return c.ResumedAt
+}
+
+// Path is the test bed's own delay: from the broker being back (BackAt) to
+// ready_at, the first answer that got through the devices' network path.
+// A stalled path shows here, not in Recovery.
+func (c Cycle) Path() (time.Duration, bool) { return span(c.BackAt(), c.ReadyAt) }
+
+// Recovered reports whether the device had a message acknowledged after the
+// broker was back.
+func (c Cycle) Recovered() bool {
+	_, ok := c.Recovery()
+	return ok
+}

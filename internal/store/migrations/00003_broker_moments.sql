@@ -1,0 +1,25 @@
+-- +goose Up
+-- The broker's own moments in each cycle, so that the test bed's delay is
+-- shown as what it is instead of hiding inside recovery:
+--   listening_at  the broker's first "listening" line after the fault (it restarted);
+--   resumed_at    when it did not restart (pause, disconnect): the first
+--                 client event it processed from the heal on;
+--   path_ms       ready_at minus whichever of the two is set: the network
+--                 path's delay between the broker being back and the first
+--                 answer through the devices' path.
+-- And where the broker ran: 'docker' or 'process', and for docker whether
+-- its network namespace was held across restarts ('holder') or not
+-- ('plain'). Runs before this version were plain Docker.
+ALTER TABLE cycles ADD COLUMN listening_at INTEGER;
+ALTER TABLE cycles ADD COLUMN resumed_at INTEGER;
+ALTER TABLE cycles ADD COLUMN path_ms REAL
+    GENERATED ALWAYS AS ((ready_at - coalesce(listening_at, resumed_at)) / 1e6) VIRTUAL;
+ALTER TABLE runs ADD COLUMN broker TEXT NOT NULL DEFAULT 'docker';
+ALTER TABLE runs ADD COLUMN netns TEXT NOT NULL DEFAULT 'plain';
+
+-- +goose Down
+ALTER TABLE runs DROP COLUMN netns;
+ALTER TABLE runs DROP COLUMN broker;
+ALTER TABLE cycles DROP COLUMN path_ms;
+ALTER TABLE cycles DROP COLUMN resumed_at;
+ALTER TABLE cycles DROP COLUMN listening_at;
