@@ -25,6 +25,9 @@ type Spec struct {
 	Name    string   // device id; prefixes its log lines
 	Command string   // run with sh -c
 	Env     []string // added to the environment
+	// Secrets are masked wherever the client's output goes (the log and the
+	// last lines quoted in errors), should the client print them.
+	Secrets []string
 }
 
 // tailLines is how many of a client's last output lines are kept for
@@ -48,7 +51,7 @@ func Start(spec Spec, log io.Writer) (*Process, error) {
 	cmd.Env = append(os.Environ(), spec.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	t := &tail{}
-	out := &prefixed{name: spec.Name, w: log, tail: t}
+	out := &prefixed{name: spec.Name, w: log, tail: t, mask: masker(spec.Secrets)}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("client %s: start: %w", spec.Name, err)
@@ -219,8 +222,22 @@ type prefixed struct {
 	name string
 	w    io.Writer
 	tail *tail
+	mask *strings.Replacer
 	mu   sync.Mutex
 	buf  []byte
+}
+
+// Masked stands in for a secret in a client's output.
+const Masked = "<redacted>"
+
+func masker(secrets []string) *strings.Replacer {
+	var pairs []string
+	for _, s := range secrets {
+		if s != "" {
+			pairs = append(pairs, s, Masked)
+		}
+	}
+	return strings.NewReplacer(pairs...)
 }
 
 func (p *prefixed) Write(b []byte) (int, error) {
@@ -243,8 +260,9 @@ func (p *prefixed) Write(b []byte) (int, error) {
 }
 
 func (p *prefixed) emit(line []byte) {
-	p.tail.add(string(line))
-	fmt.Fprintf(p.w, "%s | %s\n", p.name, line)
+	masked := p.mask.Replace(string(line))
+	p.tail.add(masked)
+	fmt.Fprintf(p.w, "%s | %s\n", p.name, masked)
 }
 
 func (p *prefixed) flush() {

@@ -156,3 +156,21 @@ func TestStopLeavesNoOrphans(t *testing.T) {
 	default:
 	}
 }
+
+func TestSecretsMasked(t *testing.T) {
+	var log syncBuffer
+	const key = "c2VjcmV0LWtleS0xMjM="
+	s, err := Supervise([]Spec{{Name: "d", Command: `echo "key=$KEY"; exit 3`, Env: []string{"KEY=" + key}, Secrets: []string{key}}}, &log, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	waitExit(t, s)
+	waitExit(t, s)
+	if strings.Contains(log.String(), key) || !strings.Contains(log.String(), "d | key="+Masked) {
+		t.Errorf("log:\n%s", log.String())
+	}
+	if err := s.Failed(); err == nil || strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "key="+Masked) {
+		t.Errorf("Failed() = %v", err)
+	}
+}

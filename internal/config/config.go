@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/device"
 )
 
 // Config is every setting the targets read, resolved.
@@ -175,7 +176,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	return c, nil
 }
 
-// Vars returns every setting, resolved, keyed by its variable name.
+// Vars returns every setting, resolved, keyed by its variable name, as it
+// may be stored and shown: the connection string's key is replaced by its
+// fingerprint.
 func (c Config) Vars() map[string]string {
 	d := func(v time.Duration) string { return v.String() }
 	maxP95 := ""
@@ -195,7 +198,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_READY_TIMEOUT":          d(c.ReadyTimeout),
 		"MTTR_KEEP_ALIVE":             d(c.KeepAlive),
 		"MTTR_SEND_INTERVAL":          d(c.SendInterval),
-		"MTTR_CONNECTION_STRING":      c.ConnectionString,
+		"MTTR_CONNECTION_STRING":      device.RedactConnectionString(c.ConnectionString),
 		"MTTR_DEVICES":                strconv.Itoa(c.Devices),
 		"MTTR_RESTART_COUNT":          strconv.Itoa(c.RestartCount),
 		"MTTR_KEEP_RUNNING":           d(c.KeepRunning),

@@ -89,3 +89,28 @@ func (id Identity) SASToken(expiry time.Time) (string, error) {
 	sig := base64.StdEncoding.EncodeToString(mac.Sum(nil))
 	return "SharedAccessSignature sr=" + resource + "&sig=" + url.QueryEscape(sig) + "&se=" + se, nil
 }
+
+// redactedPrefix starts the stand-in for a redacted key.
+const redactedPrefix = "<redacted"
+
+// KeyFingerprint names a key without revealing it: "<redacted
+// sha256:1a2b3c4d>", the first 8 hex digits of its SHA-256, enough to tell
+// two keys apart.
+func KeyFingerprint(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return fmt.Sprintf("%s sha256:%x>", redactedPrefix, sum[:4])
+}
+
+// RedactConnectionString replaces the SharedAccessKey in a connection
+// string with its fingerprint, leaving everything else as it was. A string
+// already redacted is returned unchanged.
+func RedactConnectionString(s string) string {
+	parts := strings.Split(s, ";")
+	for i, part := range parts {
+		k, v, ok := strings.Cut(part, "=")
+		if ok && strings.TrimSpace(k) == "SharedAccessKey" && !strings.HasPrefix(v, redactedPrefix) {
+			parts[i] = k + "=" + KeyFingerprint(v)
+		}
+	}
+	return strings.Join(parts, ";")
+}

@@ -64,3 +64,21 @@ func TestSASToken(t *testing.T) {
 		t.Errorf("SASToken =\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestRedactConnectionString(t *testing.T) {
+	const key = "c2VjcmV0LWtleS0xMjM="
+	s := "HostName=h;DeviceId=d;SharedAccessKey=" + key
+	r := RedactConnectionString(s)
+	if strings.Contains(r, key) || !strings.HasPrefix(r, "HostName=h;DeviceId=d;SharedAccessKey=<redacted sha256:") {
+		t.Errorf("RedactConnectionString = %q", r)
+	}
+	if again := RedactConnectionString(r); again != r {
+		t.Errorf("redacting twice changed it: %q", again)
+	}
+	if other := RedactConnectionString("HostName=h;DeviceId=d;SharedAccessKey=b3RoZXI="); other == r {
+		t.Error("two keys have the same fingerprint")
+	}
+	if plain := "HostName=h;DeviceId=d"; RedactConnectionString(plain) != plain {
+		t.Error("a string without a key changed")
+	}
+}

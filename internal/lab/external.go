@@ -85,7 +85,7 @@ func (l *Lab) startExternal(ctx context.Context, eng *broker.Engine, c *broker.C
 		if err != nil {
 			return nil, err
 		}
-		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env}
+		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env, Secrets: []string{id.SharedAccessKey}}
 	}
 	started := time.Now()
 	sup, err = client.Supervise(specs, logFile, clientGrace)

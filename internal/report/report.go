@@ -15,6 +15,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/stats"
 	"github.com/mttrlab/mttr/internal/store"
@@ -183,6 +184,9 @@ func summaryOf(r store.Run) RunSummary {
 		s.FinishedAt = &f
 	}
 	_ = json.Unmarshal([]byte(r.ConfigJSON), &s.Settings)
+	if cs, ok := s.Settings["MTTR_CONNECTION_STRING"]; ok { // runs stored before keys were redacted
+		s.Settings["MTTR_CONNECTION_STRING"] = device.RedactConnectionString(cs)
+	}
 	return s
 }
 
