@@ -2,12 +2,15 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -25,23 +28,71 @@ import (
 // MQTTPort is the broker's port inside the container.
 const MQTTPort = 8883
 
+// Network namespace modes, as RunSpec.NetNS names them.
+const (
+	// NetNSHolder keeps the broker's network namespace in a long-lived
+	// holder container, <name>-netns, that owns the published port; the
+	// broker container joins it. Faults that stop, restart or recreate the
+	// broker leave the address, the veth and the engine's port proxy alone,
+	// as a Kubernetes pod sandbox does.
+	NetNSHolder = "holder"
+	// NetNSPlain is plain Docker: the broker container owns its network
+	// namespace and its published port, and loses both when it stops.
+	NetNSPlain = "plain"
+)
+
+// NetNSModes lists the valid RunSpec.NetNS values, the default first.
+var NetNSModes = []string{NetNSHolder, NetNSPlain}
+
+// holderSuffix names the holder after its broker: <name>-netns.
+const holderSuffix = "-netns"
+
+// HolderName is the name of the network namespace holder of broker
+// container name.
+func HolderName(name string) string { return name + holderSuffix }
+
+// holderCmd keeps the holder alive doing nothing; node is in the image.
+var holderCmd = []string{"node", "-e", "setInterval(() => {}, 2 ** 30)"}
+
 // RunSpec describes a broker container.
 type RunSpec struct {
 	Name  string // container name, e.g. expecto-patronum
 	Image string // image tag, e.g. mqtt-broker
 	Bind  string // host address the port is published on, e.g. 127.0.0.1
 	Port  int    // host port; 0 lets the engine pick a free one
+	// NetNS is who owns the broker's network namespace and published
+	// port: NetNSHolder (when empty) or NetNSPlain.
+	NetNS string
+	// Env is added to the broker container's environment, e.g.
+	// MQTT_VERIFIER_ID=devicemtr-verifier.
+	Env []string
 	// Labels are added to the container's, e.g. the run it belongs to.
 	Labels map[string]string
 }
 
+// netNS returns spec.NetNS with the default applied, or an error naming
+// an unknown mode.
+func (spec RunSpec) netNS() (string, error) {
+	switch spec.NetNS {
+	case "", NetNSHolder:
+		return NetNSHolder, nil
+	case NetNSPlain:
+		return NetNSPlain, nil
+	}
+	return "", fmt.Errorf("network namespace mode %q: want one of %s", spec.NetNS, strings.Join(NetNSModes, ", "))
+}
+
 // Container is a running broker container.
 type Container struct {
-	ID        string
-	Name      string
-	Bind      string
-	Port      int       // host port the broker is published on
-	StartedAt time.Time // when the engine started it
+	ID    string
+	Name  string
+	NetNS string // NetNSHolder or NetNSPlain
+	// HolderID and HolderName name the container that owns the network
+	// namespace and the published port (NetNSHolder only).
+	HolderID, HolderName string
+	Bind                 string
+	Port                 int       // host port the broker is published on
+	StartedAt            time.Time // when the engine started the broker
 	// StartReturned is when our start call returned (zero for a container
 	// found rather than started).
 	StartReturned time.Time
@@ -52,58 +103,119 @@ func (c *Container) Addr() string { return net.JoinHostPort(c.Bind, strconv.Itoa
 
 var mqttPort = network.MustParsePort(strconv.Itoa(MQTTPort) + "/tcp")
 
-// Run starts a fresh broker container from spec. A previous container of
-// ours with the same name is removed first; one that is not ours is refused.
-// The container is removed again when it cannot be started.
+// Run starts a fresh broker container from spec and, in NetNSHolder mode,
+// its network namespace holder first. A previous container of ours with
+// the same name is removed first, with its holder; one that is not ours
+// (the broker's name or the holder's) is refused. What Run created is
+// removed again when it cannot be started.
 func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
-	if _, err := e.InspectImage(ctx, spec.Image); err != nil {
-		return nil, fmt.Errorf("run %s: %w: build it with `mage image`", spec.Name, err)
-	}
-	if err := e.Remove(ctx, spec.Name); err != nil && !errors.Is(err, ErrNotFound) {
+	mode, err := spec.netNS()
+	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", spec.Name, err)
 	}
 	bind, err := netip.ParseAddr(spec.Bind)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: bind address %q: %w", spec.Name, spec.Bind, err)
 	}
+	if _, err := e.InspectImage(ctx, spec.Image); err != nil {
+		return nil, fmt.Errorf("run %s: %w: build it with `mage image`", spec.Name, err)
+	}
+	if err := e.Remove(ctx, spec.Name); err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("run %s: %w", spec.Name, err)
+	}
 	hostPort := ""
 	if spec.Port != 0 {
 		hostPort = strconv.Itoa(spec.Port)
 	}
-	labels := map[string]string{LabelManaged: "true"}
-	for k, v := range spec.Labels {
-		labels[k] = v
+	ports := network.PortMap{mqttPort: {{HostIP: bind, HostPort: hostPort}}}
+	if mode == NetNSPlain {
+		return e.start(ctx, spec, &container.HostConfig{PortBindings: ports}, "")
 	}
-	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: spec.Name,
+
+	holder, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: HolderName(spec.Name),
 		Config: &container.Config{
 			Image:        spec.Image,
-			Labels:       labels,
+			Cmd:          holderCmd,
+			Labels:       labels(spec, RoleNetNS),
 			ExposedPorts: network.PortSet{mqttPort: {}},
+			StopSignal:   "SIGKILL", // it holds no state worth a graceful stop
 		},
-		HostConfig: &container.HostConfig{
-			PortBindings: network.PortMap{mqttPort: {{HostIP: bind, HostPort: hostPort}}},
-		},
+		HostConfig: &container.HostConfig{PortBindings: ports},
 	})
+	if err != nil {
+		return nil, fmt.Errorf("run %s: create network holder: %w", spec.Name, err)
+	}
+	if _, err := e.cli.ContainerStart(ctx, holder.ID, client.ContainerStartOptions{}); err != nil {
+		e.discard(ctx, holder.ID)
+		return nil, startError(spec, "start network holder", err)
+	}
+	c, err := e.start(ctx, spec, &container.HostConfig{NetworkMode: container.NetworkMode("container:" + holder.ID)}, holder.ID)
+	if err != nil {
+		e.discard(ctx, holder.ID)
+		return nil, err
+	}
+	return c, nil
+}
+
+// joinHolder runs a new broker container from spec in the network
+// namespace of the running holder holderID, which it leaves alone.
+func (e *Engine) joinHolder(ctx context.Context, spec RunSpec, holderID string) (*Container, error) {
+	if info, err := e.own(ctx, spec.Name); err == nil {
+		if _, err := e.cli.ContainerRemove(ctx, info.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("run %s: remove the earlier broker: %w", spec.Name, err)
+		}
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("run %s: %w", spec.Name, err)
+	}
+	return e.start(ctx, spec, &container.HostConfig{NetworkMode: container.NetworkMode("container:" + holderID)}, holderID)
+}
+
+// start creates and starts the broker container of spec with host (its
+// own port bindings, or a holder's network namespace), removes it again
+// when that fails, and returns it inspected.
+func (e *Engine) start(ctx context.Context, spec RunSpec, host *container.HostConfig, holderID string) (*Container, error) {
+	cfg := &container.Config{Image: spec.Image, Env: spec.Env, Labels: labels(spec, RoleBroker)}
+	if holderID == "" {
+		cfg.ExposedPorts = network.PortSet{mqttPort: {}}
+	}
+	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: cfg, HostConfig: host})
 	if err != nil {
 		return nil, fmt.Errorf("run %s: create: %w", spec.Name, err)
 	}
 	if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-		_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
-		if portBusy(err) {
-			return nil, fmt.Errorf("run %s: host port %d on %s is busy (MTTR_PORT): %w", spec.Name, spec.Port, spec.Bind, err)
-		}
-		return nil, fmt.Errorf("run %s: start: %w", spec.Name, err)
+		e.discard(ctx, created.ID)
+		return nil, startError(spec, "start", err)
 	}
 	started := time.Now()
 	c, err := e.inspect(ctx, created.ID)
 	if err != nil {
 		// Started but unreadable: do not leave it running.
-		_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), created.ID, client.ContainerRemoveOptions{Force: true})
+		e.discard(ctx, created.ID)
 		return nil, fmt.Errorf("run %s: %w", spec.Name, err)
 	}
 	c.StartReturned = started
 	return c, nil
+}
+
+// labels are the labels of a container of spec with role.
+func labels(spec RunSpec, role string) map[string]string {
+	l := map[string]string{LabelManaged: "true"}
+	maps.Copy(l, spec.Labels)
+	l[LabelRole] = role
+	return l
+}
+
+// discard removes a container Run made, even when ctx has ended.
+func (e *Engine) discard(ctx context.Context, id string) {
+	_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), id, client.ContainerRemoveOptions{Force: true})
+}
+
+func startError(spec RunSpec, step string, err error) error {
+	if portBusy(err) {
+		return fmt.Errorf("run %s: host port %d on %s is busy (MTTR_PORT): %w", spec.Name, spec.Port, spec.Bind, err)
+	}
+	return fmt.Errorf("run %s: %s: %w", spec.Name, step, err)
 }
 
 func portBusy(err error) bool {
@@ -111,26 +223,46 @@ func portBusy(err error) bool {
 	return strings.Contains(s, "address already in use") || strings.Contains(s, "port is already allocated")
 }
 
-// inspect returns the container with id or name ref, or an error wrapping
-// ErrNotFound, or ErrNotOurs when it lacks our label.
-func (e *Engine) inspect(ctx context.Context, ref string) (*Container, error) {
+// own inspects the container with id or name ref and returns an error
+// wrapping ErrNotFound when there is none, or ErrNotOurs when it lacks our
+// label.
+func (e *Engine) own(ctx context.Context, ref string) (container.InspectResponse, error) {
 	res, err := e.cli.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
 	if cerrdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("container %s: %w", ref, ErrNotFound)
+		return container.InspectResponse{}, fmt.Errorf("container %s: %w", ref, ErrNotFound)
 	} else if err != nil {
-		return nil, fmt.Errorf("inspect container %s: %w", ref, err)
+		return container.InspectResponse{}, fmt.Errorf("inspect container %s: %w", ref, err)
 	}
 	info := res.Container
-	name := strings.TrimPrefix(info.Name, "/")
 	if info.Config == nil || info.Config.Labels[LabelManaged] != "true" {
-		return nil, fmt.Errorf("container %s exists and was %w (no label %s): refusing to touch it; choose another name with MTTR_CONTAINER", name, ErrNotOurs, LabelManaged)
+		name := strings.TrimPrefix(info.Name, "/")
+		return container.InspectResponse{}, fmt.Errorf("container %s exists and was %w (no label %s): refusing to touch it; choose another name with MTTR_CONTAINER", name, ErrNotOurs, LabelManaged)
 	}
-	c := &Container{ID: info.ID, Name: name}
+	return info, nil
+}
+
+// inspect returns our broker container with id or name ref, its published
+// port read from its network namespace holder when it has one.
+func (e *Engine) inspect(ctx context.Context, ref string) (*Container, error) {
+	info, err := e.own(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{ID: info.ID, Name: strings.TrimPrefix(info.Name, "/"), NetNS: NetNSPlain}
 	if info.State != nil {
 		c.StartedAt, _ = time.Parse(time.RFC3339Nano, info.State.StartedAt)
 	}
-	if info.NetworkSettings != nil {
-		for _, b := range info.NetworkSettings.Ports[mqttPort] {
+	ports := info.NetworkSettings
+	if info.HostConfig != nil && info.HostConfig.NetworkMode.IsContainer() {
+		holder, err := e.own(ctx, info.HostConfig.NetworkMode.ConnectedContainer())
+		if err != nil {
+			return nil, fmt.Errorf("container %s: network holder: %w", c.Name, err)
+		}
+		c.NetNS, c.HolderID, c.HolderName = NetNSHolder, holder.ID, strings.TrimPrefix(holder.Name, "/")
+		ports = holder.NetworkSettings
+	}
+	if ports != nil {
+		for _, b := range ports.Ports[mqttPort] {
 			if p, err := strconv.Atoi(b.HostPort); err == nil {
 				c.Port = p
 				c.Bind = b.HostIP.String()
@@ -150,36 +282,50 @@ func (e *Engine) Find(ctx context.Context, name string) (*Container, error) {
 	return e.inspect(ctx, name)
 }
 
-// Remove stops and removes our container called name. It refuses (ErrNotOurs)
-// to touch a container of that name that MTTR lab did not make, and returns
-// an error wrapping ErrNotFound when there is none.
+// Remove stops and removes our container called name and its network
+// namespace holder <name>-netns. It touches neither when either is not
+// ours (ErrNotOurs), and returns an error wrapping ErrNotFound when there
+// is neither.
 func (e *Engine) Remove(ctx context.Context, name string) error {
-	c, err := e.inspect(ctx, name)
-	if err != nil {
-		return err
+	var ids []string
+	for _, ref := range []string{name, HolderName(name)} { // the broker before its holder
+		info, err := e.own(ctx, ref)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		ids = append(ids, info.ID)
 	}
-	if _, err := e.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", name, err)
+	if len(ids) == 0 {
+		return fmt.Errorf("container %s: %w", name, ErrNotFound)
+	}
+	for _, id := range ids {
+		if _, err := e.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("remove container %s: %w", name, err)
+		}
 	}
 	return nil
 }
 
-// Stop stops our container called name gracefully (SIGTERM, then SIGKILL
-// after timeout).
+// Stop stops our broker container called name gracefully (SIGTERM, then
+// SIGKILL after timeout). Its network namespace holder keeps running.
 func (e *Engine) Stop(ctx context.Context, name string, timeout time.Duration) error {
-	c, err := e.inspect(ctx, name)
+	info, err := e.own(ctx, name)
 	if err != nil {
 		return err
 	}
 	secs := int(timeout.Seconds())
-	if _, err := e.cli.ContainerStop(ctx, c.ID, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+	if _, err := e.cli.ContainerStop(ctx, info.ID, client.ContainerStopOptions{Timeout: &secs}); err != nil {
 		return fmt.Errorf("stop container %s: %w", name, err)
 	}
 	return nil
 }
 
 // Leftovers returns our containers that carry label (any value), e.g.
-// those of runs that may have been killed before they could clean up.
+// those of runs that may have been killed before they could clean up:
+// brokers before network namespace holders, so that removing them in
+// order never leaves a broker without its namespace.
 func (e *Engine) Leftovers(ctx context.Context, label string) ([]LeftOver, error) {
 	list, err := e.cli.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
@@ -190,8 +336,11 @@ func (e *Engine) Leftovers(ctx context.Context, label string) ([]LeftOver, error
 	}
 	var out []LeftOver
 	for _, c := range list.Items {
-		out = append(out, LeftOver{ID: c.ID, Name: containerName(c.Names, c.ID), Label: c.Labels[label]})
+		out = append(out, LeftOver{ID: c.ID, Name: containerName(c.Names, c.ID), Label: c.Labels[label], Role: c.Labels[LabelRole]})
 	}
+	slices.SortStableFunc(out, func(a, b LeftOver) int {
+		return cmp.Compare(b2i(a.Role == RoleNetNS), b2i(b.Role == RoleNetNS))
+	})
 	return out, nil
 }
 
@@ -199,6 +348,14 @@ func (e *Engine) Leftovers(ctx context.Context, label string) ([]LeftOver, error
 type LeftOver struct {
 	ID, Name string
 	Label    string // the value of the label asked for
+	Role     string // RoleBroker, RoleNetNS, or empty for containers of older versions
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // RemoveID removes our container with id, running or not.

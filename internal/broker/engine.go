@@ -1,8 +1,17 @@
 // Package broker runs the MQTT broker as a Docker container through the
-// Engine API: build its image, run it, wait until it really answers MQTT
-// over verified TLS, read its logs and remove what we made. It touches only
-// images and containers that carry our label; anything else of the same name
-// is refused, not overwritten.
+// Engine API: build its image, run it, take it away and bring it back, wait
+// until it really answers MQTT over verified TLS, read its logs and remove
+// what we made. It touches only images and containers that carry our label;
+// anything else of the same name is refused, not overwritten.
+//
+// It believes a fault should take away the broker, not the path to it. By
+// default a long-lived holder container, <name>-netns, owns the broker's
+// network namespace and published port, and the broker joins it, as a
+// Kubernetes pod sandbox does: stopping, restarting or recreating the broker
+// leaves its address, veth and the engine's port proxy in place, so a client
+// knocking during the outage is accepted and closed at once instead of
+// meeting a path that is being torn down and rebuilt. Plain Docker, where
+// the broker owns its namespace and port, stays selectable (NetNSPlain).
 package broker
 
 import (
@@ -19,6 +28,13 @@ const (
 	LabelManaged    = "org.mttrlab.managed"     // "true" on every image and container we made
 	LabelHost       = "org.mttrlab.host"        // the host name in the image's certificate
 	LabelCertSHA256 = "org.mttrlab.cert-sha256" // that certificate's SHA-256 fingerprint
+	LabelRole       = "org.mttrlab.role"        // on containers: RoleBroker or RoleNetNS
+)
+
+// Roles of our containers, as LabelRole names them.
+const (
+	RoleBroker = "broker" // the broker itself
+	RoleNetNS  = "netns"  // the holder of a broker's network namespace and port
 )
 
 // Engine is a connection to a Docker engine.

@@ -13,14 +13,16 @@ import (
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
-// Fault modes, as MTTR_FAULT names them.
+// Fault modes, as MTTR_FAULT names them. All act on the broker container
+// only, except disconnect, which detaches whoever owns the network
+// namespace: the holder in NetNSHolder mode, the broker in NetNSPlain mode.
 const (
 	FaultStop       = "stop"       // graceful stop (SIGTERM), start the same container
 	FaultKill       = "kill"       // SIGKILL, start the same container
 	FaultRestart    = "restart"    // the engine's restart: stop and start in one call
-	FaultRecreate   = "recreate"   // stop, remove, run a new container
+	FaultRecreate   = "recreate"   // stop, remove, run a new container (in the same holder)
 	FaultPause      = "pause"      // freeze the processes; TCP connections stay open
-	FaultDisconnect = "disconnect" // detach the container from its network
+	FaultDisconnect = "disconnect" // detach the network namespace from its network
 )
 
 // eventWait is how long to wait for the engine's event after an API call
@@ -31,16 +33,18 @@ const eventWait = 3 * time.Second
 // taking the moment a fault took effect from the engine's events where the
 // engine reports one. It implements mttr.Fault.
 type Outage struct {
-	eng     *Engine
-	mode    string
-	spec    RunSpec
-	addr    string
-	tls     *tls.Config
-	c       *Container
-	network string
-	events  <-chan events.Message
-	stop    context.CancelFunc
-	healed  time.Time // for restart: when the engine started it again
+	eng       *Engine
+	mode      string
+	spec      RunSpec
+	addr      string
+	tls       *tls.Config
+	c         *Container
+	network   string // disconnect: the network netOwner is detached from
+	netOwner  string // disconnect: the container that owns the namespace
+	events    <-chan events.Message
+	stop      context.CancelFunc
+	healed    time.Time // for restart: when the engine started it again
+	healBegan time.Time
 }
 
 // NewOutage prepares faults of mode against container c (run from spec),
@@ -53,7 +57,11 @@ func (e *Engine) NewOutage(ctx context.Context, mode string, c *Container, spec 
 	}
 	o := &Outage{eng: e, mode: mode, spec: spec, addr: addr, tls: tlsConf, c: c}
 	if mode == FaultDisconnect {
-		res, err := e.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+		o.netOwner = c.ID
+		if c.NetNS == NetNSHolder {
+			o.netOwner = c.HolderID
+		}
+		res, err := e.cli.ContainerInspect(ctx, o.netOwner, client.ContainerInspectOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("fault %s: %w", mode, err)
 		}
@@ -64,7 +72,7 @@ func (e *Engine) NewOutage(ctx context.Context, mode string, c *Container, spec 
 			}
 		}
 		if o.network == "" {
-			return nil, fmt.Errorf("fault %s: container %s is on no network", mode, c.Name)
+			return nil, fmt.Errorf("fault %s: container %s is on no network", mode, o.netOwner)
 		}
 	}
 	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -115,7 +123,7 @@ func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
 		want = []string{"pause"}
 		_, err = cli.ContainerPause(ctx, id, client.ContainerPauseOptions{})
 	case FaultDisconnect:
-		_, err = cli.NetworkDisconnect(ctx, o.network, client.NetworkDisconnectOptions{Container: id})
+		_, err = cli.NetworkDisconnect(ctx, o.network, client.NetworkDisconnectOptions{Container: o.netOwner})
 	}
 	end := time.Now()
 	if err != nil {
@@ -134,25 +142,36 @@ func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
 }
 
 // Heal brings the broker back and returns when the call that did so
-// returned (for restart: when the engine reported the start).
+// returned (for restart: when the engine reported the start). Recreate
+// runs the new broker in the same holder in NetNSHolder mode, so its
+// address stays; in NetNSPlain mode it may get another one.
 func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
 	cli, id := o.eng.cli, o.c.ID
+	o.healBegan = time.Now()
 	var err error
 	switch o.mode {
 	case FaultStop, FaultKill:
 		_, err = cli.ContainerStart(ctx, id, client.ContainerStartOptions{})
 	case FaultRestart:
+		o.healBegan = o.healed
 		return o.healed, o.refresh(ctx, id)
 	case FaultRecreate:
+		spec := o.spec
+		spec.Name, spec.NetNS = o.c.Name, o.c.NetNS
 		var c *Container
-		if c, err = o.eng.Run(ctx, o.spec); err == nil {
+		if o.c.NetNS == NetNSHolder {
+			c, err = o.eng.joinHolder(ctx, spec, o.c.HolderID)
+		} else {
+			c, err = o.eng.Run(ctx, spec)
+		}
+		if err == nil {
 			o.c = c
 			return c.StartReturned, nil
 		}
 	case FaultPause:
 		_, err = cli.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
 	case FaultDisconnect:
-		_, err = cli.NetworkConnect(ctx, o.network, client.NetworkConnectOptions{Container: id})
+		_, err = cli.NetworkConnect(ctx, o.network, client.NetworkConnectOptions{Container: o.netOwner})
 	}
 	at := time.Now()
 	if err != nil {
@@ -161,7 +180,15 @@ func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
 	return at, o.refresh(ctx, id)
 }
 
-// refresh re-reads the container after a heal (new start time, port).
+// HealBegan is when the last Heal began: when its call was made, or for
+// restart the engine's start event.
+func (o *Outage) HealBegan() time.Time { return o.healBegan }
+
+// Container is the broker container as of the last Inject or Heal.
+func (o *Outage) Container() *Container { return o.c }
+
+// refresh re-reads the container after a heal (new start time; the port,
+// from the holder in NetNSHolder mode).
 func (o *Outage) refresh(ctx context.Context, id string) error {
 	c, err := o.eng.inspect(ctx, id)
 	if err != nil {
@@ -191,7 +218,9 @@ func (o *Outage) await(ctx context.Context, actions []string, since, fallback ti
 			if !ok {
 				return fallback
 			}
-			if slices.Contains(actions, string(m.Action)) && m.TimeNano >= since.UnixNano() {
+			// The engine's name filter also matches names that merely
+			// begin with it, such as the holder's <name>-netns.
+			if m.Actor.Attributes["name"] == o.c.Name && slices.Contains(actions, string(m.Action)) && m.TimeNano >= since.UnixNano() {
 				return time.Unix(0, m.TimeNano)
 			}
 		case <-t.C:

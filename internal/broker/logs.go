@@ -33,8 +33,8 @@ func (e *Engine) FollowLogs(ctx context.Context, ref string, since time.Time, w 
 	return ctx.Err()
 }
 
-// WaitStarted waits for the engine's next start event of container name at
-// or after since, and returns its time.
+// WaitStarted waits for the engine's next start event of container name
+// (or id) at or after since, and returns its time.
 func (e *Engine) WaitStarted(ctx context.Context, name string, since time.Time) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -42,16 +42,22 @@ func (e *Engine) WaitStarted(ctx context.Context, name string, since time.Time) 
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
 		Filters: make(client.Filters).Add("type", "container").Add("container", name).Add("event", "start"),
 	})
-	select {
-	case m := <-res.Messages:
-		return time.Unix(0, m.TimeNano), nil
-	case err := <-res.Err:
-		if err == nil {
-			err = io.EOF
+	for {
+		select {
+		case m := <-res.Messages:
+			// The engine's name filter also matches names that merely begin
+			// with it, such as the holder's <name>-netns.
+			if m.Actor.Attributes["name"] == name || strings.HasPrefix(m.Actor.ID, name) {
+				return time.Unix(0, m.TimeNano), nil
+			}
+		case err := <-res.Err:
+			if err == nil {
+				err = io.EOF
+			}
+			return time.Time{}, fmt.Errorf("wait for %s to start: %w", name, err)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
 		}
-		return time.Time{}, fmt.Errorf("wait for %s to start: %w", name, err)
-	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
 	}
 }
 
