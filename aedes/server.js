@@ -4,14 +4,26 @@
 // "ts" in Unix milliseconds, "event" naming what happened and "clientId":
 //
 //   listening, connect, disconnect, keepalive_timeout, subscribe, publish,
-//   client_error, connection_error, shutdown
+//   client_error, connection_error, shutdown, fatal
+//
+// A publish line carries "digest", the first 16 hex digits of the payload's
+// SHA-256, so that a subscriber's copy can be matched with its receipt.
 //
 // MTTR lab reads these lines through the container's log stream to measure
 // clients from the broker's side. The line format is an interface: add
 // fields, do not rename them.
 //
-// Settings (environment): MQTT_PORT (8883), MQTT_CERT (/app/certs/cert.pem),
+// Settings (environment): MQTT_PORT (8883), MQTT_HOST (the address to
+// listen on; unset: all interfaces), MQTT_CERT (/app/certs/cert.pem),
 // MQTT_KEY (/app/certs/key.pem).
+//
+// MQTT_VERIFIER_ID and MQTT_VERIFIER_TOPIC, when both are set, make the
+// broker start with a persistent session for client MQTT_VERIFIER_ID,
+// subscribed to MQTT_VERIFIER_TOPIC with QoS 1, before it accepts any
+// connection. QoS 1 messages published before that client connects (with
+// clean session false) are queued for it and delivered when it does, so a
+// verifier loses nothing to the race with the devices after a restart.
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import tls from 'node:tls'
 import { Aedes } from 'aedes'
@@ -21,6 +33,9 @@ import { Aedes } from 'aedes'
 const warmUpPrefix = 'mttr-warmup-'
 
 const port = Number(process.env.MQTT_PORT || 8883)
+const host = process.env.MQTT_HOST || undefined
+const verifierId = process.env.MQTT_VERIFIER_ID || ''
+const verifierTopic = process.env.MQTT_VERIFIER_TOPIC || ''
 const certFile = process.env.MQTT_CERT || '/app/certs/cert.pem'
 const keyFile = process.env.MQTT_KEY || '/app/certs/key.pem'
 
@@ -52,7 +67,10 @@ broker.on('publish', (packet, client) => {
     topic: packet.topic,
     qos: packet.qos,
     messageId: packet.messageId ?? null,
-    bytes: packet.payload ? packet.payload.length : 0
+    bytes: packet.payload ? packet.payload.length : 0,
+    // The payload's name, so a subscriber's copy can be matched with this
+    // receipt: the first 16 hex digits of its SHA-256.
+    digest: createHash('sha256').update(packet.payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16)
   })
 })
 broker.on('clientError', (client, err) => log('client_error', { clientId: clientId(client), error: err.message }))
@@ -101,10 +119,22 @@ async function warmUp (rounds) {
   await new Promise((resolve) => warm.close(() => resolve()))
 }
 
+// The session a persistent subscriber would have left behind: aedes
+// queues QoS 1 messages for every stored subscription whose client is
+// offline, and restores the subscription when the client connects with
+// clean session false.
+if (verifierId && verifierTopic) {
+  await broker.persistence.addSubscriptions({ id: verifierId }, [{ topic: verifierTopic, qos: 1 }])
+}
+
 await warmUp(3)
 const server = tls.createServer(tlsOptions, handle)
 server.on('tlsClientError', (err) => log('connection_error', { clientId: null, error: err.message }))
-server.listen(port, () => log('listening', { port }))
+server.on('error', (err) => {
+  log('fatal', { error: `listen: ${err.message}` })
+  process.exit(1)
+})
+server.listen({ port, host }, () => log('listening', { port, host: host ?? null }))
 
 // Node as PID 1 ignores SIGTERM unless it handles it, so `docker stop`
 // would wait out its timeout. Close clients, then exit.
