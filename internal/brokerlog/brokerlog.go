@@ -7,9 +7,19 @@ package brokerlog
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 )
+
+// Digest names a message by its payload, as the broker's publish lines do:
+// the first 16 hex digits of the payload's SHA-256. It lets a subscriber's
+// copy be matched with the broker's receipt of the same message.
+func Digest(payload []byte) string {
+	sum := sha256.Sum256(payload)
+	return hex.EncodeToString(sum[:8])
+}
 
 // Event kinds, as server.js names them.
 const (
@@ -24,14 +34,20 @@ const (
 	Shutdown         = "shutdown"
 )
 
+// lagLimit is how far the engine's stamp may trail the line's own ts
+// (whole milliseconds, so up to 1 ms behind the moment) before the ts is
+// taken instead.
+const lagLimit = 2 * time.Millisecond
+
 // Event is one broker event.
 type Event struct {
-	At        time.Time // the engine's timestamp of the line, else the broker's own ts (ms)
+	At        time.Time // the engine's timestamp of the line, or the broker's own ts (ms) when that is missing or the engine's lags
 	Kind      string
 	ClientID  string
 	Topic     string
 	MessageID int
 	QoS       int
+	Digest    string // of a publish: Digest of its payload, when the broker logs it
 }
 
 type line struct {
@@ -41,6 +57,7 @@ type line struct {
 	Topic     string  `json:"topic"`
 	MessageID *int    `json:"messageId"`
 	QoS       int     `json:"qos"`
+	Digest    string  `json:"digest"`
 }
 
 // Parse reads one log line, optionally prefixed by the engine's RFC 3339
@@ -63,12 +80,18 @@ func Parse(b []byte) (e Event, ok bool) {
 	if err := json.Unmarshal(b, &l); err != nil || l.Event == "" {
 		return Event{}, false
 	}
-	e = Event{At: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS}
-	if e.At.IsZero() {
-		if l.TS <= 0 {
-			return Event{}, false
-		}
-		e.At = time.UnixMilli(l.TS)
+	e = Event{At: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS, Digest: l.Digest}
+	own := time.Time{}
+	if l.TS > 0 {
+		own = time.UnixMilli(l.TS)
+	}
+	switch {
+	case e.At.IsZero() && own.IsZero():
+		return Event{}, false
+	case e.At.IsZero(), e.At.Sub(own) > lagLimit:
+		// The engine stamps a line when it reads it; a busy engine reads
+		// late. The broker's own reading of the same clock is then better.
+		e.At = own
 	}
 	if l.ClientID != nil {
 		e.ClientID = *l.ClientID

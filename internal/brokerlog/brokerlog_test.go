@@ -15,8 +15,10 @@ func TestParse(t *testing.T) {
 	}{
 		{`2026-11-26T17:06:18.123456789Z {"ts":1795712778123,"event":"connect","clientId":"dev"}`, true,
 			Event{At: engine, Kind: Connect, ClientID: "dev"}},
-		{`{"ts":1795712778123,"event":"publish","clientId":"dev","topic":"devices/dev/messages/events/","qos":1,"messageId":7,"bytes":61}`, true,
-			Event{At: time.UnixMilli(1795712778123), Kind: Publish, ClientID: "dev", Topic: "devices/dev/messages/events/", QoS: 1, MessageID: 7}},
+		{`2026-11-26T17:06:18.141Z {"ts":1795712778123,"event":"listening","port":8883}`, true, // the engine read it 18 ms late
+			Event{At: time.UnixMilli(1795712778123), Kind: Listening}},
+		{`{"ts":1795712778123,"event":"publish","clientId":"dev","topic":"devices/dev/messages/events/","qos":1,"messageId":7,"bytes":61,"digest":"2cf24dba5fb0a30e"}`, true,
+			Event{At: time.UnixMilli(1795712778123), Kind: Publish, ClientID: "dev", Topic: "devices/dev/messages/events/", QoS: 1, MessageID: 7, Digest: "2cf24dba5fb0a30e"}},
 		{`{"ts":1795712778123,"event":"listening","port":8883}` + "\r", true, Event{At: time.UnixMilli(1795712778123), Kind: Listening}},
 		{`{"ts":1795712778123,"event":"connection_error","clientId":null,"error":"x"}`, true, Event{At: time.UnixMilli(1795712778123), Kind: ConnectionError}},
 		{``, false, Event{}},
@@ -31,9 +33,17 @@ func TestParse(t *testing.T) {
 	for _, tt := range tests {
 		got, ok := Parse([]byte(tt.in))
 		if ok != tt.ok || ok && (!got.At.Equal(tt.want.At) || got.Kind != tt.want.Kind || got.ClientID != tt.want.ClientID ||
-			got.Topic != tt.want.Topic || got.MessageID != tt.want.MessageID || got.QoS != tt.want.QoS) {
+			got.Topic != tt.want.Topic || got.MessageID != tt.want.MessageID || got.QoS != tt.want.QoS || got.Digest != tt.want.Digest) {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v, %v", tt.in, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+// TestDigest pins the digest to the one the broker computes in server.js:
+// the first 16 hex digits of SHA-256 ("hello" is the well-known 2cf24dba…).
+func TestDigest(t *testing.T) {
+	if got := Digest([]byte("hello")); got != "2cf24dba5fb0a30e" {
+		t.Errorf("Digest(hello) = %s", got)
 	}
 }
 

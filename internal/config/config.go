@@ -41,6 +41,8 @@ type Config struct {
 	FactorOfKeepAlive    float64       // MTTR_FACTOR_OF_KEEP_ALIVE: KeepDead as a multiple of KeepAlive
 	RecoveryTimeout      time.Duration // MTTR_RECOVERY_TIMEOUT: how long a cycle waits for every device to recover
 	Fault                string        // MTTR_FAULT: how the broker goes away, one of Faults
+	Broker               string        // MTTR_BROKER: where the broker runs, one of Brokers
+	NetNS                string        // MTTR_NETNS: for docker, who owns the broker's network namespace, one of NetNSModes
 	PingTimeout          time.Duration // MTTR_PING_TIMEOUT: device waits this long for PINGRESP
 	ConnectTimeout       time.Duration // MTTR_CONNECT_TIMEOUT: one connection attempt of a device
 	MaxReconnectInterval time.Duration // MTTR_MAX_RECONNECT_INTERVAL: cap of paho's reconnect backoff
@@ -67,6 +69,18 @@ var Formats = []string{"text", "markdown", "csv", "json"}
 // Faults are the ways MTTR_FAULT can take the broker away.
 var Faults = []string{"stop", "kill", "restart", "recreate", "pause", "disconnect"}
 
+// Brokers are where MTTR_BROKER can run the broker: a Docker container, or
+// a local Node process.
+var Brokers = []string{"docker", "process"}
+
+// ProcessFaults are the faults a local process broker supports: signals.
+var ProcessFaults = []string{"stop", "kill", "pause"}
+
+// NetNSModes are MTTR_NETNS's values: "holder" keeps the broker's network
+// namespace (and published port) in a long-lived holder container across
+// restarts; "plain" is plain Docker, the broker container owns them.
+var NetNSModes = []string{"holder", "plain"}
+
 // Defaults holds the value of every setting when its variable is unset.
 var Defaults = Config{
 	Host:             "localhost",
@@ -88,6 +102,8 @@ var Defaults = Config{
 	FactorOfKeepAlive:    0.5,
 	RecoveryTimeout:      2 * time.Minute,
 	Fault:                "stop",
+	Broker:               "docker",
+	NetNS:                "holder",
 	PingTimeout:          10 * time.Second,
 	ConnectTimeout:       30 * time.Second,
 	MaxReconnectInterval: 10 * time.Minute,
@@ -134,6 +150,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.duration("MTTR_KEEP_DEAD", &c.KeepDead)
 	r.duration("MTTR_RECOVERY_TIMEOUT", &c.RecoveryTimeout)
 	r.oneOf("MTTR_FAULT", &c.Fault, Faults)
+	r.oneOf("MTTR_BROKER", &c.Broker, Brokers)
+	r.oneOf("MTTR_NETNS", &c.NetNS, NetNSModes)
 	r.duration("MTTR_PING_TIMEOUT", &c.PingTimeout)
 	r.duration("MTTR_CONNECT_TIMEOUT", &c.ConnectTimeout)
 	r.duration("MTTR_MAX_RECONNECT_INTERVAL", &c.MaxReconnectInterval)
@@ -163,6 +181,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if _, port, err := net.SplitHostPort(c.BrokerAddr); err != nil || port == "" {
 		return Config{}, fmt.Errorf("MTTR_BROKER_ADDR=%q: want host:port", c.BrokerAddr)
+	}
+	if c.Broker == "process" && !slices.Contains(ProcessFaults, c.Fault) {
+		return Config{}, fmt.Errorf("MTTR_FAULT=%s needs Docker: MTTR_BROKER=process supports %s", c.Fault, strings.Join(ProcessFaults, ", "))
 	}
 	if c.Client == "external" && c.ClientCmd == "" {
 		return Config{}, fmt.Errorf(`MTTR_CLIENT=external needs MTTR_CLIENT_CMD, the client's command line (run with sh -c)`)
@@ -206,6 +227,8 @@ func (c Config) Vars() map[string]string {
 		"MTTR_FACTOR_OF_KEEP_ALIVE":   strconv.FormatFloat(c.FactorOfKeepAlive, 'g', -1, 64),
 		"MTTR_RECOVERY_TIMEOUT":       d(c.RecoveryTimeout),
 		"MTTR_FAULT":                  c.Fault,
+		"MTTR_BROKER":                 c.Broker,
+		"MTTR_NETNS":                  c.NetNS,
 		"MTTR_PING_TIMEOUT":           d(c.PingTimeout),
 		"MTTR_CONNECT_TIMEOUT":        d(c.ConnectTimeout),
 		"MTTR_MAX_RECONNECT_INTERVAL": d(c.MaxReconnectInterval),

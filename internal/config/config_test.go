@@ -76,6 +76,8 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_FACTOR_OF_KEEP_ALIVE", "half", `MTTR_FACTOR_OF_KEEP_ALIVE="half": not a number`},
 		{"MTTR_FAULT", "explode", `MTTR_FAULT="explode": want one of stop, kill, restart, recreate, pause, disconnect`},
 		{"MTTR_QOS", "2", `MTTR_QOS="2": want one of 0, 1`},
+		{"MTTR_BROKER", "vm", `MTTR_BROKER="vm": want one of docker, process`},
+		{"MTTR_NETNS", "host", `MTTR_NETNS="host": want one of holder, plain`},
 		{"MTTR_CLEAN_SESSION", "maybe", `MTTR_CLEAN_SESSION="maybe": want true or false`},
 		{"MTTR_KEEP_DEAD", "1x", `MTTR_KEEP_DEAD="1x": not a duration`},
 		{"MTTR_RECOVERY_TIMEOUT", "-5", `MTTR_RECOVERY_TIMEOUT="-5": must be positive`},
@@ -152,5 +154,19 @@ func TestVarsRoundTrip(t *testing.T) {
 	back.ConnectionString = c.ConnectionString
 	if back != c {
 		t.Errorf("round trip:\n%+v\n%+v", back, c)
+	}
+}
+
+func TestProcessBrokerRefusesDockerFaults(t *testing.T) {
+	for _, fault := range []string{"restart", "recreate", "disconnect"} {
+		_, err := Load(env(map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": fault}))
+		if err == nil || !strings.Contains(err.Error(), "MTTR_FAULT="+fault+" needs Docker: MTTR_BROKER=process supports stop, kill, pause") {
+			t.Errorf("process broker with fault %s: %v", fault, err)
+		}
+	}
+	for _, fault := range []string{"stop", "kill", "pause"} {
+		if _, err := Load(env(map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": fault})); err != nil {
+			t.Errorf("process broker with fault %s: %v", fault, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
@@ -47,53 +48,64 @@ func (l *Lab) clientEnv(base device.Identity, deviceID string) ([]string, error)
 	}, nil
 }
 
-// startExternal starts one external client per device and watches them
-// through the broker's event log. It returns once every client has
-// published through the broker at least once.
-func (l *Lab) startExternal(ctx context.Context, eng *broker.Engine, c *broker.Container, runID int64, id device.Identity,
-	verifier device.Config, clock broker.Clock, cleanup *cleanups) (*mttr.Watch, error) {
-	cfg := l.Config
-	ids := make([]string, cfg.Devices)
+// newWatch makes the watch of the external clients, one per device, before
+// the broker starts, so that it sees every broker event.
+func (l *Lab) newWatch(id device.Identity) *externalWatch {
+	ids := make([]string, l.Config.Devices)
 	for i := range ids {
 		ids[i] = mttr.DeviceID(id.DeviceID, i)
 	}
-	var sup *client.Supervisor
-	w := mttr.NewWatch(ids, func() error {
-		if sup == nil {
-			return nil
+	w := &externalWatch{}
+	w.Watch = mttr.NewWatch(ids, func() error {
+		if sup := w.sup.Load(); sup != nil {
+			return sup.Failed()
 		}
-		return sup.Failed()
+		return nil
 	})
+	return w
+}
+
+// externalWatch ties a watch to the supervisor of its clients, which
+// starts after it.
+type externalWatch struct {
+	*mttr.Watch
+	sup atomic.Pointer[client.Supervisor]
+}
+
+// startExternal starts one external client per device of w and returns
+// once every client has published through the broker at least once.
+func (l *Lab) startExternal(ctx context.Context, w *externalWatch, runID int64, id device.Identity, verifier device.Config, cleanup *cleanups) error {
+	cfg := l.Config
 	if err := w.ConnectVerifier(ctx, verifier); err != nil {
-		return nil, err
+		return err
 	}
 	cleanup.add(w.Close)
-
-	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	cleanup.add(stop)
-	go l.followBroker(fctx, eng, c.StartedAt, clock, w)
 
 	logPath := filepath.Join(filepath.Dir(cfg.DB), fmt.Sprintf("clients-run-%d.log", runID))
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return nil, fmt.Errorf("client log: %w", err)
+		return fmt.Errorf("client log: %w", err)
 	}
 	cleanup.add(func() { logFile.Close() })
+	ids := w.IDs()
 	specs := make([]client.Spec, len(ids))
 	for i, dev := range ids {
 		env, err := l.clientEnv(id, dev)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env, Secrets: []string{id.SharedAccessKey}}
 	}
 	started := time.Now()
-	sup, err = client.Supervise(specs, logFile, clientGrace)
+	sup, err := client.Supervise(specs, logFile, clientGrace)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	w.sup.Store(sup)
 	cleanup.add(sup.Stop)
 	l.printf("started %d external client(s): %s; their output goes to %s\n", len(specs), cfg.ClientCmd, logPath)
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	cleanup.add(stop)
 	go func() {
 		for {
 			select {
@@ -116,20 +128,20 @@ func (l *Lab) startExternal(ctx context.Context, eng *broker.Engine, c *broker.C
 		select {
 		case <-w.Changed():
 		case <-wait.Done():
-			return nil, fmt.Errorf("not every external client published through the broker within %s (MTTR_READY_TIMEOUT); see %s", cfg.ReadyTimeout, logPath)
+			return fmt.Errorf("not every external client published through the broker within %s (MTTR_READY_TIMEOUT); see %s", cfg.ReadyTimeout, logPath)
 		}
 		if err := sup.Failed(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return w, nil
+	return nil
 }
 
-// followBroker feeds the broker's event log to w until ctx ends, following
+// followBroker feeds the broker's event log to observe until ctx ends, following
 // the container again each time the engine starts it (after a stop, kill,
 // restart or recreate). Broker times are moved onto our clock when the
 // engine is on another machine.
-func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.Time, clock broker.Clock, w *mttr.Watch) {
+func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.Time, clock broker.Clock, observe func(brokerlog.Event)) {
 	var last time.Time // engine time of the newest line seen, to skip repeats
 	lines := brokerlog.NewLines(64<<10, func(b []byte) {
 		e, ok := brokerlog.Parse(b)
@@ -140,7 +152,7 @@ func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.T
 		if !clock.Local {
 			e.At = e.At.Add(-clock.Offset)
 		}
-		w.Observe(e)
+		observe(e)
 	})
 	name := l.Config.Container
 	for {

@@ -1,14 +1,23 @@
 package lab
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mttrlab/mttr/internal/client"
+	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/report"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -91,5 +100,131 @@ func TestDockerExternalClientDiesTwice(t *testing.T) {
 	run, _ := readRun(t, l.Config.DB, id)
 	if run.Status != store.StatusFailed || !strings.Contains(run.Error, "again after its restart") {
 		t.Errorf("run %+v", run)
+	}
+}
+
+// TestDockerImpatientClient measures a client nobody here wrote that knocks
+// every 100 ms while the broker is away and sends its backlog when it is
+// back, 10 stop and 10 kill cycles in each network mode, then a pause. It
+// checks that the test bed's delay is reported as path, not as recovery:
+//
+//   - holder (the default): path ≤ 50 ms in every cycle;
+//   - plain Docker: recovery stays within the client's own retry period
+//     plus a margin even when the path stalls (the stall shows in path);
+//   - pause: the client's queued messages reach the broker as it thaws, so
+//     recovery ≤ 50 ms;
+//   - every cycle: the verifier received every message the broker did.
+//
+// The pause run's connection string carries a key that must appear in no
+// stored or printed output.
+func TestDockerImpatientClient(t *testing.T) {
+	dockertest.Engine(t)
+	py := python(t)
+	script, err := filepath.Abs(filepath.Join("testdata", "aggressive_client.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+	db := filepath.Join(t.TempDir(), "mttr.db")
+	const (
+		retry       = 100 * time.Millisecond // the client's reconnect period
+		retryMargin = 100 * time.Millisecond // its TLS handshake and first PUBLISH, on a loaded machine
+		pathBound   = 50 * time.Millisecond
+		secretKey   = "c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Q="
+	)
+	var runs []int64
+	for _, tc := range []struct{ netns, fault string }{
+		{"holder", "stop"}, {"holder", "kill"}, {"plain", "stop"}, {"plain", "kill"}, {"holder", "pause"},
+	} {
+		t.Run(tc.netns+"/"+tc.fault, func(t *testing.T) {
+			l := shortRun(t, base, tc.fault)
+			l.Config.DB = db
+			l.Config.NetNS = tc.netns
+			l.Config.RestartCount = 10
+			l.Config.KeepRunning = 500 * time.Millisecond
+			l.Config.KeepDead = time.Second
+			l.Config.Client = "external"
+			l.Config.ClientCmd = py + " " + script
+			if tc.fault == "pause" {
+				l.Config.ConnectionString = "HostName=localhost;DeviceId=devicemtr;SharedAccessKey=" + secretKey
+				l.Config.ClientCmd = `echo "my connection string: $MTTR_CONNECTION_STRING"; exec ` + l.Config.ClientCmd
+			}
+			run, rows := runMttr(t, l)
+			runs = append(runs, run.ID)
+			if run.Status != store.StatusCompleted || run.Broker != "docker" || run.NetNS != tc.netns || len(rows) != 10 {
+				t.Fatalf("run %+v with %d rows", run, len(rows))
+			}
+			var paths []time.Duration
+			for _, r := range rows {
+				checkOrder(t, r)
+				rec, _ := r.Recovery()
+				path, _ := r.Path()
+				paths = append(paths, path)
+				if r.Error != "" || r.Published == 0 || r.Delivered != r.Published {
+					t.Errorf("cycle %d: published %d delivered %d error %q", r.Cycle, r.Published, r.Delivered, r.Error)
+				}
+				switch {
+				case tc.fault == "pause":
+					if rec > pathBound {
+						t.Errorf("cycle %d: recovery %v after a pause, want ≤ %v", r.Cycle, rec, pathBound)
+					}
+				case rec > retry+retryMargin:
+					t.Errorf("cycle %d: recovery %v (path %v), want ≤ %v + %v", r.Cycle, rec, path, retry, retryMargin)
+				}
+				if tc.netns == "holder" && path > pathBound {
+					t.Errorf("cycle %d: path %v with the namespace held, want ≤ %v", r.Cycle, path, pathBound)
+				}
+			}
+			t.Logf("%s %s: path per cycle %v", tc.netns, tc.fault, paths)
+		})
+	}
+	if len(runs) != 5 {
+		t.Fatalf("%d runs completed, want 5", len(runs))
+	}
+
+	// The key is fingerprinted or masked everywhere it could land.
+	st, err := store.OpenReadOnly(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clientLog := filepath.Join(filepath.Dir(db), fmt.Sprintf("clients-run-%d.log", runs[len(runs)-1]))
+	outputs := map[string][]byte{}
+	for _, f := range []string{db, db + "-wal", clientLog} {
+		b, err := os.ReadFile(f)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		outputs[f] = b
+	}
+	if !strings.Contains(string(outputs[clientLog]), "my connection string: HostName=localhost;DeviceId=devicemtr;SharedAccessKey="+client.Masked) {
+		t.Error("the client's own printing of its connection string did not reach the log, masked")
+	}
+	rep, err := report.Build(t.Context(), st, report.Options{Last: 20, Baseline: strconv.FormatInt(runs[0], 10), Alpha: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range config.Formats {
+		var b bytes.Buffer
+		if err := report.Write(&b, rep, format); err != nil {
+			t.Fatal(err)
+		}
+		outputs["report "+format] = b.Bytes()
+	}
+	var html bytes.Buffer
+	if err := report.WriteHTML(&html, rep); err != nil {
+		t.Fatal(err)
+	}
+	outputs["report html"] = html.Bytes()
+	if !strings.Contains(string(outputs["report text"]), "MTTR_CONNECTION_STRING") {
+		t.Error("the text report does not show that the connection strings differ")
+	}
+	for name, b := range outputs {
+		for _, secret := range []string{secretKey, "Zm9vYmFy"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains the key %s", name, secret)
+			}
+		}
 	}
 }

@@ -230,7 +230,7 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	if !sourceOK {
 		l.printf("note: image %s was built from other %s/ sources than these; `mage image` rebuilds it\n", l.Config.Image, l.BuildDir)
 	}
-	c, err := eng.Run(ctx, broker.RunSpec{Name: l.Config.Container, Image: l.Config.Image, Bind: l.Config.Bind, Port: l.Config.Port})
+	c, err := eng.Run(ctx, broker.RunSpec{Name: l.Config.Container, Image: l.Config.Image, Bind: l.Config.Bind, Port: l.Config.Port, NetNS: l.Config.NetNS})
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
-	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -49,34 +49,24 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer db.Close()
-	eng, err := broker.Connect(ctx)
+	if err := l.abandonRuns(ctx, db); err != nil {
+		return 0, err
+	}
+	bed, tlsConf, err := l.openTestBed(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer eng.Close()
-	if err := l.abandonLeftovers(ctx, eng, db); err != nil {
-		return 0, err
-	}
-	imageID, tlsConf, err := l.currentImage(ctx, eng)
-	if err != nil {
-		return 0, err
-	}
-	clock, err := eng.MeasureClock(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if !clock.Local {
-		l.printf("engine clock: %+.1f ms from ours, ± %.1f ms\n", msOf(clock.Offset), msOf(clock.Uncertainty))
-	}
+	defer bed.close()
 	vars, _ := json.Marshal(cfg.Vars())
 	machine, _ := os.Hostname()
-	runID, err := db.StartRun(ctx, store.Run{
+	run := store.Run{
 		StartedAt: time.Now(), Label: cfg.Label, Fault: cfg.Fault,
 		KeepAlive: cfg.KeepAlive, KeepDead: cfg.KeepDead, KeepRunning: cfg.KeepRunning,
 		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: string(vars),
-		ToolVersion: toolVersion(ctx), EngineVersion: eng.Version(), ImageID: imageID, Host: cfg.Host,
-		Machine: machine, PID: os.Getpid(), Client: cfg.Client, ClockOffset: clock.Offset, ClockError: clock.Uncertainty,
-	})
+		ToolVersion: toolVersion(ctx), Host: cfg.Host, Machine: machine, PID: os.Getpid(), Client: cfg.Client,
+	}
+	bed.describe(&run)
+	runID, err := db.StartRun(ctx, run)
 	if err != nil {
 		return 0, err
 	}
@@ -91,7 +81,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	}
 
 	var cleanup cleanups
-	sum, runErr := l.experiment(ctx, eng, db, runID, id, tlsConf, clock, &cleanup)
+	sum, runErr := l.experiment(ctx, bed, db, runID, id, tlsConf, &cleanup)
 	// Record the outcome first: after an interrupt the process may be
 	// given only a few seconds.
 	defer cleanup.run()
@@ -124,38 +114,35 @@ func (c cleanups) run() {
 
 // experiment starts the broker and the devices and runs the cycles. What it
 // started is stopped by cleanup, whatever happened.
-func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config, clock broker.Clock, cleanup *cleanups) (mttr.Summary, error) {
+func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config, cleanup *cleanups) (mttr.Summary, error) {
 	cfg := l.Config
-	spec := broker.RunSpec{
-		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
-		Labels: runLabels(runID),
+	verifierID := id.DeviceID + "-verifier"
+	var watch *externalWatch
+	if cfg.Client == "external" {
+		watch = l.newWatch(id)
 	}
-	c, err := eng.Run(ctx, spec)
+	blog := &mttr.BrokerLog{}
+	observe := func(e brokerlog.Event) {
+		blog.Observe(e)
+		if watch != nil {
+			watch.Observe(e)
+		}
+	}
+	// The broker keeps a session for the verifier from its start, so that
+	// what devices publish before the verifier is back is queued for it.
+	env := []string{"MQTT_VERIFIER_ID=" + verifierID, "MQTT_VERIFIER_TOPIC=" + mttr.TelemetryTopics}
+	startup, err := bed.start(ctx, runID, env, observe, cleanup)
 	if err != nil {
 		return mttr.Summary{}, err
 	}
-	cleanup.add(func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
-		if err := eng.Remove(cctx, cfg.Container); err != nil && !errors.Is(err, broker.ErrNotFound) {
-			l.printf("cleanup: %v\n", err)
-		}
-	})
-	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
-	ready, err := eng.WaitReady(rctx, c, cfg.BrokerAddr, tlsConf, mqttprobe.ProbeInterval)
-	cancel()
-	if err != nil {
-		return mttr.Summary{}, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
-	}
 
-	verifier := mttr.Verifier(l.deviceConfig(id, id.DeviceID+"-verifier", tlsConf))
+	verifier := mttr.Verifier(l.deviceConfig(id, verifierID, tlsConf))
 	var fleet mttr.Devices
-	if cfg.Client == "external" {
-		w, err := l.startExternal(ctx, eng, c, runID, id, verifier, clock, cleanup)
-		if err != nil {
+	if watch != nil {
+		if err := l.startExternal(ctx, watch, runID, id, verifier, cleanup); err != nil {
 			return mttr.Summary{}, err
 		}
-		fleet = w
+		fleet = watch.Watch
 	} else {
 		devices := make([]device.Config, cfg.Devices)
 		for i := range devices {
@@ -168,11 +155,10 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 		cleanup.add(f.Close)
 		fleet = f
 	}
-	outage, err := eng.NewOutage(ctx, cfg.Fault, c, spec, cfg.BrokerAddr, tlsConf)
+	fault, err := bed.fault(ctx, cleanup)
 	if err != nil {
 		return mttr.Summary{}, err
 	}
-	cleanup.add(outage.Close)
 
 	qos := ""
 	if cfg.QoS == 0 {
@@ -182,15 +168,17 @@ func (l *Lab) experiment(ctx context.Context, eng *broker.Engine, db *store.Stor
 	if cfg.Client == "external" {
 		who = "external client(s), seen from the broker"
 	}
-	l.printf("run %d: fault %s, %d cycles, %d %s, keep-running %s, keep-dead %s, keep-alive %s%s; broker ready %s after start\n",
+	var r store.Run
+	bed.describe(&r)
+	l.printf("run %d: fault %s, %d cycles, %d %s, keep-running %s, keep-dead %s, keep-alive %s%s; broker (%s) ready %s after start\n",
 		runID, cfg.Fault, cfg.RestartCount, cfg.Devices, who, cfg.KeepRunning, cfg.KeepDead, cfg.KeepAlive, qos,
-		ready.Sub(c.StartedAt).Round(time.Millisecond))
+		r.TestBed(), startup.Round(time.Millisecond))
 	plan := mttr.Plan{
 		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepDead: cfg.KeepDead,
 		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
 	}
 	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
-	return mttr.Experiment{Plan: plan, Fault: outage, Devices: fleet, Sink: sink, Progress: l.Out}.Run(ctx)
+	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Progress: l.Out}.Run(ctx)
 }
 
 func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.Config) device.Config {
@@ -256,11 +244,10 @@ func runLabels(runID int64) map[string]string {
 	}
 }
 
-// abandonLeftovers removes broker containers whose run was killed on this
-// machine (its process is gone) and marks runs of this database abandoned
-// when the process that ran them on this machine is gone. Containers and
-// runs of live processes, or of other machines, are left alone.
-func (l *Lab) abandonLeftovers(ctx context.Context, eng *broker.Engine, db *store.Store) error {
+// removeLeftovers removes broker containers whose run was killed on this
+// machine (its process is gone). Containers of live processes, or of other
+// machines, are left alone.
+func (l *Lab) removeLeftovers(ctx context.Context, eng *broker.Engine) error {
 	left, err := eng.Leftovers(ctx, LabelOwner)
 	if err != nil {
 		return err
@@ -277,10 +264,17 @@ func (l *Lab) abandonLeftovers(ctx context.Context, eng *broker.Engine, db *stor
 		}
 		l.printf("removed container %s left by a killed run\n", c.Name)
 	}
+	return nil
+}
+
+// abandonRuns marks runs of this database abandoned when the process that
+// ran them on this machine is gone.
+func (l *Lab) abandonRuns(ctx context.Context, db *store.Store) error {
 	running, err := db.Running(ctx)
 	if err != nil {
 		return err
 	}
+	machine, _ := os.Hostname()
 	for _, r := range running {
 		if r.Machine == machine && !processAlive(r.PID) {
 			if err := db.FinishRun(ctx, r.ID, store.StatusAbandoned, "the process running it was killed"); err != nil {

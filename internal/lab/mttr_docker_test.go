@@ -55,11 +55,19 @@ func runMttr(t *testing.T, l *Lab) (store.Run, []mttr.Cycle) {
 	return readRun(t, l.Config.DB, id)
 }
 
-// checkOrder asserts fault_at ≤ healed_at ≤ ready_at ≤ first_ack_at.
+// checkOrder asserts fault_at ≤ healed_at, fault_at < ready_at ≤
+// first_ack_at, and that the broker's own moment after the fault (its
+// listening line, or the first client event after it resumed) was
+// recorded, so that the path delay is known. A frozen broker can answer a
+// moment before the call that thawed it returns: ready_at may come before
+// healed_at.
 func checkOrder(t *testing.T, r mttr.Cycle) {
 	t.Helper()
-	if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.HealedAt <= r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
+	if !(r.FaultAt > 0 && r.FaultAt <= r.HealedAt && r.FaultAt < r.ReadyAt && r.ReadyAt <= r.FirstAckAt) {
 		t.Errorf("cycle %d out of order: fault %d healed %d ready %d first ack %d", r.Cycle, r.FaultAt, r.HealedAt, r.ReadyAt, r.FirstAckAt)
+	}
+	if _, ok := r.Path(); !ok {
+		t.Errorf("cycle %d: no path: listening_at %d, resumed_at %d", r.Cycle, r.ListeningAt, r.ResumedAt)
 	}
 }
 

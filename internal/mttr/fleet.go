@@ -275,7 +275,7 @@ func (f *Fleet) Recovered(t time.Time) bool {
 // Settled reports whether no message is in flight and the verifier has
 // caught up: it has seen every acknowledged message except those it had
 // already missed when the previous cycle ended (missed).
-func (f *Fleet) Settled(qos byte, missed int64) bool {
+func (f *Fleet) Settled(_ time.Time, qos byte, missed int64) bool {
 	if f.inflight() > 0 {
 		return false
 	}

@@ -50,9 +50,10 @@ type Devices interface {
 	Nudge()
 	// Recovered reports whether every device has had a PUBACK after t.
 	Recovered(t time.Time) bool
-	// Settled reports whether nothing is in flight any more; missed is
-	// what Unverified was when the previous cycle ended.
-	Settled(qos byte, missed int64) bool
+	// Settled reports whether nothing the devices sent since since is in
+	// flight any more; missed is what Unverified was when the previous
+	// cycle ended.
+	Settled(since time.Time, qos byte, missed int64) bool
 	// Unverified counts acknowledged messages the verifier never saw.
 	Unverified() int64
 	// Rows builds cycle n's row for every device.
@@ -165,7 +166,7 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	var readyErr error
 	m.ProbeAt, readyErr = awaitRecovery(rctx, fault, fleet, m.Heal)
 	m.End = time.Now()
-	settle(ctx, fleet, plan, missed)
+	settle(ctx, fleet, plan, m.Start, missed)
 	note := ""
 	switch {
 	case ctx.Err() != nil:
@@ -222,10 +223,10 @@ func awaitRecovery(ctx context.Context, fault Fault, fleet Devices, healed time.
 
 // settle waits until no message is in flight and the verifier has caught
 // up, or SettleTimeout passes.
-func settle(ctx context.Context, fleet Devices, plan Plan, missed int64) {
+func settle(ctx context.Context, fleet Devices, plan Plan, since time.Time, missed int64) {
 	t := time.NewTimer(plan.SettleTimeout)
 	defer t.Stop()
-	for !fleet.Settled(plan.QoS, missed) {
+	for !fleet.Settled(since, plan.QoS, missed) {
 		select {
 		case <-fleet.Changed():
 		case <-t.C:

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
 )
 
@@ -132,27 +133,34 @@ func (v *bySeq) deliveries(device string, seqs []int64) map[int64]int {
 	return out
 }
 
-// byTopic counts deliveries on each device's telemetry topic by arrival
-// time, for clients whose payload is not ours.
+// byTopic records what the verifier received on each device's telemetry
+// topic, by the payload's digest (brokerlog.Digest), for clients whose
+// payload is not ours: each message the broker logs can then be matched
+// with the verifier's copy, whenever that arrived.
 type byTopic struct {
 	verifier
 	notify func()
 
-	mu    sync.Mutex
-	times map[string][]time.Time // device (from the topic) -> arrival times
+	mu  sync.Mutex
+	got map[string][]delivery // device (from the topic) -> deliveries
+}
+
+type delivery struct {
+	at     time.Time
+	digest string
 }
 
 func newByTopic(notify func()) *byTopic {
-	return &byTopic{notify: notify, times: make(map[string][]time.Time)}
+	return &byTopic{notify: notify, got: make(map[string][]delivery)}
 }
 
-func (v *byTopic) deliver(topic string, _ []byte, at time.Time) {
+func (v *byTopic) deliver(topic string, payload []byte, at time.Time) {
 	id, ok := deviceOfTopic(topic)
 	if !ok {
 		return
 	}
 	v.mu.Lock()
-	v.times[id] = append(v.times[id], at)
+	v.got[id] = append(v.got[id], delivery{at, brokerlog.Digest(payload)})
 	v.mu.Unlock()
 	v.notify()
 }
@@ -161,19 +169,28 @@ func (v *byTopic) deliver(topic string, _ []byte, at time.Time) {
 func (v *byTopic) forgetBefore(t time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for id, times := range v.times {
-		v.times[id] = dropBefore(times, t)
+	for id, ds := range v.got {
+		v.got[id] = slices.DeleteFunc(ds, func(d delivery) bool { return d.at.Before(t) })
 	}
 }
 
-// between counts messages on device's telemetry topic that arrived in
-// [from, to).
-func (v *byTopic) between(device string, from, to time.Time) int {
+// matched counts how many of digests (messages the broker received from
+// device, one entry each) the verifier received, each copy matched once.
+func (v *byTopic) matched(device string, digests []string) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return len(slices.DeleteFunc(slices.Clone(v.times[device]), func(at time.Time) bool {
-		return at.Before(from) || !at.Before(to)
-	}))
+	have := map[string]int{}
+	for _, d := range v.got[device] {
+		have[d.digest]++
+	}
+	n := 0
+	for _, d := range digests {
+		if have[d] > 0 {
+			have[d]--
+			n++
+		}
+	}
+	return n
 }
 
 // deviceOfTopic returns the device id in "devices/<id>/messages/events/".

@@ -3,6 +3,8 @@ package mttr
 import (
 	"testing"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/brokerlog"
 )
 
 func TestBySeqCountsAndForgets(t *testing.T) {
@@ -24,21 +26,23 @@ func TestBySeqCountsAndForgets(t *testing.T) {
 	}
 }
 
-// Clients whose payload is not ours are counted by topic and time.
-func TestByTopicCountsAndForgets(t *testing.T) {
+// Clients whose payload is not ours are matched by the payload's digest.
+func TestByTopicMatchesDigests(t *testing.T) {
 	v := newByTopic(func() {})
 	t0 := time.Now()
-	v.deliver("devices/x/messages/events/", []byte("hello"), t0)
-	v.deliver("devices/x/messages/events/", []byte("hello"), t0.Add(time.Second))
-	v.deliver("elsewhere", []byte("hello"), t0)
-	if n := v.between("x", t0, t0.Add(2*time.Second)); n != 2 {
-		t.Errorf("between = %d, want 2", n)
+	v.deliver("devices/x/messages/events/", []byte("a"), t0)
+	v.deliver("devices/x/messages/events/", []byte("b"), t0.Add(time.Second))
+	v.deliver("devices/x/messages/events/", []byte("b"), t0.Add(time.Second))
+	v.deliver("elsewhere", []byte("c"), t0)
+	a, b, c := brokerlog.Digest([]byte("a")), brokerlog.Digest([]byte("b")), brokerlog.Digest([]byte("c"))
+	if n := v.matched("x", []string{a, b, c}); n != 2 {
+		t.Errorf("matched = %d, want 2 (c never arrived on x's topic)", n)
 	}
-	if n := v.between("x", t0, t0.Add(time.Second)); n != 1 {
-		t.Errorf("between excludes its end: %d, want 1", n)
+	if n := v.matched("x", []string{b, b, b}); n != 2 {
+		t.Errorf("matched copies = %d, want 2: each copy counts once", n)
 	}
 	v.forgetBefore(t0.Add(time.Millisecond))
-	if n := v.between("x", t0, t0.Add(2*time.Second)); n != 1 {
+	if n := v.matched("x", []string{a, b}); n != 1 {
 		t.Errorf("after forgetBefore: %d, want 1", n)
 	}
 }

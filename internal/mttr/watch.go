@@ -40,6 +40,9 @@ func NewWatch(ids []string, failed func() error) *Watch {
 	return w
 }
 
+// IDs are the watched clients' ids.
+func (w *Watch) IDs() []string { return slices.Clone(w.ids) }
+
 // ConnectVerifier connects a verifier that counts what the broker delivers
 // on each client's telemetry topic.
 func (w *Watch) ConnectVerifier(ctx context.Context, cfg device.Config) error {
@@ -116,8 +119,35 @@ func (w *Watch) Recovered(t time.Time) bool {
 	return true
 }
 
-// Settled is always true: what is in flight inside a client is invisible.
-func (w *Watch) Settled(byte, int64) bool { return true }
+// Settled reports whether the verifier has received every message the
+// broker received from the clients since since. What is in flight inside a
+// client is invisible.
+func (w *Watch) Settled(since time.Time, _ byte, _ int64) bool {
+	if w.verifier == nil {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range w.ids {
+		digests := published(w.events[id], since, time.Now().Add(time.Hour))
+		if w.verifier.matched(id, digests) < len(digests) {
+			return false
+		}
+	}
+	return true
+}
+
+// published returns the digests of the PUBLISHes among evs received in
+// [from, to).
+func published(evs []brokerlog.Event, from, to time.Time) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Kind == brokerlog.Publish && !e.At.Before(from) && e.At.Before(to) {
+			out = append(out, e.Digest)
+		}
+	}
+	return out
+}
 
 // Unverified is 0: nothing is counted against the verifier here.
 func (w *Watch) Unverified() int64 { return 0 }
@@ -152,11 +182,11 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 	defer w.mu.Unlock()
 	rows := make([]Cycle, 0, len(w.ids))
 	for _, id := range w.ids {
-		delivered := func(from, to time.Time) int {
+		delivered := func(digests []string) int {
 			if w.verifier == nil {
 				return 0
 			}
-			return w.verifier.between(id, from, to)
+			return w.verifier.matched(id, digests)
 		}
 		row := brokerTimeline(n, id, w.events[id], delivered, m)
 		notes := w.exits[id]
@@ -189,10 +219,11 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 //   - last_ack_before_at: its last PUBLISH before Inject.
 //
 // published and acknowledged count the PUBLISHes the broker received in
-// [Start, End) (QoS ≥ 1 ones are acknowledged); delivered counts what the
-// verifier got on the client's topic in that window. Reconnect attempts that
-// failed, loss and duplicates are invisible from here and stay 0.
-func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(from, to time.Time) int, m Marks) Cycle {
+// [Start, End) (QoS ≥ 1 ones are acknowledged); delivered counts those of
+// them the verifier received, matched by payload digest, whenever they
+// arrived. Reconnect attempts that failed, loss and duplicates are invisible
+// from here and stay 0.
+func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(digests []string) int, m Marks) Cycle {
 	c := m.cycle(n, id)
 	from := m.back()
 	var lost, reconnected, firstAck, lastBefore time.Time
@@ -223,6 +254,6 @@ func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(from
 	}
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt, c.LastAckBeforeAt = ns(lost), ns(reconnected), ns(firstAck), ns(lastBefore)
 	c.ReadyAt = ns(earliest(m.ProbeAt, earliest(reconnected, firstAck)))
-	c.Delivered = delivered(m.Start, m.End)
+	c.Delivered = delivered(published(evs, m.Start, m.End))
 	return c
 }

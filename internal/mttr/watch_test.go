@@ -49,12 +49,24 @@ func TestBrokerTimeline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := brokerTimeline(3, "dev", tt.events, func(time.Time, time.Time) int { return 0 }, m)
+			c := brokerTimeline(3, "dev", tt.events, func([]string) int { return 0 }, m)
 			if c.Cycle != 3 || c.Device != "dev" || c.FaultAt != m.FaultAt.UnixNano() || c.HealedAt != m.HealedAt.UnixNano() {
 				t.Errorf("row %+v", c)
 			}
 			tt.check(t, rowView{c: c, t0: t0})
 		})
+	}
+
+	// A frozen broker processes what waited for it the moment it thaws,
+	// before the call that thawed it returns: that counts from when
+	// healing began, so a client that kept publishing recovers at once.
+	thawed := m
+	thawed.Heal = at(16_980)
+	c := brokerTimeline(3, "dev", []brokerlog.Event{ev(9000, brokerlog.Publish), ev(16_990, brokerlog.Publish), ev(17_990, brokerlog.Publish)},
+		func([]string) int { return 0 }, thawed)
+	rowView{c: c, t0: t0}.want(t, "first ack", 16_990).want(t, "ready", 16_990).want(t, "reconnected", 0)
+	if d, ok := c.Recovery(); !ok || d != 0 {
+		t.Errorf("recovery after a thaw = %v %v, want 0", d, ok)
 	}
 }
 
@@ -124,5 +136,37 @@ func TestWatchRecoveryAndNotes(t *testing.T) {
 	failed = true
 	if w.Failed() == nil {
 		t.Error("Failed did not report the supervisor's failure")
+	}
+}
+
+// TestWatchDeliveredByDigest checks that delivery counts match each message
+// the broker received with the verifier's copy, however late that copy
+// arrived, and that Settled waits for them.
+func TestWatchDeliveredByDigest(t *testing.T) {
+	w := NewWatch([]string{"a"}, nil)
+	w.verifier = newByTopic(w.notify)
+	t0 := time.Now()
+	pub := func(ms int, payload string) {
+		w.Observe(brokerlog.Event{At: t0.Add(time.Duration(ms) * time.Millisecond), Kind: brokerlog.Publish, ClientID: "a", QoS: 1,
+			Digest: brokerlog.Digest([]byte(payload))})
+	}
+	got := func(ms int, payload string) {
+		w.verifier.deliver("devices/a/messages/events/", []byte(payload), t0.Add(time.Duration(ms)*time.Millisecond))
+	}
+	pub(100, "m1")
+	pub(200, "m2")
+	pub(990, "m3") // just before the cycle ends; its copy arrives after
+	got(101, "m1")
+	got(201, "m2")
+	if w.Settled(t0, 1, 0) {
+		t.Error("settled while m3 has not reached the verifier")
+	}
+	got(1_005, "m3")
+	if !w.Settled(t0, 1, 0) {
+		t.Error("not settled after every copy arrived")
+	}
+	rows := w.Rows(1, Marks{Start: t0, Inject: t0.Add(500 * time.Millisecond), HealedAt: t0.Add(900 * time.Millisecond), End: t0.Add(time.Second)}, "")
+	if r := rows[0]; r.Published != 3 || r.Delivered != 3 {
+		t.Errorf("published %d delivered %d, want 3 and 3", r.Published, r.Delivered)
 	}
 }

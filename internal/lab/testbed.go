@@ -1,0 +1,194 @@
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/localbroker"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// testBed is where a run's broker lives: a Docker container, whose network
+// namespace a holder container may keep across restarts, or a local Node
+// process (MTTR_BROKER).
+type testBed interface {
+	// describe fills the run row's fields about the test bed.
+	describe(r *store.Run)
+	// start starts a fresh broker whose events go to observe, registers
+	// its removal with cleanup, and returns once it answers, with the time
+	// that took from its start.
+	start(ctx context.Context, runID int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error)
+	// fault prepares MTTR_FAULT against the broker start made.
+	fault(ctx context.Context, cleanup *cleanups) (mttr.Fault, error)
+	// clock says how the broker's clock relates to ours.
+	clock() broker.Clock
+	close()
+}
+
+// openTestBed prepares MTTR_BROKER's test bed: for Docker the engine, the
+// removal of what killed runs left, the image and the engine's clock; for
+// a process the broker's installed sources. It returns the TLS
+// configuration that trusts the broker.
+func (l *Lab) openTestBed(ctx context.Context) (testBed, *tls.Config, error) {
+	if l.Config.Broker == "process" {
+		return l.openProcessBed(ctx)
+	}
+	eng, err := broker.Connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := l.removeLeftovers(ctx, eng); err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
+	imageID, tlsConf, err := l.currentImage(ctx, eng)
+	if err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
+	clock, err := eng.MeasureClock(ctx)
+	if err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
+	if !clock.Local {
+		l.printf("engine clock: %+.1f ms from ours, ± %.1f ms\n", msOf(clock.Offset), msOf(clock.Uncertainty))
+	}
+	return &dockerBed{l: l, eng: eng, imageID: imageID, tls: tlsConf, clk: clock}, tlsConf, nil
+}
+
+// dockerBed runs the broker as a container.
+type dockerBed struct {
+	l       *Lab
+	eng     *broker.Engine
+	imageID string
+	tls     *tls.Config
+	clk     broker.Clock
+	spec    broker.RunSpec
+	c       *broker.Container
+}
+
+func (b *dockerBed) describe(r *store.Run) {
+	r.Broker, r.NetNS = "docker", b.l.Config.NetNS
+	r.EngineVersion, r.ImageID = b.eng.Version(), b.imageID
+	r.ClockOffset, r.ClockError = b.clk.Offset, b.clk.Uncertainty
+}
+
+func (b *dockerBed) clock() broker.Clock { return b.clk }
+
+func (b *dockerBed) close() { b.eng.Close() }
+
+func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error) {
+	cfg := b.l.Config
+	b.spec = broker.RunSpec{
+		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
+		Labels: runLabels(runID), NetNS: cfg.NetNS, Env: env,
+	}
+	c, err := b.eng.Run(ctx, b.spec)
+	if err != nil {
+		return 0, err
+	}
+	b.c = c
+	cleanup.add(func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := b.eng.Remove(cctx, cfg.Container); err != nil && !errors.Is(err, broker.ErrNotFound) {
+			b.l.printf("cleanup: %v\n", err)
+		}
+	})
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	cleanup.add(stop)
+	go b.l.followBroker(fctx, b.eng, c.StartedAt, b.clk, observe)
+	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer cancel()
+	ready, err := b.eng.WaitReady(rctx, c, cfg.BrokerAddr, b.tls, mqttprobe.ProbeInterval)
+	if err != nil {
+		return 0, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
+	}
+	return ready.Sub(c.StartedAt), nil
+}
+
+func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups) (mttr.Fault, error) {
+	o, err := b.eng.NewOutage(ctx, b.l.Config.Fault, b.c, b.spec, b.l.Config.BrokerAddr, b.tls)
+	if err != nil {
+		return nil, err
+	}
+	cleanup.add(o.Close)
+	return o, nil
+}
+
+// openProcessBed installs the broker's sources for the local node and
+// makes the certificate it serves.
+func (l *Lab) openProcessBed(ctx context.Context) (testBed, *tls.Config, error) {
+	hc, err := l.cert(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	cache, err := localbroker.DefaultCacheRoot()
+	if err != nil {
+		return nil, nil, err
+	}
+	app, err := localbroker.Prepare(ctx, l.BuildDir, cache, l.Out)
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsConf := hc.trust(l.Config.Host)
+	return &processBed{l: l, app: app, cert: hc, tls: tlsConf}, tlsConf, nil
+}
+
+// processBed runs the broker as a local Node process.
+type processBed struct {
+	l    *Lab
+	app  string
+	cert hostCert
+	tls  *tls.Config
+	b    *localbroker.Broker
+}
+
+func (p *processBed) describe(r *store.Run) { r.Broker, r.NetNS = "process", "" }
+
+func (p *processBed) clock() broker.Clock { return broker.Clock{Local: true} }
+
+func (p *processBed) close() {}
+
+func (p *processBed) start(ctx context.Context, _ int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error) {
+	cfg := p.l.Config
+	bind, err := netip.ParseAddr(cfg.Bind)
+	if err != nil {
+		return 0, fmt.Errorf("MTTR_BIND=%q: %w", cfg.Bind, err)
+	}
+	b, err := localbroker.Start(ctx, localbroker.Spec{
+		AppDir: p.app, Addr: net.JoinHostPort(cfg.Bind, strconv.Itoa(cfg.Port)), AllowNonLoopback: !bind.IsLoopback(),
+		CertFile: p.cert.pair.CertPath, KeyFile: p.cert.pair.KeyPath, Env: env, Events: observe,
+	})
+	if err != nil {
+		return 0, err
+	}
+	p.b = b
+	cleanup.add(func() {
+		if err := b.Close(); err != nil {
+			p.l.printf("cleanup: %v\n", err)
+		}
+	})
+	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer cancel()
+	ready, err := b.WaitReady(rctx, p.tls, mqttprobe.ProbeInterval)
+	if err != nil {
+		return 0, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
+	}
+	return ready.Sub(b.StartedAt()), nil
+}
+
+func (p *processBed) fault(context.Context, *cleanups) (mttr.Fault, error) {
+	return p.b.Outage(p.l.Config.Fault, p.tls)
+}
