@@ -26,7 +26,7 @@ func Rmi(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { return l.RemoveImage(ctx) })
 }
 
-// Up runs the broker container and waits until it answers MQTT over verified TLS (MTTR_CONTAINER, MTTR_IMAGE, MTTR_PORT, MTTR_BIND, MTTR_HOST, MTTR_BROKER_ADDR, MTTR_READY_TIMEOUT, DOCKER_HOST).
+// Up runs the broker container and waits until it answers MQTT over verified TLS (MTTR_CONTAINER, MTTR_NETNS, MTTR_IMAGE, MTTR_PORT, MTTR_BIND, MTTR_HOST, MTTR_BROKER_ADDR, MTTR_READY_TIMEOUT, DOCKER_HOST).
 func Up(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { return l.Up(ctx) })
 }
@@ -41,7 +41,7 @@ func Send(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { _, err := l.Send(ctx); return err })
 }
 
-// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up).
+// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up).
 func Mttr(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { _, err := l.Mttr(ctx); return err })
 }
