@@ -91,8 +91,9 @@ type Container struct {
 	// namespace and the published port (NetNSHolder only).
 	HolderID, HolderName string
 	Bind                 string
-	Port                 int       // host port the broker is published on
-	StartedAt            time.Time // when the engine started the broker
+	Port                 int        // host port the broker is published on
+	IP                   netip.Addr // the broker's address on its Docker network (the holder's); invalid when it has none
+	StartedAt            time.Time  // when the engine started the broker
 	// StartReturned is when our start call returned (zero for a container
 	// found rather than started).
 	StartReturned time.Time
@@ -262,6 +263,12 @@ func (e *Engine) inspect(ctx context.Context, ref string) (*Container, error) {
 		ports = holder.NetworkSettings
 	}
 	if ports != nil {
+		for _, ep := range ports.Networks {
+			if ep != nil && ep.IPAddress.IsValid() {
+				c.IP = ep.IPAddress
+				break
+			}
+		}
 		for _, b := range ports.Ports[mqttPort] {
 			if p, err := strconv.Atoi(b.HostPort); err == nil {
 				c.Port = p

@@ -178,7 +178,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
 	}
 	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
-	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Progress: l.Out}.Run(ctx)
+	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Path: bed.path(), Progress: l.Out}.Run(ctx)
 }
 
 func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.Config) device.Config {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
@@ -16,6 +18,7 @@ import (
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
+	"github.com/mttrlab/mttr/internal/synsent"
 )
 
 // testBed is where a run's broker lives: a Docker container, whose network
@@ -30,6 +33,9 @@ type testBed interface {
 	start(ctx context.Context, runID int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error)
 	// fault prepares MTTR_FAULT against the broker start made.
 	fault(ctx context.Context, cleanup *cleanups) (mttr.Fault, error)
+	// path watches connections the network path holds on the way to the
+	// broker, where it can; nil where it cannot.
+	path() mttr.HeldPath
 	// clock says how the broker's clock relates to ours.
 	clock() broker.Clock
 	close()
@@ -76,6 +82,33 @@ type dockerBed struct {
 	clk     broker.Clock
 	spec    broker.RunSpec
 	c       *broker.Container
+	held    *synsent.Watch // nil unless the engine is on this Linux host
+	targets brokerAddrs
+}
+
+// brokerAddrs are the broker container's addresses on its Docker network
+// during a run (a plain container may come back at another one).
+type brokerAddrs struct {
+	mu    sync.Mutex
+	addrs []netip.AddrPort
+}
+
+func (b *brokerAddrs) add(ip netip.Addr) {
+	if !ip.IsValid() {
+		return
+	}
+	a := netip.AddrPortFrom(ip, broker.MQTTPort)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !slices.Contains(b.addrs, a) {
+		b.addrs = append(b.addrs, a)
+	}
+}
+
+func (b *brokerAddrs) list() []netip.AddrPort {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.addrs)
 }
 
 func (b *dockerBed) describe(r *store.Run) {
@@ -109,6 +142,15 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	cleanup.add(stop)
 	go b.l.followBroker(fctx, b.eng, c.StartedAt, b.clk, observe)
+	// docker-proxy's connections to the broker wait in this host's TCP
+	// table when the path holds them; an engine elsewhere hides them.
+	b.targets.add(c.IP)
+	if b.clk.Local {
+		if w, err := synsent.Start(fctx, heldInterval, b.targets.list); err == nil {
+			b.held = w
+			cleanup.add(func() { _ = w.Stop() })
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
 	ready, err := b.eng.WaitReady(rctx, c, cfg.BrokerAddr, b.tls, mqttprobe.ProbeInterval)
@@ -124,7 +166,32 @@ func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups) (mttr.Fault, e
 		return nil, err
 	}
 	cleanup.add(o.Close)
-	return o, nil
+	return followedOutage{o, &b.targets}, nil
+}
+
+func (b *dockerBed) path() mttr.HeldPath {
+	if b.held == nil {
+		return nil
+	}
+	return b.held
+}
+
+// heldInterval is how often the host's TCP table is read for held
+// connections: the resolution of held_until_at.
+const heldInterval = 5 * time.Millisecond
+
+// followedOutage tells the path watch where the broker is after each heal.
+type followedOutage struct {
+	*broker.Outage
+	targets *brokerAddrs
+}
+
+func (f followedOutage) Heal(ctx context.Context) (time.Time, error) {
+	at, err := f.Outage.Heal(ctx)
+	if c := f.Outage.Container(); c != nil {
+		f.targets.add(c.IP)
+	}
+	return at, err
 }
 
 // openProcessBed installs the broker's sources for the local node and
@@ -188,6 +255,9 @@ func (p *processBed) start(ctx context.Context, _ int64, env []string, observe f
 	}
 	return ready.Sub(b.StartedAt()), nil
 }
+
+// path is nil: a local process has no path of Docker's to hold anything.
+func (p *processBed) path() mttr.HeldPath { return nil }
 
 func (p *processBed) fault(context.Context, *cleanups) (mttr.Fault, error) {
 	return p.b.Outage(p.l.Config.Fault, p.tls)

@@ -16,6 +16,7 @@ type Cycle struct {
 	HealedAt        int64 // the call that brought the broker back returned
 	ListeningAt     int64 // the broker's first "listening" line after the fault (it restarted)
 	ResumedAt       int64 // the first client event the broker processed after it resumed (it was never restarted)
+	HeldUntilAt     int64 // the network path last held a connection toward the broker (SYN sent, no answer) after it was back
 	ReadyAt         int64 // the broker first answered through the devices' path
 	ReconnectedAt   int64 // the device's own CONNACK after the fault
 	FirstAckAt      int64 // the device's first acknowledged message after the fault

@@ -64,6 +64,16 @@ type Devices interface {
 	Failed() error
 }
 
+// HeldPath watches connections toward the broker that the network path
+// holds: sent, and not answered though the broker is there.
+type HeldPath interface {
+	// HeldAfter is the last moment a connection was seen held, among those
+	// seen held at or after t; zero when there is none.
+	HeldAfter(t time.Time) time.Time
+	// Forget drops what was last seen before t.
+	Forget(t time.Time)
+}
+
 // Sink receives each cycle's rows, one per device, as soon as it ends.
 type Sink func(ctx context.Context, rows []Cycle) error
 
@@ -77,6 +87,9 @@ type Experiment struct {
 	// Broker is the broker's event log, for the moments it was back
 	// (listening_at, resumed_at); nil leaves them empty.
 	Broker *BrokerLog
+	// Path, when it can be watched, tells when the network path last held
+	// a connection toward the broker (held_until_at); nil when it cannot.
+	Path HeldPath
 	// Progress gets a line per cycle; nil prints nothing.
 	Progress io.Writer
 }
@@ -129,6 +142,9 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	m := Marks{Start: time.Now()}
 	rows := func(note string) []Cycle {
 		e.Broker.mark(&m)
+		if back := earliest(m.ListeningAt, m.ResumedAt); e.Path != nil && !back.IsZero() {
+			m.HeldUntil = e.Path.HeldAfter(back)
+		}
 		return fleet.Rows(n, m, note)
 	}
 	if err := pause(ctx, plan.KeepRunning); err != nil {
@@ -177,6 +193,9 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	out := rows(note)
 	fleet.Forget(m.Inject)
 	e.Broker.forget(m.Inject)
+	if e.Path != nil {
+		e.Path.Forget(m.Inject)
+	}
 	if ctx.Err() != nil {
 		return out, ctx.Err()
 	}

@@ -13,6 +13,7 @@ type Marks struct {
 	HealedAt    time.Time // the heal call returned (or the engine reported the start)
 	ListeningAt time.Time // the broker's first listening line after FaultAt; zero if it did not restart
 	ResumedAt   time.Time // if it did not restart: the first client event it processed from Heal on
+	HeldUntil   time.Time // the path last held a connection toward the broker, among those it held after the broker was back; zero if none
 	ProbeAt     time.Time // our readiness probe's first CONNACK after healing; zero if none
 	End         time.Time // the cycle ended: everyone recovered, or the timeout
 }
@@ -30,7 +31,28 @@ func (m Marks) back() time.Time {
 // cycle starts device's row for cycle n with the moments every device shares.
 func (m Marks) cycle(n int, device string) Cycle {
 	return Cycle{Cycle: n, Device: device, FaultAt: ns(m.FaultAt), HealedAt: ns(m.HealedAt),
-		ListeningAt: ns(m.ListeningAt), ResumedAt: ns(m.ResumedAt)}
+		ListeningAt: ns(m.ListeningAt), ResumedAt: ns(m.ResumedAt), HeldUntilAt: ns(m.HeldUntil)}
+}
+
+// heldSlack is how soon after the path let go of a connection it held a
+// device's reconnect must come for that connection to count as the
+// device's own: the rest of the TCP handshake, the TLS handshake and the
+// CONNECT, with room for a loaded machine.
+const heldSlack = 100 * time.Millisecond
+
+// readyFor is ready_at for a device: the first moment the broker answered
+// through the path (probe), or through this device if earlier. A device
+// whose reconnect came within heldSlack after the path let go of a
+// connection it held (a stalled Docker path) had its own way in open only
+// then: its ready_at is that moment, and the stall shows in its path
+// delay, not in its recovery.
+func (m Marks) readyFor(deviceReady, reconnected time.Time) time.Time {
+	ready := earliest(m.ProbeAt, deviceReady)
+	if h := m.HeldUntil; !h.IsZero() && !reconnected.IsZero() && ready.Before(h) &&
+		!reconnected.Before(h) && reconnected.Sub(h) <= heldSlack {
+		return h
+	}
+	return ready
 }
 
 // timeline builds one device's row for cycle n from its observations and
@@ -42,7 +64,9 @@ func (m Marks) cycle(n int, device string) Cycle {
 //   - first_ack_at: its first PUBACK from the heal on.
 //   - ready_at: the first moment from the heal on that the broker
 //     demonstrably answered: our probe's CONNACK, or any CONNACK or PUBACK
-//     of this device if earlier.
+//     of this device if earlier; or, for a device that reconnected right
+//     after the path let go of a connection it held, that moment
+//     (Marks.readyFor).
 //   - last_ack_before_at: its last PUBACK before Inject.
 //   - reconnect_attempts: attempts it started after losing the connection
 //     and before it got it back.
@@ -81,7 +105,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 			}
 		}
 	}
-	ready := earliest(m.ProbeAt, deviceReady)
+	ready := m.readyFor(deviceReady, reconnected)
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt = ns(lost), ns(reconnected), ns(firstAck)
 	c.LastAckBeforeAt, c.ReadyAt = ns(lastAckBefore), ns(ready)
 	c.ReconnectAttempts = attempts

@@ -109,6 +109,47 @@ func TestTimelineRules(t *testing.T) {
 	}
 }
 
+// TestHeldPathRule checks ready_at for a device whose connection the
+// network path held: when it reconnected within heldSlack after the path
+// let go, ready_at is that moment; otherwise the probe's answer stands.
+func TestHeldPathRule(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	m := Marks{Start: at(0), Inject: at(10_000), FaultAt: at(10_005), Heal: at(17_000), HealedAt: at(17_050),
+		ListeningAt: at(17_140), ProbeAt: at(17_150), HeldUntil: at(17_700), End: at(18_000)}
+	o := func(kind obsKind, ms int) obs { return obs{kind: kind, at: at(ms)} }
+	none := func([]int64) map[int64]int { return nil }
+	for _, tt := range []struct {
+		name        string
+		reconnected int
+		ready       int
+	}{
+		{"reconnected right after the path let go: ready then", 17_720, 17_700},
+		{"reconnected later than the slack: the probe's answer", 17_900, 17_150},
+		{"reconnected before the path let go: the probe's answer", 17_600, 17_150},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsConnected, tt.reconnected), o(obsAcked, tt.reconnected+5)}, none, m)
+			if got := int(time.Duration(c.ReadyAt-t0.UnixNano()) / time.Millisecond); got != tt.ready {
+				t.Errorf("ready_at %d, want %d", got, tt.ready)
+			}
+			if c.HeldUntilAt != at(17_700).UnixNano() {
+				t.Errorf("held_until_at %d not recorded", c.HeldUntilAt)
+			}
+			b := brokerTimeline(1, "d", []brokerlog.Event{
+				{At: at(tt.reconnected), Kind: brokerlog.Connect, ClientID: "d"},
+				{At: at(tt.reconnected + 5), Kind: brokerlog.Publish, ClientID: "d", QoS: 1},
+			}, func([]string) int { return 0 }, m)
+			if b.ReadyAt != c.ReadyAt {
+				t.Errorf("seen from the broker: ready_at %d, want %d", b.ReadyAt, c.ReadyAt)
+			}
+		})
+	}
+	if rec, _ := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m).Recovery(); rec != 25*time.Millisecond {
+		t.Errorf("recovery of a held device = %v, want 25ms: the hold is path, not recovery", rec)
+	}
+}
+
 // TestBrokerMoments checks listening_at and resumed_at: the broker's own
 // moments, and the path delay derived from them.
 func TestBrokerMoments(t *testing.T) {

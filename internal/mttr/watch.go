@@ -215,7 +215,8 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 //   - first_ack_at: its first PUBLISH from the heal on (and not before it
 //     reconnected): the broker acknowledges what it receives.
 //   - ready_at: our probe's CONNACK, or the client's reconnect or first
-//     PUBLISH if earlier.
+//     PUBLISH if earlier; or, when it reconnected right after the path let
+//     go of a connection it held, that moment (Marks.readyFor).
 //   - last_ack_before_at: its last PUBLISH before Inject.
 //
 // published and acknowledged count the PUBLISHes the broker received in
@@ -253,7 +254,7 @@ func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(dige
 		}
 	}
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt, c.LastAckBeforeAt = ns(lost), ns(reconnected), ns(firstAck), ns(lastBefore)
-	c.ReadyAt = ns(earliest(m.ProbeAt, earliest(reconnected, firstAck)))
+	c.ReadyAt = ns(m.readyFor(earliest(reconnected, firstAck), reconnected))
 	c.Delivered = delivered(published(evs, m.Start, m.End))
 	return c
 }

@@ -207,7 +207,7 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 }
 
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
-	"resumed_at", "ready_at", "reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
+	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
 	"outage_ms", "path_ms", "reconnect_attempts", "published", "acknowledged", "delivered", "lost", "duplicated", "error"}
 
 // writeCSV writes one row per cycle and device of runs; empty cells are NULL.
@@ -219,7 +219,7 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 	for _, r := range runs {
 		for _, c := range r.Cycles {
 			rec := []string{strconv.FormatInt(r.ID, 10), r.Label, r.Fault, strconv.Itoa(c.Cycle), c.Device,
-				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.ReadyAt),
+				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.HeldUntilAt), ts(c.ReadyAt),
 				ts(c.ReconnectedAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
 				strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
@@ -296,6 +296,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		HealedAt          *int64   `json:"healed_at"`
 		ListeningAt       *int64   `json:"listening_at"`
 		ResumedAt         *int64   `json:"resumed_at"`
+		HeldUntilAt       *int64   `json:"held_until_at"`
 		ReadyAt           *int64   `json:"ready_at"`
 		ReconnectedAt     *int64   `json:"reconnected_at"`
 		FirstAckAt        *int64   `json:"first_ack_at"`
@@ -311,7 +312,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		Lost              int      `json:"lost"`
 		Duplicated        int      `json:"duplicated"`
 		Error             string   `json:"error,omitempty"`
-	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.ReadyAt),
+	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
 		t(c.ReconnectedAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()),
 		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error})

@@ -43,7 +43,7 @@ func TestRunLifecycle(t *testing.T) {
 	}
 	rows := []mttr.Cycle{
 		{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000,
-			ListeningAt: 2_080_000_000, ReadyAt: 2_100_000_000,
+			ListeningAt: 2_080_000_000, HeldUntilAt: 2_090_000_000, ReadyAt: 2_100_000_000,
 			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
 			Published: 4, Acknowledged: 4, Delivered: 4},
 		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "not recovered"},

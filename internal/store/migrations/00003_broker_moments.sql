@@ -4,14 +4,17 @@
 --   listening_at  the broker's first "listening" line after the fault (it restarted);
 --   resumed_at    when it did not restart (pause, disconnect): the first
 --                 client event it processed from the heal on;
---   path_ms       ready_at minus whichever of the two is set: the network
---                 path's delay between the broker being back and the first
---                 answer through the devices' path.
+--   held_until_at the network path last held a connection toward the
+--                 broker (SYN sent, no answer) after it was back;
+--   path_ms       ready_at minus whichever of listening_at and resumed_at is
+--                 set: the network path's delay between the broker being
+--                 back and the first answer through the device's path.
 -- And where the broker ran: 'docker' or 'process', and for docker whether
 -- its network namespace was held across restarts ('holder') or not
 -- ('plain'). Runs before this version were plain Docker.
 ALTER TABLE cycles ADD COLUMN listening_at INTEGER;
 ALTER TABLE cycles ADD COLUMN resumed_at INTEGER;
+ALTER TABLE cycles ADD COLUMN held_until_at INTEGER;
 ALTER TABLE cycles ADD COLUMN path_ms REAL
     GENERATED ALWAYS AS ((ready_at - coalesce(listening_at, resumed_at)) / 1e6) VIRTUAL;
 ALTER TABLE runs ADD COLUMN broker TEXT NOT NULL DEFAULT 'docker';
@@ -21,5 +24,6 @@ ALTER TABLE runs ADD COLUMN netns TEXT NOT NULL DEFAULT 'plain';
 ALTER TABLE runs DROP COLUMN netns;
 ALTER TABLE runs DROP COLUMN broker;
 ALTER TABLE cycles DROP COLUMN path_ms;
+ALTER TABLE cycles DROP COLUMN held_until_at;
 ALTER TABLE cycles DROP COLUMN resumed_at;
 ALTER TABLE cycles DROP COLUMN listening_at;
