@@ -274,13 +274,13 @@ func (f *Fleet) Recovered(t time.Time) bool {
 
 // Settled reports whether no message is in flight and the verifier has
 // caught up: it has seen every acknowledged message except those it had
-// already missed when the previous cycle ended (missed).
+// already missed when the previous cycle ended (missed). A verifier that is
+// away is brought back (see verifier.back).
 func (f *Fleet) Settled(_ time.Time, qos byte, missed int64) bool {
-	if f.inflight() > 0 {
+	if f.inflight() > 0 || !f.verifier.back() {
 		return false
 	}
-	// A verifier that is away will not receive what was published meanwhile.
-	return qos == 0 || f.Unverified() <= missed || !f.verifier.dev.IsConnectionOpen()
+	return qos == 0 || f.Unverified() <= missed
 }
 
 func (f *Fleet) inflight() int64 {

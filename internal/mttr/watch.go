@@ -126,6 +126,9 @@ func (w *Watch) Settled(since time.Time, _ byte, _ int64) bool {
 	if w.verifier == nil {
 		return true
 	}
+	if !w.verifier.back() {
+		return false
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, id := range w.ids {
