@@ -42,6 +42,7 @@ const lagLimit = 2 * time.Millisecond
 // Event is one broker event.
 type Event struct {
 	At        time.Time // the engine's timestamp of the line, or the broker's own ts (ms) when that is missing or the engine's lags
+	EngineAt  time.Time // the engine's timestamp as given, zero without one: a line's place in the engine's stream
 	Kind      string
 	ClientID  string
 	Topic     string
@@ -80,7 +81,7 @@ func Parse(b []byte) (e Event, ok bool) {
 	if err := json.Unmarshal(b, &l); err != nil || l.Event == "" {
 		return Event{}, false
 	}
-	e = Event{At: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS, Digest: l.Digest}
+	e = Event{At: engineTime, EngineAt: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS, Digest: l.Digest}
 	own := time.Time{}
 	if l.TS > 0 {
 		own = time.UnixMilli(l.TS)

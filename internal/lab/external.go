@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,18 +143,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, runID int64, 
 // restart or recreate). Broker times are moved onto our clock when the
 // engine is on another machine.
 func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.Time, clock broker.Clock, observe func(brokerlog.Event)) {
-	var last time.Time // engine time of the newest line seen, to skip repeats
-	lines := brokerlog.NewLines(64<<10, func(b []byte) {
-		e, ok := brokerlog.Parse(b)
-		if !ok || !e.At.After(last) {
-			return
-		}
-		last = e.At
-		if !clock.Local {
-			e.At = e.At.Add(-clock.Offset)
-		}
-		observe(e)
-	})
+	lines, last := brokerLines(clock, observe)
 	name := l.Config.Container
 	for {
 		err := eng.FollowLogs(ctx, name, since, lines)
@@ -167,8 +157,37 @@ func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.T
 		if _, err := eng.WaitStarted(ctx, name, ended); err != nil {
 			return
 		}
-		if !last.IsZero() {
-			since = last
+		if l := last(); !l.IsZero() {
+			since = l
 		}
+	}
+}
+
+// brokerLines splits the broker's log stream into events for observe, on
+// our clock. Following the log again after a restart starts a little early,
+// so a line the engine stamped no later than the newest one seen is a
+// repeat and skipped (by the engine's stamp: At may be the broker's own
+// millisecond, equal for several lines). last is the newest engine stamp.
+func brokerLines(clock broker.Clock, observe func(brokerlog.Event)) (lines *brokerlog.Lines, last func() time.Time) {
+	var mu sync.Mutex
+	var newest time.Time
+	lines = brokerlog.NewLines(64<<10, func(b []byte) {
+		e, ok := brokerlog.Parse(b)
+		mu.Lock()
+		if !ok || !e.EngineAt.After(newest) {
+			mu.Unlock()
+			return
+		}
+		newest = e.EngineAt
+		mu.Unlock()
+		if !clock.Local {
+			e.At = e.At.Add(-clock.Offset)
+		}
+		observe(e)
+	})
+	return lines, func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return newest
 	}
 }

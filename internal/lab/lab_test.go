@@ -6,8 +6,10 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
 )
@@ -72,5 +74,27 @@ func TestToolVersion(t *testing.T) {
 	v := toolVersion(t.Context())
 	if !regexp.MustCompile(`^[0-9a-f]{40}(-dirty)?$`).MatchString(v) {
 		t.Errorf("toolVersion = %q, want a 40-hex revision", v)
+	}
+}
+
+// TestBrokerLinesKeepsSameMillisecond feeds lines the engine read late, so
+// that they carry the broker's own, equal, millisecond, and a line seen
+// again after following the log anew: every event arrives once.
+func TestBrokerLinesKeepsSameMillisecond(t *testing.T) {
+	var got []brokerlog.Event
+	lines, last := brokerLines(broker.Clock{Local: true}, func(e brokerlog.Event) { got = append(got, e) })
+	in := `2026-11-26T17:06:18.130000001Z {"ts":1795712778123,"event":"disconnect","clientId":"d"}
+2026-11-26T17:06:18.130000002Z {"ts":1795712778123,"event":"connect","clientId":"d"}
+2026-11-26T17:06:18.130000003Z {"ts":1795712778123,"event":"publish","clientId":"d","qos":1}
+2026-11-26T17:06:18.130000002Z {"ts":1795712778123,"event":"connect","clientId":"d"}
+`
+	if _, err := lines.Write([]byte(in)); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Kind != brokerlog.Disconnect || got[2].Kind != brokerlog.Publish {
+		t.Errorf("events %+v, want disconnect, connect, publish once each", got)
+	}
+	if want := time.Date(2026, 11, 26, 17, 6, 18, 130000003, time.UTC); !last().Equal(want) {
+		t.Errorf("last = %v, want %v", last(), want)
 	}
 }
