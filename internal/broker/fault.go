@@ -44,7 +44,6 @@ type Outage struct {
 	events    <-chan events.Message
 	stop      context.CancelFunc
 	healed    time.Time // for restart: when the engine started it again
-	healBegan time.Time
 }
 
 // NewOutage prepares faults of mode against container c (run from spec),
@@ -147,13 +146,11 @@ func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
 // address stays; in NetNSPlain mode it may get another one.
 func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
 	cli, id := o.eng.cli, o.c.ID
-	o.healBegan = time.Now()
 	var err error
 	switch o.mode {
 	case FaultStop, FaultKill:
 		_, err = cli.ContainerStart(ctx, id, client.ContainerStartOptions{})
 	case FaultRestart:
-		o.healBegan = o.healed
 		return o.healed, o.refresh(ctx, id)
 	case FaultRecreate:
 		spec := o.spec
@@ -179,10 +176,6 @@ func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
 	}
 	return at, o.refresh(ctx, id)
 }
-
-// HealBegan is when the last Heal began: when its call was made, or for
-// restart the engine's start event.
-func (o *Outage) HealBegan() time.Time { return o.healBegan }
 
 // Container is the broker container as of the last Inject or Heal.
 func (o *Outage) Container() *Container { return o.c }

@@ -182,8 +182,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if _, port, err := net.SplitHostPort(c.BrokerAddr); err != nil || port == "" {
 		return Config{}, fmt.Errorf("MTTR_BROKER_ADDR=%q: want host:port", c.BrokerAddr)
 	}
-	if c.Broker == "process" && !slices.Contains(ProcessFaults, c.Fault) {
-		return Config{}, fmt.Errorf("MTTR_FAULT=%s needs Docker: MTTR_BROKER=process supports %s", c.Fault, strings.Join(ProcessFaults, ", "))
+	if c.Broker == "process" {
+		if !slices.Contains(ProcessFaults, c.Fault) {
+			return Config{}, fmt.Errorf("MTTR_FAULT=%s needs Docker: MTTR_BROKER=process supports %s", c.Fault, strings.Join(ProcessFaults, ", "))
+		}
+		c.NetNS = "" // a process has no Docker network namespace to hold
 	}
 	if c.Client == "external" && c.ClientCmd == "" {
 		return Config{}, fmt.Errorf(`MTTR_CLIENT=external needs MTTR_CLIENT_CMD, the client's command line (run with sh -c)`)

@@ -158,8 +158,11 @@ func TestDockerImpatientClient(t *testing.T) {
 			var paths []time.Duration
 			for _, r := range rows {
 				checkOrder(t, r)
-				rec, _ := r.Recovery()
-				path, _ := r.Path()
+				rec, recOK := r.Recovery()
+				path, pathOK := r.Path()
+				if !recOK || !pathOK {
+					t.Errorf("cycle %d: recovery %v path %v: missing", r.Cycle, recOK, pathOK)
+				}
 				paths = append(paths, path)
 				if r.Error != "" || r.Published == 0 || r.Delivered != r.Published {
 					t.Errorf("cycle %d: published %d delivered %d error %q", r.Cycle, r.Published, r.Delivered, r.Error)

@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -57,12 +56,12 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer bed.close()
-	vars, _ := json.Marshal(cfg.Vars())
+	vars := store.SettingsJSON(cfg.Vars())
 	machine, _ := os.Hostname()
 	run := store.Run{
 		StartedAt: time.Now(), Label: cfg.Label, Fault: cfg.Fault,
 		KeepAlive: cfg.KeepAlive, KeepDead: cfg.KeepDead, KeepRunning: cfg.KeepRunning,
-		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: string(vars),
+		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: vars,
 		ToolVersion: toolVersion(ctx), Host: cfg.Host, Machine: machine, PID: os.Getpid(), Client: cfg.Client,
 	}
 	bed.describe(&run)

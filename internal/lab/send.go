@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os/signal"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/stats"
 )
 
 // SendSummary is what a Send session achieved.
@@ -111,17 +111,8 @@ func fmtMs(d time.Duration) string {
 func (l *Lab) printSummary(s SendSummary) {
 	l.printf("\nsent %d, acknowledged %d", s.Sent, s.Acked)
 	if len(s.Latencies) > 0 {
-		sorted := slices.Sorted(slices.Values(s.Latencies))
-		l.printf("; latency min %s, median %s, max %s", fmtMs(sorted[0]), fmtMs(median(sorted)), fmtMs(sorted[len(sorted)-1]))
+		m := stats.Summarize(stats.Millis(s.Latencies))
+		l.printf("; latency min %.1f ms, median %.1f ms, max %.1f ms", m.Min, m.Median, m.Max)
 	}
 	l.printf("\n")
-}
-
-// median of sorted durations.
-func median(sorted []time.Duration) time.Duration {
-	n := len(sorted)
-	if n%2 == 1 {
-		return sorted[n/2]
-	}
-	return (sorted[n/2-1] + sorted[n/2]) / 2
 }

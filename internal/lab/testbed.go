@@ -36,8 +36,6 @@ type testBed interface {
 	// path watches connections the network path holds on the way to the
 	// broker, where it can; nil where it cannot.
 	path() mttr.HeldPath
-	// clock says how the broker's clock relates to ours.
-	clock() broker.Clock
 	close()
 }
 
@@ -116,8 +114,6 @@ func (b *dockerBed) describe(r *store.Run) {
 	r.EngineVersion, r.ImageID = b.eng.Version(), b.imageID
 	r.ClockOffset, r.ClockError = b.clk.Offset, b.clk.Uncertainty
 }
-
-func (b *dockerBed) clock() broker.Clock { return b.clk }
 
 func (b *dockerBed) close() { b.eng.Close() }
 
@@ -223,8 +219,6 @@ type processBed struct {
 }
 
 func (p *processBed) describe(r *store.Run) { r.Broker, r.NetNS = "process", "" }
-
-func (p *processBed) clock() broker.Clock { return broker.Clock{Local: true} }
 
 func (p *processBed) close() {}
 

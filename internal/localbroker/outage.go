@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"sync"
 	"syscall"
 	"time"
 
@@ -28,9 +27,6 @@ type Outage struct {
 	b    *Broker
 	mode string
 	tls  *tls.Config
-
-	mu        sync.Mutex
-	healBegan time.Time
 }
 
 // Outage returns faults of mode (stop, kill or pause) against b, probing
@@ -97,9 +93,6 @@ func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
 // SIGCONT sent (pause). After stop or kill it does nothing if a broker
 // process still runs, like starting a running container.
 func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
-	o.mu.Lock()
-	o.healBegan = time.Now()
-	o.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, fmt.Errorf("heal %s: %w", o.mode, err)
 	}
@@ -125,13 +118,6 @@ func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
 		return time.Now(), nil
 	}
 	return p.started, nil
-}
-
-// HealBegan returns when the latest Heal began.
-func (o *Outage) HealBegan() time.Time {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.healBegan
 }
 
 // Ready waits until the broker answers an MQTT CONNECT over verified TLS,

@@ -142,14 +142,18 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	m := Marks{Start: time.Now()}
 	rows := func(note string) []Cycle {
 		e.Broker.mark(&m)
-		if back := earliest(m.ListeningAt, m.ResumedAt); e.Path != nil && !back.IsZero() {
-			m.HeldUntil = e.Path.HeldAfter(back)
+		if back := m.cycle(n, "").BackAt(); e.Path != nil && back != 0 {
+			m.HeldUntil = e.Path.HeldAfter(time.Unix(0, back))
 		}
 		return fleet.Rows(n, m, note)
 	}
 	if err := pause(ctx, plan.KeepRunning); err != nil {
 		return nil, err
 	}
+	// Before taking the broker away, let the verifier catch up (and come
+	// back, if the broker dropped it): what it has not received by then
+	// would go with a broker that keeps sessions only in memory.
+	settle(ctx, fleet, plan, m.Start, missed)
 	m.Inject = time.Now()
 	at, err := fault.Inject(ctx)
 	if err != nil {

@@ -45,14 +45,17 @@ const heldSlack = 100 * time.Millisecond
 // whose reconnect came within heldSlack after the path let go of a
 // connection it held (a stalled Docker path) had its own way in open only
 // then: its ready_at is that moment, and the stall shows in its path
-// delay, not in its recovery.
-func (m Marks) readyFor(deviceReady, reconnected time.Time) time.Time {
+// delay, not in its recovery. attempt is when the device began the attempt
+// that reconnected it, zero when unknown (an external client): a device
+// that began it after the path let go was not the one held.
+func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 	ready := earliest(m.ProbeAt, deviceReady)
-	if h := m.HeldUntil; !h.IsZero() && !reconnected.IsZero() && ready.Before(h) &&
-		!reconnected.Before(h) && reconnected.Sub(h) <= heldSlack {
-		return h
+	h := m.HeldUntil
+	if h.IsZero() || reconnected.IsZero() || !ready.Before(h) || reconnected.Before(h) ||
+		reconnected.Sub(h) > heldSlack || attempt.After(h) {
+		return ready
 	}
-	return ready
+	return h
 }
 
 // timeline builds one device's row for cycle n from its observations and
@@ -76,7 +79,7 @@ func (m Marks) readyFor(deviceReady, reconnected time.Time) time.Time {
 func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks) Cycle {
 	c := m.cycle(n, device)
 	from := m.back()
-	var lost, reconnected, firstAck, lastAckBefore, deviceReady time.Time
+	var lost, reconnected, firstAck, lastAckBefore, deviceReady, attempt time.Time
 	attempts := 0
 	for _, o := range log {
 		switch o.kind {
@@ -87,6 +90,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 		case obsAttempt:
 			if !lost.IsZero() && reconnected.IsZero() {
 				attempts++
+				attempt = o.at
 			}
 		case obsConnected:
 			if !from.IsZero() && !o.at.Before(from) {
@@ -105,7 +109,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 			}
 		}
 	}
-	ready := m.readyFor(deviceReady, reconnected)
+	ready := m.readyFor(deviceReady, reconnected, attempt)
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt = ns(lost), ns(reconnected), ns(firstAck)
 	c.LastAckBeforeAt, c.ReadyAt = ns(lastAckBefore), ns(ready)
 	c.ReconnectAttempts = attempts

@@ -145,8 +145,14 @@ func TestHeldPathRule(t *testing.T) {
 			}
 		})
 	}
-	if rec, _ := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m).Recovery(); rec != 25*time.Millisecond {
+	if rec, _ := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsAttempt, 16_900), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m).Recovery(); rec != 25*time.Millisecond {
 		t.Errorf("recovery of a held device = %v, want 25ms: the hold is path, not recovery", rec)
+	}
+	// A device of ours that began its attempt after the path let go was
+	// not the one held: it merely came in then, and keeps its lag.
+	late := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsAttempt, 17_705), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m)
+	if late.ReadyAt != at(17_150).UnixNano() {
+		t.Errorf("ready_at of a device whose attempt began after the hold = %d ms, want the probe's 17150", (late.ReadyAt-t0.UnixNano())/1e6)
 	}
 }
 

@@ -37,6 +37,13 @@ type verifier struct {
 	dev        *device.Device
 	notify     func() // signalled on every delivery, and when it is back
 	connecting atomic.Bool
+	stop       context.CancelFunc // ends a reconnect under way (close)
+	ctx        context.Context
+}
+
+func newVerifier(notify func()) verifier {
+	ctx, stop := context.WithCancel(context.Background())
+	return verifier{notify: notify, ctx: ctx, stop: stop}
 }
 
 // connectVerifier connects a verifier subscribed to every device's
@@ -64,7 +71,7 @@ func (v *verifier) reconnect() {
 	}
 	go func() {
 		defer v.connecting.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(v.ctx, 10*time.Second)
 		defer cancel()
 		if v.dev.Connect(ctx) == nil {
 			v.notify()
@@ -89,6 +96,7 @@ func (v *verifier) back() bool {
 }
 
 func (v *verifier) close() {
+	v.stop()
 	if v.dev != nil {
 		v.dev.Close()
 	}
@@ -106,7 +114,7 @@ type bySeq struct {
 }
 
 func newBySeq(notify func()) *bySeq {
-	return &bySeq{verifier: verifier{notify: notify}, seen: make(map[string]map[int64]int)}
+	return &bySeq{verifier: newVerifier(notify), seen: make(map[string]map[int64]int)}
 }
 
 func (v *bySeq) deliver(_ string, payload []byte, _ time.Time) {
@@ -168,7 +176,7 @@ type delivery struct {
 }
 
 func newByTopic(notify func()) *byTopic {
-	return &byTopic{verifier: verifier{notify: notify}, got: make(map[string][]delivery)}
+	return &byTopic{verifier: newVerifier(notify), got: make(map[string][]delivery)}
 }
 
 func (v *byTopic) deliver(topic string, payload []byte, at time.Time) {
@@ -196,18 +204,39 @@ func (v *byTopic) forgetBefore(t time.Time) {
 func (v *byTopic) matched(device string, digests []string) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	have := map[string]int{}
-	for _, d := range v.got[device] {
-		have[d.digest]++
-	}
 	n := 0
+	v.match(device, digests, func(int) { n++ })
+	return n
+}
+
+// take is matched, and forgets the copies it matched, so that a later
+// cycle cannot count them again.
+func (v *byTopic) take(device string, digests []string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var used []int
+	v.match(device, digests, func(i int) { used = append(used, i) })
+	got := v.got[device]
+	for k := len(used) - 1; k >= 0; k-- { // used is in ascending order
+		got = slices.Delete(got, used[k], used[k]+1)
+	}
+	v.got[device] = got
+	return len(used)
+}
+
+// match calls use with the index of every delivery of device that one of
+// digests accounts for, in ascending order, each delivery at most once.
+func (v *byTopic) match(device string, digests []string, use func(int)) {
+	want := map[string]int{}
 	for _, d := range digests {
-		if have[d] > 0 {
-			have[d]--
-			n++
+		want[d]++
+	}
+	for i, d := range v.got[device] {
+		if want[d.digest] > 0 {
+			want[d.digest]--
+			use(i)
 		}
 	}
-	return n
 }
 
 // deviceOfTopic returns the device id in "devices/<id>/messages/events/".

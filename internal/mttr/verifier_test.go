@@ -41,8 +41,14 @@ func TestByTopicMatchesDigests(t *testing.T) {
 	if n := v.matched("x", []string{b, b, b}); n != 2 {
 		t.Errorf("matched copies = %d, want 2: each copy counts once", n)
 	}
+	if n := v.take("x", []string{b}); n != 1 {
+		t.Errorf("take = %d, want 1", n)
+	}
+	if n := v.matched("x", []string{b, b}); n != 1 {
+		t.Errorf("after taking one copy of b: %d matched, want the other copy only", n)
+	}
 	v.forgetBefore(t0.Add(time.Millisecond))
 	if n := v.matched("x", []string{a, b}); n != 1 {
-		t.Errorf("after forgetBefore: %d, want 1", n)
+		t.Errorf("after forgetBefore: %d, want 1 (b's second copy)", n)
 	}
 }

@@ -189,7 +189,7 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 			if w.verifier == nil {
 				return 0
 			}
-			return w.verifier.matched(id, digests)
+			return w.verifier.take(id, digests)
 		}
 		row := brokerTimeline(n, id, w.events[id], delivered, m)
 		notes := w.exits[id]
@@ -219,7 +219,9 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 //     reconnected): the broker acknowledges what it receives.
 //   - ready_at: our probe's CONNACK, or the client's reconnect or first
 //     PUBLISH if earlier; or, when it reconnected right after the path let
-//     go of a connection it held, that moment (Marks.readyFor).
+//     go of a connection it held, that moment (Marks.readyFor; when the
+//     client began that attempt is invisible from here, so with several
+//     clients one that merely came in then is credited too).
 //   - last_ack_before_at: its last PUBLISH before Inject.
 //
 // published and acknowledged count the PUBLISHes the broker received in
@@ -257,7 +259,7 @@ func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(dige
 		}
 	}
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt, c.LastAckBeforeAt = ns(lost), ns(reconnected), ns(firstAck), ns(lastBefore)
-	c.ReadyAt = ns(m.readyFor(earliest(reconnected, firstAck), reconnected))
+	c.ReadyAt = ns(m.readyFor(earliest(reconnected, firstAck), reconnected, time.Time{}))
 	c.Delivered = delivered(published(evs, m.Start, m.End))
 	return c
 }

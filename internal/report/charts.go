@@ -137,7 +137,7 @@ func TimelineChart(run RunSummary, maxRows int) (string, error) {
 		}
 		at := func(ns int64) float64 { return float64(ns-c.FaultAt) / 1e6 }
 		add := func(from, to int64, phase int) {
-			if from != 0 && to != 0 {
+			if from != 0 && to != 0 && to >= from { // a thawed broker can be back before the heal call returned
 				t.spans = append(t.spans, span{y, at(from), at(to), phase})
 			}
 		}

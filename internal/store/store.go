@@ -9,17 +9,20 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/mttr"
 )
 
@@ -83,7 +86,58 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.redactKeys(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// SettingsJSON is how a run's settings are stored in config_json: a JSON
+// object as people read it with sqlite3 (no HTML escaping of "<").
+func SettingsJSON(vars map[string]string) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(vars) // a map of strings always encodes
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// redactKeys replaces the connection string's key with its fingerprint in
+// runs stored before keys were redacted on the way in.
+func (s *Store) redactKeys(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, config_json FROM runs WHERE config_json LIKE '%SharedAccessKey=%'`)
+	if err != nil {
+		return fmt.Errorf("store: redact keys: %w", err)
+	}
+	fixed := map[int64]string{}
+	for rows.Next() {
+		var id int64
+		var raw string
+		if err := rows.Scan(&id, &raw); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: redact keys: %w", err)
+		}
+		var vars map[string]string
+		if json.Unmarshal([]byte(raw), &vars) != nil {
+			continue
+		}
+		cs := vars["MTTR_CONNECTION_STRING"]
+		if r := device.RedactConnectionString(cs); r != cs {
+			vars["MTTR_CONNECTION_STRING"] = r
+			fixed[id] = SettingsJSON(vars)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: redact keys: %w", err)
+	}
+	for id, cfg := range fixed {
+		if _, err := s.db.ExecContext(ctx, `UPDATE runs SET config_json = ? WHERE id = ?`, cfg, id); err != nil {
+			return fmt.Errorf("store: redact keys of run %d: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // OpenReadOnly opens an existing database without changing it. It fails

@@ -310,3 +310,30 @@ func TestMigratesVersion1(t *testing.T) {
 		t.Errorf("old run after migration: %+v, %v", r, err)
 	}
 }
+
+// TestRedactsStoredKeys opens a database holding a run stored with its
+// connection string's key in the clear and checks that the key is gone.
+func TestRedactsStoredKeys(t *testing.T) {
+	s, path := open(t)
+	const key = "c2VjcmV0LWtleS0xMjM="
+	r := sampleRun()
+	r.ConfigJSON = `{"MTTR_CONNECTION_STRING":"HostName=h;DeviceId=d;SharedAccessKey=` + key + `","MTTR_FAULT":"stop"}`
+	id, err := s.StartRun(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	again, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	got, err := again.GetRun(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got.ConfigJSON, key) || !strings.Contains(got.ConfigJSON, "SharedAccessKey=<redacted sha256:") ||
+		!strings.Contains(got.ConfigJSON, `"MTTR_FAULT":"stop"`) {
+		t.Errorf("config_json after reopening: %s", got.ConfigJSON)
+	}
+}
