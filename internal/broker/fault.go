@@ -33,17 +33,17 @@ const eventWait = 3 * time.Second
 // taking the moment a fault took effect from the engine's events where the
 // engine reports one. It implements mttr.Fault.
 type Outage struct {
-	eng       *Engine
-	mode      string
-	spec      RunSpec
-	addr      string
-	tls       *tls.Config
-	c         *Container
-	network   string // disconnect: the network netOwner is detached from
-	netOwner  string // disconnect: the container that owns the namespace
-	events    <-chan events.Message
-	stop      context.CancelFunc
-	healed    time.Time // for restart: when the engine started it again
+	eng      *Engine
+	mode     string
+	spec     RunSpec
+	addr     string
+	tls      *tls.Config
+	c        *Container
+	network  string // disconnect: the network netOwner is detached from
+	netOwner string // disconnect: the container that owns the namespace
+	events   <-chan events.Message
+	stop     context.CancelFunc
+	healed   time.Time // for restart: when the engine started it again
 }
 
 // NewOutage prepares faults of mode against container c (run from spec),
