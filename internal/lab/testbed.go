@@ -143,6 +143,7 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	b.targets.add(c.IP)
 	if b.clk.Local {
 		if w, err := synsent.Start(fctx, heldInterval, b.targets.list); err == nil {
+			w.Active(false) // the experiment watches each cycle from its fault on
 			b.held = w
 			cleanup.add(func() { _ = w.Stop() })
 		}

@@ -115,18 +115,21 @@ func newBroker(spec Spec) (*Broker, error) {
 	if _, err := os.Stat(filepath.Join(spec.AppDir, "server.js")); err != nil {
 		return nil, fmt.Errorf("app dir %q: %w (run Prepare first)", spec.AppDir, err)
 	}
-	for _, f := range []*string{&spec.CertFile, &spec.KeyFile} {
-		if *f == "" {
-			return nil, errors.New("certificate and key files are required")
+	for _, f := range []struct {
+		name string
+		path *string
+	}{{"certificate", &spec.CertFile}, {"key", &spec.KeyFile}} {
+		if *f.path == "" {
+			return nil, fmt.Errorf("%s file: none given", f.name)
 		}
-		abs, err := filepath.Abs(*f) // the broker runs in AppDir
+		abs, err := filepath.Abs(*f.path) // the broker runs in AppDir
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s file %q: %w", f.name, *f.path, err)
 		}
 		if _, err := os.Stat(abs); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s file: %w", f.name, err)
 		}
-		*f = abs
+		*f.path = abs
 	}
 	return &Broker{spec: spec, host: host, port: port}, nil
 }

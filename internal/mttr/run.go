@@ -72,6 +72,9 @@ type HeldPath interface {
 	HeldAfter(t time.Time) time.Time
 	// Forget drops what was last seen before t.
 	Forget(t time.Time)
+	// Active starts or pauses the watching: the experiment watches from
+	// the heal to the end of each cycle.
+	Active(on bool)
 }
 
 // Sink receives each cycle's rows, one per device, as soon as it ends.
@@ -155,6 +158,9 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	// would go with a broker that keeps sessions only in memory.
 	settle(ctx, fleet, plan, m.Start, missed)
 	m.Inject = time.Now()
+	if e.Path != nil { // an engine restart heals inside Inject
+		e.Path.Active(true)
+	}
 	at, err := fault.Inject(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("inject: %w", err)
@@ -199,6 +205,7 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	e.Broker.forget(m.Inject)
 	if e.Path != nil {
 		e.Path.Forget(m.Inject)
+		e.Path.Active(false)
 	}
 	if ctx.Err() != nil {
 		return out, ctx.Err()

@@ -3,8 +3,8 @@
 // tables (/proc/net/tcp and tcp6). It believes a network path shows itself
 // in what it holds: a connection that stays in SYN-SENT toward a server
 // that is already listening is held by the path, not by the server. It
-// only reads; it never sends a packet, so watching cannot disturb what is
-// watched.
+// only reads; it never sends a packet, so watching cannot provoke what it
+// watches (its reads cost a little CPU: pause it when nothing is expected).
 package synsent
 
 import (
@@ -19,6 +19,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -45,12 +46,19 @@ type Watch struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 
-	seen chan struct{} // signalled when a new connection is seen waiting
+	seen   chan struct{} // signalled when a new connection is seen waiting
+	active atomic.Bool   // sample only while true
 
 	mu    sync.Mutex
 	holds map[Conn]*Hold
 	err   error
 }
+
+// Active starts (true) or pauses (false) the sampling; a new Watch samples.
+// Pausing it between the moments that matter keeps its reading of the
+// tables, linear in the host's connections, off the machine the rest of
+// the time.
+func (w *Watch) Active(on bool) { w.active.Store(on) }
 
 // Seen is signalled whenever a connection is first seen waiting.
 func (w *Watch) Seen() <-chan struct{} { return w.seen }
@@ -65,6 +73,7 @@ func Start(ctx context.Context, interval time.Duration, targets func() []netip.A
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watch{targets: targets, stop: cancel, done: make(chan struct{}), seen: make(chan struct{}, 1), holds: map[Conn]*Hold{}}
+	w.active.Store(true)
 	go w.loop(ctx, interval)
 	return w, nil
 }
@@ -75,10 +84,12 @@ func (w *Watch) loop(ctx context.Context, interval time.Duration) {
 	defer t.Stop()
 	for {
 		want := map[netip.AddrPort]bool{}
-		for _, a := range w.targets() {
-			want[a] = true
+		if w.active.Load() {
+			for _, a := range w.targets() {
+				want[a] = true
+			}
 		}
-		if len(want) > 0 {
+		if len(want) > 0 && w.active.Load() {
 			conns, err := sample(Tables, want)
 			at := time.Now()
 			w.mu.Lock()
