@@ -10,12 +10,15 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
 	"github.com/mttrlab/mttr/internal/broker"
@@ -140,4 +143,29 @@ func TCPProxy(t testing.TB) string {
 		}
 	}()
 	return "tcp://" + ln.Addr().String()
+}
+
+// RunLikeCLI runs image as `docker run -d --publish 127.0.0.1:<port>:8883
+// --name <name> <image>` would: nothing but the image's own settings, and
+// removes it when the test ends.
+func RunLikeCLI(t testing.TB, name, image string, port int) {
+	t.Helper()
+	cli := rawClient(t)
+	p := network.MustParsePort("8883/tcp")
+	res, err := cli.ContainerCreate(t.Context(), client.ContainerCreateOptions{
+		Name:   name,
+		Config: &container.Config{Image: image, ExposedPorts: network.PortSet{p: {}}},
+		HostConfig: &container.HostConfig{PortBindings: network.PortMap{
+			p: {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(port)}},
+		}},
+	})
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_, _ = cli.ContainerRemove(context.Background(), res.ID, client.ContainerRemoveOptions{Force: true})
+	})
+	if _, err := cli.ContainerStart(t.Context(), res.ID, client.ContainerStartOptions{}); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
 // newLab returns a Lab whose names cannot collide with a user's: a random
@@ -384,5 +385,36 @@ func TestDockerDifferentHost(t *testing.T) {
 	wrongName.Config.Host = "localhost"
 	if _, err := wrongName.tlsConfig(); err == nil {
 		t.Error("found a certificate for localhost in a directory that only holds alohomora.net's")
+	}
+}
+
+// TestDockerOldKitCommand runs the image the way the old kit did, `docker
+// run -d --publish 8883:8883 --name expecto-patronum mqtt-broker` (here on
+// a free port of 127.0.0.1): the broker answers over verified TLS with the
+// image's own settings, and `mage down` treats the container as ours.
+func TestDockerOldKitCommand(t *testing.T) {
+	eng := dockertest.Engine(t)
+	l, _ := newLab(t, "localhost")
+	build(t, l)
+	dockertest.RunLikeCLI(t, l.Config.Container, l.Config.Image, l.Config.Port)
+	tlsConf, err := l.tlsConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := eng.Find(testCtx(t), l.Config.Container)
+	if err != nil {
+		t.Fatalf("find a container started by hand: %v", err)
+	}
+	if c.NetNS != broker.NetNSPlain || c.Port != l.Config.Port {
+		t.Errorf("container by hand: %+v", c)
+	}
+	if _, err := eng.WaitReady(testCtx(t), c, l.Config.BrokerAddr, tlsConf, mqttprobe.ProbeInterval); err != nil {
+		t.Fatalf("the broker started by hand does not answer: %v", err)
+	}
+	if err := l.Down(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.Find(testCtx(t), l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("after down: %v", err)
 	}
 }
