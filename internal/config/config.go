@@ -240,7 +240,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_QOS":                    strconv.Itoa(c.QoS),
 		"MTTR_LABEL":                  c.Label,
 		"MTTR_CLIENT":                 c.Client,
-		"MTTR_CLIENT_CMD":             c.ClientCmd,
+		"MTTR_CLIENT_CMD":             c.redactKey(c.ClientCmd),
 		"MTTR_DB":                     c.DB,
 		"MTTR_LAST":                   strconv.Itoa(c.Last),
 		"MTTR_BASELINE":               c.Baseline,
@@ -249,6 +249,16 @@ func (c Config) Vars() map[string]string {
 		"MTTR_MAX_P95":                maxP95,
 		"MTTR_HTML":                   c.HTML,
 	}
+}
+
+// redactKey replaces the connection string's key in s by its fingerprint,
+// for settings that may carry it (a client command with the key inline).
+func (c Config) redactKey(s string) string {
+	id, err := device.ParseConnectionString(c.ConnectionString)
+	if err != nil || id.SharedAccessKey == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, id.SharedAccessKey, device.KeyFingerprint(id.SharedAccessKey))
 }
 
 // Duration parses a duration in Go syntax ("1500ms", "2m") or a plain number
