@@ -176,8 +176,8 @@ func TestBrokerMoments(t *testing.T) {
 			ev(30_000, brokerlog.Listening),
 		}, 17_140, 0, true, false},
 		{"no restart: the first client event from the heal on", []brokerlog.Event{
-			ev(1, brokerlog.Listening), ev(12_000, brokerlog.KeepaliveTimeout), ev(16_000, brokerlog.Disconnect),
-			ev(17_003, brokerlog.Publish), ev(17_004, brokerlog.Connect),
+			ev(1, brokerlog.Listening), ev(12_000, brokerlog.Publish), ev(14_000, brokerlog.KeepaliveTimeout),
+			ev(16_000, brokerlog.Disconnect), ev(17_003, brokerlog.Publish), ev(17_004, brokerlog.Connect),
 		}, 0, 17_003, true, true},
 		{"nothing after the heal: neither", []brokerlog.Event{
 			ev(1, brokerlog.Listening), ev(9_000, brokerlog.Publish),
