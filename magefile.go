@@ -31,7 +31,7 @@ func Up(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { return l.Up(ctx) })
 }
 
-// Down stops and removes the broker container (MTTR_CONTAINER, DOCKER_HOST).
+// Down stops and removes the broker container and its network-namespace holder (MTTR_CONTAINER, DOCKER_HOST).
 func Down(ctx context.Context) error {
 	return lab.Do(func(l *lab.Lab) error { return l.Down(ctx) })
 }
