@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -194,10 +195,56 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if c.Alpha >= 1 {
 		return Config{}, fmt.Errorf("MTTR_ALPHA=%g: want a level between 0 and 1, e.g. 0.05", c.Alpha)
 	}
-	if c.KeepAlive < time.Second {
+	if c.KeepAlive < time.Second || c.KeepAlive%time.Second != 0 {
 		return Config{}, fmt.Errorf("MTTR_KEEP_ALIVE=%s: MQTT keep-alive is whole seconds, at least 1s", c.KeepAlive)
 	}
+	if err := c.withinLimits(); err != nil {
+		return Config{}, err
+	}
 	return c, nil
+}
+
+// Limits beyond which a setting is refused: a run could not work, or a
+// value would wrap where it is sent.
+const (
+	MaxKeepAlive    = 65535 * time.Second // MQTT's keep-alive is 16 bits of seconds
+	MaxDuration     = 24 * time.Hour      // any other duration
+	MaxRestartCount = 100_000
+	MaxCertDays     = 36_500 // a certificate's end must stay within X.509's years
+)
+
+// containerName is what the engine accepts as a container name.
+var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// withinLimits refuses values beyond the limits above, naming the variable.
+func (c Config) withinLimits() error {
+	if c.KeepAlive > MaxKeepAlive {
+		return fmt.Errorf("MTTR_KEEP_ALIVE=%s: at most %s (MQTT's keep-alive is 16 bits of seconds)", c.KeepAlive, MaxKeepAlive)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"MTTR_READY_TIMEOUT", c.ReadyTimeout}, {"MTTR_SEND_INTERVAL", c.SendInterval},
+		{"MTTR_KEEP_RUNNING", c.KeepRunning}, {"MTTR_KEEP_DEAD", c.KeepDead},
+		{"MTTR_RECOVERY_TIMEOUT", c.RecoveryTimeout}, {"MTTR_PING_TIMEOUT", c.PingTimeout},
+		{"MTTR_CONNECT_TIMEOUT", c.ConnectTimeout}, {"MTTR_MAX_RECONNECT_INTERVAL", c.MaxReconnectInterval},
+		{"MTTR_CONNECT_RETRY_INTERVAL", c.ConnectRetryInterval}, {"MTTR_MAX_P95", c.MaxP95},
+	} {
+		if d.v > MaxDuration {
+			return fmt.Errorf("%s=%s: at most %s", d.name, d.v, MaxDuration)
+		}
+	}
+	if c.RestartCount > MaxRestartCount {
+		return fmt.Errorf("MTTR_RESTART_COUNT=%d: at most %d", c.RestartCount, MaxRestartCount)
+	}
+	if c.CertDays > MaxCertDays {
+		return fmt.Errorf("MTTR_CERT_DAYS=%d: at most %d (100 years)", c.CertDays, MaxCertDays)
+	}
+	if !containerName.MatchString(c.Container) {
+		return fmt.Errorf("MTTR_CONTAINER=%q: not a container name (letters, digits, _ . -, starting with a letter or digit)", c.Container)
+	}
+	return nil
 }
 
 // Vars returns every setting, resolved, keyed by its variable name, as it

@@ -87,6 +87,14 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_LAST", "none", `MTTR_LAST="none": not a whole number`},
 		{"MTTR_ALPHA", "5", `MTTR_ALPHA=5: want a level between 0 and 1`},
 		{"MTTR_MAX_P95", "fast", `MTTR_MAX_P95="fast": not a duration`},
+		{"MTTR_KEEP_ALIVE", "1.5s", `MTTR_KEEP_ALIVE=1.5s: MQTT keep-alive is whole seconds`},
+		{"MTTR_KEEP_ALIVE", "65537", `MTTR_KEEP_ALIVE=18h12m17s: at most 18h12m15s`},
+		{"MTTR_KEEP_ALIVE", "99999h", `MTTR_KEEP_ALIVE=99999h0m0s: at most 18h12m15s`},
+		{"MTTR_KEEP_DEAD", "99999h", `MTTR_KEEP_DEAD=99999h0m0s: at most 24h0m0s`},
+		{"MTTR_RECOVERY_TIMEOUT", "25h", `MTTR_RECOVERY_TIMEOUT=25h0m0s: at most 24h0m0s`},
+		{"MTTR_RESTART_COUNT", "1000000000", `MTTR_RESTART_COUNT=1000000000: at most 100000`},
+		{"MTTR_CERT_DAYS", "10000000", `MTTR_CERT_DAYS=10000000: at most 36500`},
+		{"MTTR_CONTAINER", "bad name!", `MTTR_CONTAINER="bad name!": not a container name`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
