@@ -77,6 +77,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	if err := check(ctx, path); err != nil {
+		return nil, err
+	}
 	db, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -140,11 +143,44 @@ func (s *Store) redactKeys(ctx context.Context) error {
 	return nil
 }
 
+// check looks at what is at path before anything writes to it: a
+// directory, or a file that is not an MTTR database (another application's
+// SQLite file, which opening for writing would switch to WAL), is refused
+// as it is. A missing or empty file is fine: Open creates the schema.
+func check(ctx context.Context, path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("store: %w", err)
+	case fi.IsDir():
+		return fmt.Errorf("store %s: is a directory; name a file (MTTR_DB)", path)
+	case fi.Size() == 0:
+		return nil
+	}
+	db, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return fmt.Errorf("store %s: %w", path, err)
+	}
+	defer db.Close()
+	have, err := (&Store{db: db, path: path}).Version(ctx)
+	if err != nil && !errors.Is(err, errEmpty) {
+		return err
+	}
+	if have > Latest() {
+		return fmt.Errorf("store %s: schema version %d: %w (this tool knows up to %d)", path, have, ErrNewerSchema, Latest())
+	}
+	return nil
+}
+
 // OpenReadOnly opens an existing database without changing it. It fails
 // with ErrNotMTTR or ErrNewerSchema when the file is not one it can read.
 func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
-	if _, err := os.Stat(path); err != nil {
+	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	} else if fi.IsDir() {
+		return nil, fmt.Errorf("store %s: is a directory; name a file (MTTR_DB)", path)
 	}
 	db, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
@@ -199,7 +235,10 @@ func Latest() int64 {
 func (s *Store) Version(ctx context.Context) (int64, error) {
 	var tables int
 	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&tables); err != nil {
-		return 0, fmt.Errorf("store %s: %w: %v", s.path, ErrNotMTTR, err)
+		if strings.Contains(err.Error(), "not a database") {
+			return 0, fmt.Errorf("store %s: %w: %v", s.path, ErrNotMTTR, err)
+		}
+		return 0, fmt.Errorf("store %s: %w", s.path, err)
 	}
 	if tables == 0 {
 		return 0, fmt.Errorf("store %s: %w", s.path, errEmpty)

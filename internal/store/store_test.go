@@ -337,3 +337,44 @@ func TestRedactsStoredKeys(t *testing.T) {
 		t.Errorf("config_json after reopening: %s", got.ConfigJSON)
 	}
 }
+
+// TestRefusesWithoutTouching gives Open another application's SQLite file
+// and a directory: both are refused with what is wrong, and the file is
+// byte-identical afterwards (not switched to WAL).
+func TestRefusesWithoutTouching(t *testing.T) {
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "app.db")
+	db, err := sql.Open("sqlite", "file:"+foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hello')`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	before, err := os.ReadFile(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(t.Context(), foreign); !errors.Is(err, ErrNotMTTR) {
+		t.Errorf("Open(another application's database) = %v, want %v", err, ErrNotMTTR)
+	}
+	after, err := os.ReadFile(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(before) != string(after) {
+		t.Error("the refused file changed")
+	}
+	for _, side := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(foreign + side); err == nil {
+			t.Errorf("refusing left %s behind", foreign+side)
+		}
+	}
+	if _, err := Open(t.Context(), dir); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("Open(a directory) = %v", err)
+	}
+	if _, err := OpenReadOnly(t.Context(), dir); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("OpenReadOnly(a directory) = %v", err)
+	}
+}
