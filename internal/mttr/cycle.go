@@ -22,6 +22,11 @@ type Cycle struct {
 	FirstAckAt      int64 // the device's first acknowledged message after the fault
 	LastAckBeforeAt int64 // its last acknowledged message before the fault
 
+	// Interrupted is set when the run was stopped (Ctrl-C, SIGTERM) during
+	// this cycle: its timeline is cut short, and it counts in no statistic
+	// and no loss.
+	Interrupted bool
+
 	ReconnectAttempts int
 	Published         int
 	Acknowledged      int
@@ -70,3 +75,7 @@ func (c Cycle) Recovered() bool {
 	_, ok := c.Recovery()
 	return ok
 }
+
+// Counts reports whether the cycle counts in statistics, recovery and loss:
+// it was not cut short by an interrupt.
+func (c Cycle) Counts() bool { return !c.Interrupted }

@@ -148,7 +148,11 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 		if back := m.cycle(n, "").BackAt(); e.Path != nil && back != 0 {
 			m.HeldUntil = e.Path.HeldAfter(time.Unix(0, back))
 		}
-		return fleet.Rows(n, m, note)
+		out := fleet.Rows(n, m, note)
+		for i := range out {
+			out[i].Interrupted = ctx.Err() != nil
+		}
+		return out
 	}
 	if err := pause(ctx, plan.KeepRunning); err != nil {
 		return nil, err

@@ -247,6 +247,11 @@ func TestRunInterrupted(t *testing.T) {
 	if sum.Cycles != 2 || len(got.rows) != 2 || got.rows[0].Error != "" || got.rows[1].Error != "interrupted before healing" {
 		t.Fatalf("summary %+v rows %+v", sum, got.rows)
 	}
+	// The cut-short cycle is marked and counts in nothing: not as "not
+	// recovered", not as lost messages.
+	if got.rows[0].Interrupted || !got.rows[1].Interrupted || sum.Interrupted != 1 || sum.Rows != 1 || sum.NotRecovered != 0 {
+		t.Errorf("interrupted %v %v, summary %+v", got.rows[0].Interrupted, got.rows[1].Interrupted, sum)
+	}
 	select {
 	case <-healed:
 	default:

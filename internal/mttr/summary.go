@@ -20,11 +20,16 @@ type Summary struct {
 	NotRecovered int
 	Lost         int
 	Duplicated   int
+	Interrupted  int // device-cycles cut short by an interrupt, counted in nothing else
 }
 
 func (s *Summary) add(rows []Cycle) {
 	s.Cycles++
 	for _, r := range rows {
+		if !r.Counts() {
+			s.Interrupted++
+			continue
+		}
 		s.Rows++
 		s.Lost += r.Lost
 		s.Duplicated += r.Duplicated
@@ -92,7 +97,11 @@ func (s Summary) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "mean %.0f ms, median %.0f ms, p95 %.0f ms, max %.0f ms", round(r.Mean), round(r.Median), round(r.P95), round(r.Max))
 	}
-	fmt.Fprintf(w, "; not recovered %d; messages lost %d, duplicated %d\n", s.NotRecovered, s.Lost, s.Duplicated)
+	fmt.Fprintf(w, "; not recovered %d; messages lost %d, duplicated %d", s.NotRecovered, s.Lost, s.Duplicated)
+	if s.Interrupted > 0 {
+		fmt.Fprintf(w, "; %d cut short by the interrupt, counted in none of these", s.Interrupted)
+	}
+	fmt.Fprintln(w)
 	if d := summarize(s.Detections); d.N > 0 {
 		fmt.Fprintf(w, "detection: median %.0f ms over %d losses\n", round(d.Median), d.N)
 	}

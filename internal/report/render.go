@@ -208,7 +208,8 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
 	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
-	"outage_ms", "path_ms", "reconnect_attempts", "published", "acknowledged", "delivered", "lost", "duplicated", "error"}
+	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "published", "acknowledged", "delivered", "lost",
+	"duplicated", "error"}
 
 // writeCSV writes one row per cycle and device of runs; empty cells are NULL.
 func writeCSV(w io.Writer, runs []RunSummary) error {
@@ -222,7 +223,7 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.HeldUntilAt), ts(c.ReadyAt),
 				ts(c.ReconnectedAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
-				strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
+				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated), c.Error}
 			if err := cw.Write(rec); err != nil {
 				return err
@@ -305,6 +306,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		DetectionMS       *float64 `json:"detection_ms"`
 		OutageMS          *float64 `json:"outage_ms"`
 		PathMS            *float64 `json:"path_ms"`
+		Interrupted       bool     `json:"interrupted"`
 		ReconnectAttempts int      `json:"reconnect_attempts"`
 		Published         int      `json:"published"`
 		Acknowledged      int      `json:"acknowledged"`
@@ -314,6 +316,6 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		Error             string   `json:"error,omitempty"`
 	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
 		t(c.ReconnectedAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
-		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()),
+		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
 		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error})
 }

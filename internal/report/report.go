@@ -68,6 +68,7 @@ type RunSummary struct {
 	Delivered    int `json:"delivered"`
 	Lost         int `json:"lost"`
 	Duplicated   int `json:"duplicated"`
+	Interrupted  int `json:"interrupted"` // device-cycles cut short by an interrupt, counted in nothing above
 
 	Recovery  stats.Metric `json:"recovery_ms"`
 	Detection stats.Metric `json:"detection_ms"`
@@ -248,6 +249,11 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 	s.Cycles = make(Cycles, 0, len(cycles))
 	for _, c := range cycles {
 		seen[c.Cycle] = true
+		s.Cycles = append(s.Cycles, c)
+		if !c.Counts() {
+			s.Interrupted++
+			continue
+		}
 		s.DeviceCycles++
 		if c.Recovered() {
 			s.Recovered++
@@ -260,7 +266,6 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 		s.Lost += c.Lost
 		s.Duplicated += c.Duplicated
 		sm.add(c)
-		s.Cycles = append(s.Cycles, c)
 	}
 	s.CyclesDone = len(seen)
 	s.Recovery, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.detection)

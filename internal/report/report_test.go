@@ -33,12 +33,12 @@ func fixture(t testing.TB) *store.Store {
 	type runSpec struct {
 		label, fault, status, maxReconnect string
 		keepDead                           time.Duration
-		recoveries                         []float64 // ms; NaN = not recovered
+		recoveries                         []float64 // ms; NaN = not recovered; +Inf = cut short by the interrupt
 	}
 	specs := []runSpec{
 		{"sdk-1.0", "stop", store.StatusCompleted, "10m0s", 7500 * time.Millisecond, []float64{500, 520, 510, 530, 505, 515, 525, 495}},
 		{"sdk-1.1", "stop", store.StatusCompleted, "1s", 7500 * time.Millisecond, []float64{800, 810, 790, 805, 820, 795, 815, 785}},
-		{"", "pause", store.StatusInterrupted, "1s", 2 * time.Second, []float64{3, math.NaN()}},
+		{"", "pause", store.StatusInterrupted, "1s", 2 * time.Second, []float64{3, math.NaN(), math.Inf(1)}},
 	}
 	for i, sp := range specs {
 		started := base.Add(time.Duration(i) * time.Hour)
@@ -67,10 +67,14 @@ func fixture(t testing.TB) *store.Store {
 				c.ReconnectedAt = c.ReadyAt + int64(rec*1e6) - 2e6
 				c.ReconnectAttempts = 1
 			}
-			if math.IsNaN(rec) {
+			switch {
+			case math.IsInf(rec, 1):
+				c.FirstAckAt, c.Acknowledged, c.Delivered, c.Lost = 0, 1, 1, 5
+				c.Error, c.Interrupted = "interrupted before recovery", true
+			case math.IsNaN(rec):
 				c.FirstAckAt, c.Acknowledged, c.Delivered, c.Lost = 0, 4, 4, 2
 				c.Error = "not recovered within 2m0s"
-			} else {
+			default:
 				c.FirstAckAt = c.ReadyAt + int64(rec*1e6)
 			}
 			if err := w.SaveCycle(context.Background(), id, []mttr.Cycle{c}); err != nil {
@@ -248,5 +252,16 @@ func TestEmptyDatabase(t *testing.T) {
 	defer r.Close()
 	if _, err := Build(t.Context(), r, Options{Last: 20, Alpha: 0.05}); err == nil || !strings.Contains(err.Error(), "make one with `mage mttr`") {
 		t.Errorf("empty database: %v", err)
+	}
+}
+
+// TestInterruptedCycleCountsInNothing checks that the cycle the interrupt
+// cut short is neither "not recovered" nor loss, and is still listed.
+func TestInterruptedCycleCountsInNothing(t *testing.T) {
+	rep := build(t, Options{Last: 20, Alpha: 0.05})
+	r := rep.Runs[0] // the interrupted pause run
+	if r.Interrupted != 1 || r.NotRecovered != 1 || r.Lost != 2 || r.DeviceCycles != 2 || len(r.Cycles) != 3 {
+		t.Errorf("interrupted %d not recovered %d lost %d device-cycles %d rows %d; want 1 1 2 2 3",
+			r.Interrupted, r.NotRecovered, r.Lost, r.DeviceCycles, len(r.Cycles))
 	}
 }

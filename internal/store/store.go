@@ -340,9 +340,9 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 	defer tx.Rollback()
 	stmt, err := tx.PrepareContext(ctx, `INSERT INTO cycles
 		(run_id, cycle, device, fault_at, lost_at, healed_at, listening_at, resumed_at, held_until_at, ready_at,
-		 reconnected_at, first_ack_at, last_ack_before_at, reconnect_attempts, published, acknowledged, delivered, lost,
-		 duplicated, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))`)
+		 reconnected_at, first_ack_at, last_ack_before_at, interrupted, reconnect_attempts, published, acknowledged,
+		 delivered, lost, duplicated, error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))`)
 	if err != nil {
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
@@ -350,7 +350,7 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 	for _, c := range rows {
 		_, err := stmt.ExecContext(ctx, runID, c.Cycle, c.Device,
 			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ListeningAt), null(c.ResumedAt), null(c.HeldUntilAt), null(c.ReadyAt),
-			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt),
+			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt), c.Interrupted,
 			c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error)
 		if err != nil {
 			return fmt.Errorf("store: save cycle %d of %s: %w", c.Cycle, c.Device, err)
@@ -392,8 +392,8 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT cycle, device,
 		coalesce(fault_at, 0), coalesce(lost_at, 0), coalesce(healed_at, 0), coalesce(listening_at, 0),
 		coalesce(resumed_at, 0), coalesce(held_until_at, 0), coalesce(ready_at, 0), coalesce(reconnected_at, 0), coalesce(first_ack_at, 0),
-		coalesce(last_ack_before_at, 0), reconnect_attempts, published, acknowledged, delivered, lost, duplicated,
-		coalesce(error, '')
+		coalesce(last_ack_before_at, 0), interrupted, reconnect_attempts, published, acknowledged, delivered, lost,
+		duplicated, coalesce(error, '')
 		FROM cycles WHERE run_id = ? ORDER BY cycle, device`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
@@ -403,7 +403,7 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 	for rows.Next() {
 		var c mttr.Cycle
 		if err := rows.Scan(&c.Cycle, &c.Device, &c.FaultAt, &c.LostAt, &c.HealedAt, &c.ListeningAt, &c.ResumedAt,
-			&c.HeldUntilAt, &c.ReadyAt, &c.ReconnectedAt, &c.FirstAckAt, &c.LastAckBeforeAt, &c.ReconnectAttempts, &c.Published,
+			&c.HeldUntilAt, &c.ReadyAt, &c.ReconnectedAt, &c.FirstAckAt, &c.LastAckBeforeAt, &c.Interrupted, &c.ReconnectAttempts, &c.Published,
 			&c.Acknowledged, &c.Delivered, &c.Lost, &c.Duplicated, &c.Error); err != nil {
 			return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
 		}

@@ -46,7 +46,7 @@ func TestRunLifecycle(t *testing.T) {
 			ListeningAt: 2_080_000_000, HeldUntilAt: 2_090_000_000, ReadyAt: 2_100_000_000,
 			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
 			Published: 4, Acknowledged: 4, Delivered: 4},
-		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "not recovered"},
+		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "interrupted before recovery", Interrupted: true},
 	}
 	if err := s.SaveCycle(ctx, id, rows); err != nil {
 		t.Fatal(err)

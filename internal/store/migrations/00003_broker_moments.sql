@@ -15,6 +15,9 @@
 ALTER TABLE cycles ADD COLUMN listening_at INTEGER;
 ALTER TABLE cycles ADD COLUMN resumed_at INTEGER;
 ALTER TABLE cycles ADD COLUMN held_until_at INTEGER;
+-- 1 when the run was interrupted during the cycle: its timeline is cut
+-- short and it counts in no statistic and no loss.
+ALTER TABLE cycles ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN path_ms REAL
     GENERATED ALWAYS AS ((ready_at - coalesce(listening_at, resumed_at)) / 1e6) VIRTUAL;
 ALTER TABLE runs ADD COLUMN broker TEXT NOT NULL DEFAULT 'docker';
@@ -24,6 +27,7 @@ ALTER TABLE runs ADD COLUMN netns TEXT NOT NULL DEFAULT 'plain';
 ALTER TABLE runs DROP COLUMN netns;
 ALTER TABLE runs DROP COLUMN broker;
 ALTER TABLE cycles DROP COLUMN path_ms;
+ALTER TABLE cycles DROP COLUMN interrupted;
 ALTER TABLE cycles DROP COLUMN held_until_at;
 ALTER TABLE cycles DROP COLUMN resumed_at;
 ALTER TABLE cycles DROP COLUMN listening_at;
