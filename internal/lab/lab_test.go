@@ -1,10 +1,13 @@
 package lab
 
 import (
+	"context"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/mttr"
 )
 
 func TestImageCurrent(t *testing.T) {
@@ -96,5 +100,16 @@ func TestBrokerLinesKeepsSameMillisecond(t *testing.T) {
 	}
 	if want := time.Date(2026, 11, 26, 17, 6, 18, 130000003, time.UTC); !last().Equal(want) {
 		t.Errorf("last = %v, want %v", last(), want)
+	}
+}
+
+func TestNotReadySaysInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := notReady(ctx, time.Minute, context.Canceled); !errors.Is(err, mttr.ErrInterrupted) || strings.Contains(err.Error(), "MTTR_READY_TIMEOUT") {
+		t.Errorf("interrupted start-up = %v", err)
+	}
+	if err := notReady(t.Context(), time.Minute, context.DeadlineExceeded); errors.Is(err, mttr.ErrInterrupted) || !strings.Contains(err.Error(), "not ready within 1m0s (MTTR_READY_TIMEOUT)") {
+		t.Errorf("timed-out start-up = %v", err)
 	}
 }

@@ -261,7 +261,7 @@ func (l *Lab) removeLeftovers(ctx context.Context, eng *broker.Engine) error {
 		if err := eng.RemoveID(ctx, c.ID); err != nil {
 			return err
 		}
-		l.printf("removed container %s left by a killed run\n", c.Name)
+		l.printf("removed container %s: the process that ran it (%s) is gone\n", c.Name, c.Label)
 	}
 	return nil
 }

@@ -152,7 +152,7 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	defer cancel()
 	ready, err := b.eng.WaitReady(rctx, c, cfg.BrokerAddr, b.tls, mqttprobe.ProbeInterval)
 	if err != nil {
-		return 0, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
+		return 0, notReady(ctx, cfg.ReadyTimeout, err)
 	}
 	return ready.Sub(c.StartedAt), nil
 }
@@ -246,7 +246,7 @@ func (p *processBed) start(ctx context.Context, _ int64, env []string, observe f
 	defer cancel()
 	ready, err := b.WaitReady(rctx, p.tls, mqttprobe.ProbeInterval)
 	if err != nil {
-		return 0, fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", cfg.ReadyTimeout, err)
+		return 0, notReady(ctx, cfg.ReadyTimeout, err)
 	}
 	return ready.Sub(b.StartedAt()), nil
 }
@@ -256,4 +256,13 @@ func (p *processBed) path() mttr.HeldPath { return nil }
 
 func (p *processBed) fault(context.Context, *cleanups) (mttr.Fault, error) {
 	return p.b.Outage(p.l.Config.Fault, p.tls)
+}
+
+// notReady says why a new broker did not answer: the run was interrupted
+// while it started, or it did not answer within MTTR_READY_TIMEOUT.
+func notReady(ctx context.Context, timeout time.Duration, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted while the broker started: %w", mttr.ErrInterrupted)
+	}
+	return fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", timeout, err)
 }
