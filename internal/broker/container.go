@@ -91,9 +91,10 @@ type Container struct {
 	// namespace and the published port (NetNSHolder only).
 	HolderID, HolderName string
 	Bind                 string
-	Port                 int        // host port the broker is published on
-	IP                   netip.Addr // the broker's address on its Docker network (the holder's); invalid when it has none
-	StartedAt            time.Time  // when the engine started the broker
+	Port                 int               // host port the broker is published on
+	IP                   netip.Addr        // the broker's address on its Docker network (the holder's); invalid when it has none
+	Labels               map[string]string // the broker container's labels
+	StartedAt            time.Time         // when the engine started the broker
 	// StartReturned is when our start call returned (zero for a container
 	// found rather than started).
 	StartReturned time.Time
@@ -249,7 +250,7 @@ func (e *Engine) inspect(ctx context.Context, ref string) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{ID: info.ID, Name: strings.TrimPrefix(info.Name, "/"), NetNS: NetNSPlain}
+	c := &Container{ID: info.ID, Name: strings.TrimPrefix(info.Name, "/"), NetNS: NetNSPlain, Labels: info.Config.Labels}
 	if info.State != nil {
 		c.StartedAt, _ = time.Parse(time.RFC3339Nano, info.State.StartedAt)
 	}

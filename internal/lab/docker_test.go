@@ -22,6 +22,7 @@ import (
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/store"
 )
 
 // newLab returns a Lab whose names cannot collide with a user's: a random
@@ -416,5 +417,44 @@ func TestDockerOldKitCommand(t *testing.T) {
 	}
 	if _, err := eng.Find(testCtx(t), l.Config.Container); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("after down: %v", err)
+	}
+}
+
+// TestDockerLiveRunContainerUntouched gives mttr, up and down the name of a
+// container that a run still running on this machine owns (this test's own
+// process stands in for it): each refuses, naming the run, and the
+// container is left as it was.
+func TestDockerLiveRunContainerUntouched(t *testing.T) {
+	eng := dockertest.Engine(t)
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+	owner := shortRun(t, base, "stop")
+	labels := runLabels(7) // owned by this very process, which is alive
+	c, err := eng.Run(testCtx(t), broker.RunSpec{Name: owner.Config.Container, Image: owner.Config.Image, Bind: "127.0.0.1",
+		Port: owner.Config.Port, Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Remove(context.Background(), owner.Config.Container) })
+
+	second := shortRun(t, base, "stop")
+	second.Config.Container = owner.Config.Container
+	_, mttrErr := second.Mttr(testCtx(t))
+	for name, err := range map[string]error{"mttr": mttrErr, "up": second.Up(testCtx(t)), "down": second.Down(testCtx(t))} {
+		if err == nil || !strings.Contains(err.Error(), "belongs to run 7, which is still running") || !strings.Contains(err.Error(), "MTTR_CONTAINER and MTTR_PORT") {
+			t.Errorf("%s on a live run's container = %v", name, err)
+		}
+	}
+	still, err := eng.Find(testCtx(t), owner.Config.Container)
+	if err != nil || still.ID != c.ID {
+		t.Errorf("the live run's container was touched: %v, %v", still, err)
+	}
+	db, err := store.OpenReadOnly(testCtx(t), second.Config.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if runs, err := db.Runs(testCtx(t), 10); err != nil || len(runs) != 0 {
+		t.Errorf("the refused run was recorded: %v, %v", runs, err)
 	}
 }

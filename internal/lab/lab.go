@@ -230,6 +230,9 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 	if !sourceOK {
 		l.printf("note: image %s was built from other %s/ sources than these; `mage image` rebuilds it\n", l.Config.Image, l.BuildDir)
 	}
+	if err := l.refuseLive(ctx, eng, l.Config.Container); err != nil {
+		return nil, err
+	}
 	c, err := eng.Run(ctx, broker.RunSpec{Name: l.Config.Container, Image: l.Config.Image, Bind: l.Config.Bind, Port: l.Config.Port, NetNS: l.Config.NetNS})
 	if err != nil {
 		return nil, err
@@ -252,6 +255,9 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 // Down stops and removes the broker container.
 func (l *Lab) Down(ctx context.Context) error {
 	return l.removal(ctx, "container "+l.Config.Container, "is not there", func(eng *broker.Engine) error {
+		if err := l.refuseLive(ctx, eng, l.Config.Container); err != nil {
+			return err
+		}
 		if err := eng.Stop(ctx, l.Config.Container, 10*time.Second); err != nil {
 			return err
 		}

@@ -3,6 +3,8 @@ package lab
 import (
 	"context"
 	"errors"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -111,5 +113,29 @@ func TestNotReadySaysInterrupted(t *testing.T) {
 	}
 	if err := notReady(t.Context(), time.Minute, context.DeadlineExceeded); errors.Is(err, mttr.ErrInterrupted) || !strings.Contains(err.Error(), "not ready within 1m0s (MTTR_READY_TIMEOUT)") {
 		t.Errorf("timed-out start-up = %v", err)
+	}
+}
+
+// TestProcessAliveNotZombie checks that a process that has exited but was
+// not yet waited for (a zombie) does not count as alive.
+func TestProcessAliveNotZombie(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	cmd := exec.Command("sh", "-c", "exit 0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, out) // EOF: the child has exited and is a zombie until Wait
+	if processAlive(cmd.Process.Pid) {
+		t.Errorf("zombie %d counted as alive", cmd.Process.Pid)
+	}
+	_ = cmd.Wait()
+	if !processAlive(os.Getpid()) {
+		t.Error("this process counted as gone")
 	}
 }

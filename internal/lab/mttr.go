@@ -1,10 +1,12 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -287,12 +289,45 @@ func (l *Lab) abandonRuns(ctx context.Context, db *store.Store) error {
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// processAlive reports whether process pid runs: it exists and is not a
+// zombie (exited, waiting for its parent to notice).
 func processAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist) // no /proc: trust kill
+	}
+	// "pid (comm) state ...": the state follows the last ')'.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
+}
+
+// refuseLive refuses to touch our container called name while the run that
+// owns it is still running on this machine: a second run at the same time
+// needs a container and a port of its own.
+func (l *Lab) refuseLive(ctx context.Context, eng *broker.Engine, name string) error {
+	c, err := eng.Find(ctx, name)
+	if err != nil {
+		if errors.Is(err, broker.ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	machine, _ := os.Hostname()
+	host, pid, ok := strings.Cut(c.Labels[LabelOwner], ":")
+	n, _ := strconv.Atoi(pid)
+	if !ok || host != machine || !processAlive(n) {
+		return nil
+	}
+	return fmt.Errorf("container %s belongs to run %s, which is still running (pid %d): refusing to touch it; "+
+		"to run another at the same time, give it its own MTTR_CONTAINER and MTTR_PORT", name, c.Labels[LabelRun], n)
 }
 
 // toolVersion is the VCS revision the tool was built from: from the build

@@ -55,6 +55,10 @@ func (l *Lab) openTestBed(ctx context.Context) (testBed, *tls.Config, error) {
 		eng.Close()
 		return nil, nil, err
 	}
+	if err := l.refuseLive(ctx, eng, l.Config.Container); err != nil {
+		eng.Close()
+		return nil, nil, err
+	}
 	imageID, tlsConf, err := l.currentImage(ctx, eng)
 	if err != nil {
 		eng.Close()
