@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/config"
@@ -130,7 +132,17 @@ func TestProcessAliveNotZombie(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = io.Copy(io.Discard, out) // EOF: the child has exited and is a zombie until Wait
+	_, _ = io.Copy(io.Discard, out)
+	// A pidfd becomes readable when the process has exited; until Wait it
+	// is a zombie. (EOF on its output comes a moment earlier.)
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v", err)
+	}
+	defer unix.Close(fd)
+	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 10_000); err != nil || n != 1 {
+		t.Fatalf("the child did not exit: %d, %v", n, err)
+	}
 	if processAlive(cmd.Process.Pid) {
 		t.Errorf("zombie %d counted as alive", cmd.Process.Pid)
 	}

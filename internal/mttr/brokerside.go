@@ -1,6 +1,7 @@
 package mttr
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"time"
@@ -15,7 +16,8 @@ import (
 type BrokerLog struct {
 	mu        sync.Mutex
 	listening []time.Time
-	active    []time.Time // connect, subscribe and publish events of any client
+	active    []time.Time   // connect, subscribe and publish events of any client
+	changed   chan struct{} // signalled after every event kept; made on first use
 }
 
 // Observe records one broker event.
@@ -27,6 +29,50 @@ func (b *BrokerLog) Observe(e brokerlog.Event) {
 		b.listening = append(b.listening, e.At)
 	case brokerlog.Connect, brokerlog.Subscribe, brokerlog.Publish:
 		b.active = append(b.active, e.At)
+	default:
+		return
+	}
+	select {
+	case b.signal() <- struct{}{}:
+	default:
+	}
+}
+
+// signal returns the change channel; b.mu is held.
+func (b *BrokerLog) signal() chan struct{} {
+	if b.changed == nil {
+		b.changed = make(chan struct{}, 1)
+	}
+	return b.changed
+}
+
+// awaitBack waits, at most timeout, until the log shows the broker back
+// after the fault of m (a listening line, or client traffic from the heal
+// on). The log reaches us a little after what it records: a device's
+// acknowledgement can arrive before the broker's line for the same message
+// has been read.
+func (b *BrokerLog) awaitBack(ctx context.Context, m Marks, timeout time.Duration) {
+	if b == nil || m.FaultAt.IsZero() {
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		probe := m
+		b.mark(&probe)
+		if !probe.ListeningAt.IsZero() || !probe.ResumedAt.IsZero() {
+			return
+		}
+		b.mu.Lock()
+		ch := b.signal()
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -197,6 +197,9 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	m.ProbeAt, readyErr = awaitRecovery(rctx, fault, fleet, m.Heal)
 	m.End = time.Now()
 	settle(ctx, fleet, plan, m.Start, missed)
+	if readyErr == nil {
+		e.Broker.awaitBack(ctx, m, plan.SettleTimeout)
+	}
 	note := ""
 	switch {
 	case ctx.Err() != nil:

@@ -244,3 +244,33 @@ func TestCycleDurations(t *testing.T) {
 		t.Error("Recovered disagrees with Recovery")
 	}
 }
+
+// TestAwaitBackWaitsForTheLog checks that the cycle waits for the broker's
+// line that arrives after the device's answer, and not for anything else.
+func TestAwaitBackWaitsForTheLog(t *testing.T) {
+	t0 := time.Now()
+	m := Marks{Inject: t0, FaultAt: t0, Heal: t0.Add(time.Millisecond)}
+	var b BrokerLog
+	b.Observe(brokerlog.Event{At: t0.Add(-time.Second), Kind: brokerlog.Listening}) // the start before the fault
+	done := make(chan struct{})
+	go func() {
+		b.awaitBack(t.Context(), m, time.Minute)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("returned before the broker was back in the log")
+	default:
+	}
+	b.Observe(brokerlog.Event{At: t0.Add(2 * time.Millisecond), Kind: brokerlog.Disconnect}) // not traffic
+	b.Observe(brokerlog.Event{At: t0.Add(3 * time.Millisecond), Kind: brokerlog.Publish})
+	select {
+	case <-done:
+	case <-t.Context().Done():
+	}
+	m2 := m
+	b.mark(&m2)
+	if !m2.ResumedAt.Equal(t0.Add(3 * time.Millisecond)) {
+		t.Errorf("resumed_at %v, want the publish", m2.ResumedAt.Sub(t0))
+	}
+}
