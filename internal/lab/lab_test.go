@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +150,28 @@ func TestProcessAliveNotZombie(t *testing.T) {
 	_ = cmd.Wait()
 	if !processAlive(os.Getpid()) {
 		t.Error("this process counted as gone")
+	}
+}
+
+func TestOwnerGone(t *testing.T) {
+	machine, _ := os.Hostname()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		label string
+		pid   int
+		gone  bool
+	}{
+		{machine + ":" + strconv.Itoa(os.Getpid()), os.Getpid(), false},
+		{machine + ":" + strconv.Itoa(gone.Process.Pid), gone.Process.Pid, true},
+		{"elsewhere:1", 0, false}, // another machine's process cannot be looked at
+		{"", 0, false},
+		{machine + ":x", 0, false},
+	} {
+		if pid, g := ownerGone(tt.label); pid != tt.pid || g != tt.gone {
+			t.Errorf("ownerGone(%q) = %d, %v; want %d, %v", tt.label, pid, g, tt.pid, tt.gone)
+		}
 	}
 }

@@ -253,11 +253,8 @@ func (l *Lab) removeLeftovers(ctx context.Context, eng *broker.Engine) error {
 	if err != nil {
 		return err
 	}
-	machine, _ := os.Hostname()
 	for _, c := range left {
-		host, pid, ok := strings.Cut(c.Label, ":")
-		n, _ := strconv.Atoi(pid)
-		if !ok || host != machine || processAlive(n) {
+		if _, gone := ownerGone(c.Label); !gone {
 			continue
 		}
 		if err := eng.RemoveID(ctx, c.ID); err != nil {
@@ -300,13 +297,29 @@ func processAlive(pid int) bool {
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist) // no /proc: trust kill
+		if _, perr := os.Stat("/proc/self/stat"); perr != nil {
+			return true // no /proc on this system: kill's answer stands
+		}
+		return !errors.Is(err, fs.ErrNotExist) // it went away meanwhile
 	}
 	// "pid (comm) state ...": the state follows the last ')'.
 	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
 		return stat[i+2] != 'Z'
 	}
 	return true
+}
+
+// ownerGone reads an owner label, "<machine>:<pid>". gone is true when the
+// run ran on this machine and its process is gone; pid is 0 when the label
+// names another machine or none, whose process cannot be looked at.
+func ownerGone(label string) (pid int, gone bool) {
+	host, p, ok := strings.Cut(label, ":")
+	n, err := strconv.Atoi(p)
+	machine, _ := os.Hostname()
+	if !ok || err != nil || host != machine {
+		return 0, false
+	}
+	return n, !processAlive(n)
 }
 
 // refuseLive refuses to touch our container called name while the run that
@@ -320,10 +333,8 @@ func (l *Lab) refuseLive(ctx context.Context, eng *broker.Engine, name string) e
 		}
 		return err
 	}
-	machine, _ := os.Hostname()
-	host, pid, ok := strings.Cut(c.Labels[LabelOwner], ":")
-	n, _ := strconv.Atoi(pid)
-	if !ok || host != machine || !processAlive(n) {
+	n, gone := ownerGone(c.Labels[LabelOwner])
+	if gone || n == 0 {
 		return nil
 	}
 	return fmt.Errorf("container %s belongs to run %s, which is still running (pid %d): refusing to touch it; "+
