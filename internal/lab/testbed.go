@@ -270,3 +270,57 @@ func notReady(ctx context.Context, timeout time.Duration, err error) error {
 	}
 	return fmt.Errorf("broker not ready within %s (MTTR_READY_TIMEOUT): %w", timeout, err)
 }
+
+// followBroker feeds the broker's event log to observe until ctx ends, following
+// the container again each time the engine starts it (after a stop, kill,
+// restart or recreate). Broker times are moved onto our clock when the
+// engine is on another machine.
+func (l *Lab) followBroker(ctx context.Context, eng *broker.Engine, since time.Time, clock broker.Clock, observe func(brokerlog.Event)) {
+	lines, last := brokerLines(clock, observe)
+	name := l.Config.Container
+	for {
+		err := eng.FollowLogs(ctx, name, since, lines)
+		if ctx.Err() != nil {
+			return
+		}
+		ended := time.Now().Add(clock.Offset - 100*time.Millisecond)
+		if err != nil {
+			ended = ended.Add(-time.Second) // the container may be between remove and run
+		}
+		if _, err := eng.WaitStarted(ctx, name, ended); err != nil {
+			return
+		}
+		if l := last(); !l.IsZero() {
+			since = l
+		}
+	}
+}
+
+// brokerLines splits the broker's log stream into events for observe, on
+// our clock. Following the log again after a restart starts a little early,
+// so a line the engine stamped no later than the newest one seen is a
+// repeat and skipped (by the engine's stamp: At may be the broker's own
+// millisecond, equal for several lines). last is the newest engine stamp.
+func brokerLines(clock broker.Clock, observe func(brokerlog.Event)) (lines *brokerlog.Lines, last func() time.Time) {
+	var mu sync.Mutex
+	var newest time.Time
+	lines = brokerlog.NewLines(64<<10, func(b []byte) {
+		e, ok := brokerlog.Parse(b)
+		mu.Lock()
+		if !ok || !e.EngineAt.After(newest) {
+			mu.Unlock()
+			return
+		}
+		newest = e.EngineAt
+		mu.Unlock()
+		if !clock.Local {
+			e.At = e.At.Add(-clock.Offset)
+		}
+		observe(e)
+	})
+	return lines, func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return newest
+	}
+}
