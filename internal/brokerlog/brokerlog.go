@@ -34,10 +34,22 @@ const (
 	Shutdown         = "shutdown"
 )
 
-// lagLimit is how far the engine's stamp may trail the line's own ts
-// (whole milliseconds, so up to 1 ms behind the moment) before the ts is
-// taken instead.
+// lagLimit is how far a reader's stamp may trail the line's own ts (whole
+// milliseconds, so up to 1 ms behind the moment) before the ts is taken
+// instead.
 const lagLimit = 2 * time.Millisecond
+
+// Stamp is an event's time: read, when the line was read (by the engine,
+// or by us from the broker's output), unless that trails own, the line's
+// own ts on the same clock, by more than lagLimit: a reader that fell
+// behind stamps late, and the broker's millisecond is then closer. A zero
+// read gives own.
+func Stamp(read, own time.Time) time.Time {
+	if read.IsZero() || (!own.IsZero() && read.Sub(own) > lagLimit) {
+		return own
+	}
+	return read
+}
 
 // Event is one broker event.
 type Event struct {
@@ -86,14 +98,10 @@ func Parse(b []byte) (e Event, ok bool) {
 	if l.TS > 0 {
 		own = time.UnixMilli(l.TS)
 	}
-	switch {
-	case e.At.IsZero() && own.IsZero():
+	if engineTime.IsZero() && own.IsZero() {
 		return Event{}, false
-	case e.At.IsZero(), e.At.Sub(own) > lagLimit:
-		// The engine stamps a line when it reads it; a busy engine reads
-		// late. The broker's own reading of the same clock is then better.
-		e.At = own
 	}
+	e.At = Stamp(engineTime, own)
 	if l.ClientID != nil {
 		e.ClientID = *l.ClientID
 	}

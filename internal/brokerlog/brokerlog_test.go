@@ -39,6 +39,24 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestStamp(t *testing.T) {
+	own := time.UnixMilli(1795712778123)
+	for _, tt := range []struct {
+		read, want time.Time
+	}{
+		{own.Add(1500 * time.Microsecond), own.Add(1500 * time.Microsecond)}, // read promptly: the finer time
+		{own.Add(3 * time.Millisecond), own},                                 // read late: the broker's own
+		{time.Time{}, own},
+	} {
+		if got := Stamp(tt.read, own); !got.Equal(tt.want) {
+			t.Errorf("Stamp(%v) = %v, want %v", tt.read.Sub(own), got.Sub(own), tt.want.Sub(own))
+		}
+	}
+	if read := own.Add(time.Hour); !Stamp(read, time.Time{}).Equal(read) {
+		t.Error("without a ts, the read time stands")
+	}
+}
+
 // TestDigest pins the digest to the one the broker computes in server.js:
 // the first 16 hex digits of SHA-256 ("hello" is the well-known 2cf24dba…).
 func TestDigest(t *testing.T) {

@@ -41,9 +41,6 @@ const (
 	// maxLine is the longest broker output line kept; longer ones are
 	// dropped.
 	maxLine = 64 << 10
-	// lagLimit: a line read this much later than its own ts waited in the
-	// pipe because our reader fell behind, and its ts is the better time.
-	lagLimit = 10 * time.Millisecond
 )
 
 // Spec is one broker: where it runs from, where it listens, what it
@@ -317,7 +314,7 @@ func (b *Broker) readEvents(r *os.File, p *process) {
 		if !ok || b.spec.Events == nil {
 			return
 		}
-		e.At = stamp(readAt, e.At)
+		e.At = brokerlog.Stamp(readAt, e.At) // Parse gave the line's own ts
 		b.spec.Events(e)
 	})
 	buf := make([]byte, 64<<10)
@@ -329,15 +326,6 @@ func (b *Broker) readEvents(r *os.File, p *process) {
 			return
 		}
 	}
-}
-
-// stamp returns when a line was read, unless it waited in the pipe longer
-// than lagLimit: then the broker's own time (ts, in milliseconds) is closer.
-func stamp(readAt, ts time.Time) time.Time {
-	if !ts.IsZero() && readAt.Sub(ts) > lagLimit {
-		return ts
-	}
-	return readAt
 }
 
 func (b *Broker) readStderr(r *os.File, p *process) {
