@@ -87,8 +87,8 @@ func (b *BrokerLog) mark(m *Marks) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m.ListeningAt = firstFrom(b.listening, m.FaultAt)
-	if m.ListeningAt.IsZero() && !m.back().IsZero() {
-		m.ResumedAt = firstFrom(b.active, m.back())
+	if m.ListeningAt.IsZero() && !m.healFrom().IsZero() {
+		m.ResumedAt = firstFrom(b.active, m.healFrom())
 	}
 }
 

@@ -18,10 +18,10 @@ type Marks struct {
 	End         time.Time // the cycle ended: everyone recovered, or the timeout
 }
 
-// back is the moment from which a device's answers count as recovery: when
+// healFrom is the moment from which a device's answers count as recovery: when
 // we began healing. A broker that was frozen or cut off can answer before
 // the call that healed it returns.
-func (m Marks) back() time.Time {
+func (m Marks) healFrom() time.Time {
 	if !m.Heal.IsZero() {
 		return m.Heal
 	}
@@ -74,11 +74,11 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 //   - reconnect_attempts: attempts it started after losing the connection
 //     and before it got it back.
 //
-// "From the heal on" is from when we began healing (Marks.back). Messages
+// "From the heal on" is from when we began healing (Marks.healFrom). Messages
 // count in the cycle they were published in, [Start, End).
 func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks) Cycle {
 	c := m.cycle(n, device)
-	from := m.back()
+	from := m.healFrom()
 	var lost, reconnected, firstAck, lastAckBefore, deviceReady, attempt time.Time
 	attempts := 0
 	for _, o := range log {

@@ -209,7 +209,7 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 
 // brokerTimeline builds one client's row for cycle n from the broker's
 // events, with the definitions of timeline as the broker sees them ("from
-// the heal on" is from when we began healing, Marks.back: a frozen broker
+// the heal on" is from when we began healing, Marks.healFrom: a frozen broker
 // processes what waited for it before the call that thawed it returns):
 //
 //   - lost_at: the broker's first disconnect or keep-alive timeout of the
@@ -231,7 +231,7 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 // from here and stay 0.
 func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(digests []string) int, m Marks) Cycle {
 	c := m.cycle(n, id)
-	from := m.back()
+	from := m.healFrom()
 	var lost, reconnected, firstAck, lastBefore time.Time
 	for _, e := range evs {
 		switch e.Kind {
