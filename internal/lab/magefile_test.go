@@ -1,7 +1,11 @@
 package lab
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -25,5 +29,52 @@ func TestMagefileTargets(t *testing.T) {
 		if !strings.Contains(string(out), "  "+target+" ") || !strings.Contains(string(out), " "+verb+" ") {
 			t.Errorf("mage -l lacks %q with %q:\n%s", target, verb, out)
 		}
+	}
+}
+
+// TestParallelMage runs 16 `go tool mage report` at once in this checkout,
+// from a mage cache of their own (so they also race to compile the
+// magefile first): each must succeed. Mage alone writes
+// mage_output_file.go into the checkout for every call and deletes it
+// after compiling, so most of them failed with "error compiling
+// magefiles".
+func TestParallelMage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles the magefile")
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "mttr.db")
+	writeRuns(t, db, 2)
+	env := append(os.Environ(), "MAGEFILE_CACHE="+filepath.Join(dir, "mage"), "MTTR_DB="+db, "MTTR_HTML="+filepath.Join(dir, "report.html"))
+	const n = 16
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			cmd := exec.CommandContext(t.Context(), "go", "tool", "mage", "report")
+			cmd.Dir, cmd.Env = "../..", env
+			out, err := cmd.CombinedOutput()
+			if err == nil && !strings.Contains(string(out), "Runs in "+db) {
+				err = errors.New("no run list")
+			}
+			if err != nil {
+				err = fmt.Errorf("%w:\n%s", err, out)
+			}
+			errs <- err
+		}()
+	}
+	failed := 0
+	for range n {
+		if err := <-errs; err != nil {
+			failed++
+			if failed == 1 {
+				t.Errorf("go tool mage report: %v", err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d parallel calls failed", failed, n)
+	}
+	if _, err := os.Stat("../../mage_output_file.go"); err == nil {
+		t.Error("mage_output_file.go was left in the checkout")
 	}
 }

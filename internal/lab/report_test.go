@@ -3,6 +3,7 @@ package lab
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,24 +28,7 @@ func TestReportCommands(t *testing.T) {
 		t.Errorf("report created the database: %v", err)
 	}
 
-	w, err := store.Open(t.Context(), cfg.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 2; i++ {
-		id, err := w.StartRun(t.Context(), store.Run{StartedAt: time.Unix(int64(1e9+i), 0), Label: "v" + string(rune('0'+i)), Fault: "stop",
-			KeepDead: time.Second, Devices: 1, CyclesPlanned: 1, ConfigJSON: "{}"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.SaveCycle(t.Context(), id, []mttr.Cycle{{Cycle: 1, Device: "d", FaultAt: 1e9, HealedAt: 2e9, ReadyAt: 2e9, FirstAckAt: 2e9 + int64(i)*1e8}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w.Close()
+	writeRuns(t, cfg.DB, 2)
 	before, _ := os.ReadFile(cfg.DB)
 
 	l.Config.Format = "csv"
@@ -75,7 +59,7 @@ func TestReportCommands(t *testing.T) {
 
 	out.Reset()
 	l.Config.MaxP95 = 150 * time.Millisecond
-	err = l.Check(t.Context())
+	err := l.Check(t.Context())
 	if err == nil || !strings.Contains(out.String(), "FAIL  recovery p95 200 ms exceeds MTTR_MAX_P95=150 ms") {
 		t.Errorf("check = %v\n%s", err, out.String())
 	}
@@ -83,5 +67,29 @@ func TestReportCommands(t *testing.T) {
 	l.Config.MaxP95 = time.Second
 	if err := l.Check(t.Context()); err != nil {
 		t.Errorf("check within the limit = %v\n%s", err, out.String())
+	}
+}
+
+// writeRuns stores n completed one-cycle runs labelled v1, v2, ... in a new
+// database at path; run i recovered in i × 100 ms.
+func writeRuns(t *testing.T, path string, n int) {
+	t.Helper()
+	w, err := store.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := 1; i <= n; i++ {
+		id, err := w.StartRun(t.Context(), store.Run{StartedAt: time.Unix(int64(1e9+i), 0), Label: "v" + strconv.Itoa(i), Fault: "stop",
+			KeepDead: time.Second, Devices: 1, CyclesPlanned: 1, ConfigJSON: "{}"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.SaveCycle(t.Context(), id, []mttr.Cycle{{Cycle: 1, Device: "d", FaultAt: 1e9, HealedAt: 2e9, ReadyAt: 2e9, FirstAckAt: 2e9 + int64(i)*1e8}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
