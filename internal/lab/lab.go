@@ -19,6 +19,7 @@ import (
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/interrupt"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
@@ -39,14 +40,19 @@ func FromEnv() (*Lab, error) {
 	return &Lab{Config: cfg, Out: os.Stdout, Err: os.Stderr, BuildDir: "aedes"}, nil
 }
 
-// Do runs fn with a Lab configured from the environment; a bad MTTR_*
-// value is returned before fn starts.
-func Do(fn func(*Lab) error) error {
+// Do runs fn with a Lab configured from the environment, under a context
+// that every stop request cancels: SIGINT, SIGTERM, SIGHUP, the exit of the
+// process that started this one, or its output closing (package
+// interrupt). A bad MTTR_* value is returned before fn starts.
+func Do(ctx context.Context, fn func(context.Context, *Lab) error) error {
+	ctx, cancel, stop := interrupt.Context(ctx)
+	defer stop()
 	l, err := FromEnv()
 	if err != nil {
 		return err
 	}
-	return fn(l)
+	l.Out, l.Err = interrupt.Output(os.Stdout, cancel), interrupt.Output(os.Stderr, cancel)
+	return fn(ctx, l)
 }
 
 func (l *Lab) printf(format string, args ...any) { fmt.Fprintf(l.Out, format, args...) }

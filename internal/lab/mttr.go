@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/interrupt"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -30,16 +30,17 @@ const (
 	LabelOwner = "org.mttrlab.owner" // "<machine>:<pid>" of the process running it
 )
 
-// cleanupTimeout bounds the work done after an interrupt.
+// cleanupTimeout bounds all the work done once a run has ended, together:
+// mage gives a target 5 s after Ctrl-C before it exits, and the run's
+// outcome is recorded before this starts.
 const cleanupTimeout = 4 * time.Second
 
 // Mttr runs the recovery experiment and stores every cycle in MTTR_DB. It
-// returns the run id. Ctrl-C or SIGTERM stop it: the broker is healed and
-// removed, the run is marked interrupted and its completed cycles are kept.
+// returns the run id. When ctx ends (Ctrl-C, SIGTERM: see Do) it stops:
+// the run is marked interrupted, its completed cycles are kept, and the
+// broker is removed, without being brought back first.
 func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	l = l.withSyncedOutput() // progress and client exits print from different goroutines
-	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM)
-	defer stopSignals()
 	cfg := l.Config
 	id, err := device.ParseConnectionString(cfg.ConnectionString)
 	if err != nil {
@@ -85,13 +86,14 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	sum, runErr := l.experiment(ctx, bed, db, runID, id, tlsConf, &cleanup)
 	// Record the outcome first: after an interrupt the process may be
 	// given only a few seconds.
-	defer cleanup.run()
+	defer cleanup.run(ctx)
 	switch {
 	case runErr == nil:
 		finish(store.StatusCompleted, nil)
 	case errors.Is(runErr, mttr.ErrInterrupted) || ctx.Err() != nil:
-		finish(store.StatusInterrupted, runErr)
-		return runID, fmt.Errorf("run %d interrupted after %d of %d cycles; completed cycles are stored in %s", runID, sum.Cycles, cfg.RestartCount, cfg.DB)
+		why := interrupt.Reason(ctx)
+		finish(store.StatusInterrupted, fmt.Errorf("%s: %w", why, runErr))
+		return runID, fmt.Errorf("run %d interrupted (%s) after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, cfg.DB)
 	default:
 		finish(store.StatusFailed, runErr)
 		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, runErr)
@@ -102,14 +104,19 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	return runID, nil
 }
 
-// cleanups are run last first.
-type cleanups []func()
+// cleanups are run last first, all within cleanupTimeout.
+type cleanups []func(context.Context)
 
-func (c *cleanups) add(f func()) { *c = append(*c, f) }
+func (c *cleanups) add(f func()) { *c = append(*c, func(context.Context) { f() }) }
 
-func (c cleanups) run() {
+// addBounded adds f, which gets the context that carries the deadline.
+func (c *cleanups) addBounded(f func(context.Context)) { *c = append(*c, f) }
+
+func (c cleanups) run(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
 	for i := len(c) - 1; i >= 0; i-- {
-		c[i]()
+		c[i](ctx)
 	}
 }
 
@@ -238,11 +245,16 @@ func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, *tl
 }
 
 func runLabels(runID int64) map[string]string {
-	machine, _ := os.Hostname()
 	return map[string]string{
 		LabelRun:   strconv.FormatInt(runID, 10),
-		LabelOwner: machine + ":" + strconv.Itoa(os.Getpid()),
+		LabelOwner: owner(),
 	}
+}
+
+// owner is this process as LabelOwner names it: "<machine>:<pid>".
+func owner() string {
+	machine, _ := os.Hostname()
+	return machine + ":" + strconv.Itoa(os.Getpid())
 }
 
 // removeLeftovers removes broker containers whose run was killed on this

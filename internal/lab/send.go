@@ -3,9 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/device"
@@ -19,12 +17,10 @@ type SendSummary struct {
 }
 
 // Send connects one device to the running broker and publishes telemetry
-// every MTTR_SEND_INTERVAL until ctx ends (Ctrl-C) or SIGTERM arrives,
+// every MTTR_SEND_INTERVAL until ctx ends (Ctrl-C, SIGTERM: see Do),
 // printing each message's latency and a summary at the end. Messages still
 // unacknowledged at the end count as sent, not acknowledged.
 func (l *Lab) Send(ctx context.Context) (SendSummary, error) {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
-	defer stop()
 	var sum SendSummary
 	id, err := device.ParseConnectionString(l.Config.ConnectionString)
 	if err != nil {

@@ -132,9 +132,7 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 		return 0, err
 	}
 	b.c = c
-	cleanup.add(func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		defer cancel()
+	cleanup.addBounded(func(cctx context.Context) {
 		if err := b.eng.Remove(cctx, cfg.Container); err != nil && !errors.Is(err, broker.ErrNotFound) {
 			b.l.printf("cleanup: %v\n", err)
 		}

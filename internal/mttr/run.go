@@ -101,8 +101,9 @@ type Experiment struct {
 var ErrInterrupted = errors.New("interrupted")
 
 // Run repeats e.Plan.Cycles fault cycles and hands each one to e.Sink.
-// When ctx ends it heals the broker if it is down, and returns the cycles
-// completed so far with an error wrapping ErrInterrupted. A device that
+// When ctx ends it stops at once, leaving the broker as it is (down, if the
+// fault was in effect), and returns the cycles completed so far with an
+// error wrapping ErrInterrupted. A device that
 // does not recover within RecoveryTimeout is recorded as not recovered and
 // the run goes on.
 func (e Experiment) Run(ctx context.Context) (Summary, error) {
@@ -173,13 +174,11 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	if inst, ok := fault.(Instant); !ok || !inst.Instant() {
 		// Down for KeepDead from when the fault took effect.
 		if err := pause(ctx, time.Until(m.FaultAt.Add(plan.KeepDead))); err != nil {
-			// Interrupted while the broker is down: bring it back first.
-			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-			defer cancel()
-			m.Heal = time.Now()
-			m.HealedAt, err = fault.Heal(hctx)
+			// Interrupted while the broker is down: it stays down. Nothing
+			// is started once the run has been told to stop; whoever
+			// started the broker removes it as it is.
 			m.End = time.Now()
-			return rows("interrupted before healing"), errors.Join(ctx.Err(), err)
+			return rows("interrupted before healing"), err
 		}
 		m.Heal = time.Now()
 	}

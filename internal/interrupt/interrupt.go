@@ -1,0 +1,119 @@
+// Package interrupt turns every way a command can be told to stop into the
+// cancellation of one context, whose cause says which: SIGINT (Ctrl-C),
+// SIGTERM (kill, a CI cancel, systemd), SIGHUP (its terminal closed), the
+// exit of the process that started it, and its output closing under it (a
+// reader such as `head` that went away). Whatever runs under that context
+// then stops the way Ctrl-C stops it: it cleans up, and the command exits
+// non-zero. It believes a process doing work for a command must not
+// outlive the command, nor die of a signal before it has cleaned up.
+package interrupt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Stopped is the cause of a context that a stop request cancelled.
+type Stopped struct {
+	Reason string // e.g. "SIGTERM", "its output was closed"
+}
+
+func (s *Stopped) Error() string { return "stopped: " + s.Reason }
+
+// Reason says why ctx ended: the stop request that ended it, or "interrupted"
+// when it ended otherwise (a parent's cancellation).
+func Reason(ctx context.Context) string {
+	var s *Stopped
+	if errors.As(context.Cause(ctx), &s) {
+		return s.Reason
+	}
+	return "interrupted"
+}
+
+// Context returns a copy of parent that is cancelled when SIGINT, SIGTERM or
+// SIGHUP (unless started with it ignored, as nohup does) reaches this
+// process or, on Linux, when the process that started it exits. cancel cancels it with a cause of the caller's; stop releases the
+// signals and must be called when the command is done.
+func Context(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func()) {
+	ctx, cancel = context.WithCancelCause(parent)
+	parentPID := os.Getppid()
+	sigs := make(chan os.Signal, 4)
+	stopSignals := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) { // nohup asked to outlive the terminal
+		stopSignals = append(stopSignals, syscall.SIGHUP)
+	}
+	if parentDeathSignal > 0 {
+		stopSignals = append(stopSignals, parentDeathSignal)
+	}
+	signal.Notify(sigs, stopSignals...)
+	if !watchParent(parentPID) { // it exited before the watch began
+		cancel(&Stopped{Reason: fmt.Sprintf("the process that started it (pid %d) exited", parentPID)})
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				reason := signalName(s)
+				if s == parentDeathSignal {
+					reason = fmt.Sprintf("the process that started it (pid %d) exited", parentPID)
+				}
+				cancel(&Stopped{Reason: reason})
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ctx, cancel, func() {
+		unwatchParent()
+		signal.Stop(sigs)
+		close(done)
+	}
+}
+
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return s.String()
+}
+
+// ErrOutputClosed is why Output stops a command.
+var ErrOutputClosed = &Stopped{Reason: "its output was closed"}
+
+// Output returns a writer to f (the command's stdout or stderr) that, once
+// whatever read f has gone away, cancels the command with ErrOutputClosed
+// and discards what follows. Writing to f itself would get the process
+// killed by SIGPIPE on the spot, before it could clean up.
+func Output(f *os.File, cancel context.CancelCauseFunc) io.Writer {
+	return &output{f: quietCopy(f), cancel: cancel}
+}
+
+type output struct {
+	f      *os.File
+	cancel context.CancelCauseFunc
+	closed bool
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	if o.closed {
+		return len(p), nil
+	}
+	n, err := o.f.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		o.closed = true
+		o.cancel(ErrOutputClosed)
+		return len(p), nil
+	}
+	return n, err
+}

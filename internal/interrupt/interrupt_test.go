@@ -1,0 +1,153 @@
+package interrupt
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as the processes under test; helperEnv says which
+// part it plays.
+const helperEnv = "MTTR_INTERRUPT_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "wait": // print "ready", then the reason once stopped
+		ctx, _, stop := Context(context.Background())
+		defer stop()
+		fmt.Println("ready")
+		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, Reason(ctx))
+		os.Exit(3)
+	case "parent": // start a "wait" child on our stdout and stderr, then wait to be killed
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), helperEnv+"=wait")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			os.Exit(1)
+		}
+		select {}
+	case "write": // write to stdout until stopped, then say why on stderr
+		ctx, cancel, stop := Context(context.Background())
+		defer stop()
+		out := Output(os.Stdout, cancel)
+		for ctx.Err() == nil {
+			fmt.Fprintln(out, "line")
+		}
+		fmt.Fprintln(os.Stderr, Reason(ctx))
+		os.Exit(3)
+	}
+	os.Exit(m.Run())
+}
+
+// helper starts the test binary as role with a pipe on its stdout, and
+// returns once it printed "ready" (roles that do), with its stderr.
+func helper(t *testing.T, role string, setpgid bool) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+role)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: setpgid}
+	var errs strings.Builder
+	cmd.Stderr = &errs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Process.Kill()
+	})
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("%s: no ready line (%v)", role, sc.Err())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	return cmd, &errs
+}
+
+// exitedWith waits for cmd and checks that it exited with status 3 (it saw
+// its context end and said why), not killed by a signal.
+func exitedWith(t *testing.T, cmd *exec.Cmd, errs *strings.Builder, reason string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if cmd.ProcessState.ExitCode() != 3 {
+			t.Fatalf("helper ended with %v, want exit status 3; stderr:\n%s", err, errs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("helper did not stop")
+	}
+	if got := strings.TrimSpace(errs.String()); !strings.Contains(got, reason) {
+		t.Errorf("reason %q, want %q", got, reason)
+	}
+}
+
+func TestStopSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd, errs := helper(t, "wait", true)
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			exitedWith(t, cmd, errs, signalName(sig))
+		})
+	}
+}
+
+// TestParentExit kills a process's parent with SIGKILL: the process must
+// hear of it and say so.
+func TestParentExit(t *testing.T) {
+	parent, errs := helper(t, "parent", true)
+	if err := parent.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// The child shares the parent's stderr, so Wait returns once the
+	// child, too, has closed it: after it said why it stopped.
+	waited := make(chan struct{})
+	go func() { _ = parent.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the child did not stop when its parent was killed")
+	}
+	if want := fmt.Sprintf("the process that started it (pid %d) exited", parent.Process.Pid); !strings.Contains(errs.String(), want) {
+		t.Errorf("child said %q, want %q", errs.String(), want)
+	}
+}
+
+// TestOutputClosed closes the reader of a process's stdout: instead of
+// dying of SIGPIPE, the process stops the way it stops for Ctrl-C.
+func TestOutputClosed(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=write")
+	var errs strings.Builder
+	cmd.Stderr = &errs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("no output")
+	}
+	out.Close()
+	exitedWith(t, cmd, &errs, "its output was closed")
+}
