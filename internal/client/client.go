@@ -4,6 +4,12 @@
 // restarted once; a second exit is a failure that names its exit status and
 // its last lines. Stopping sends SIGTERM to the whole group, then SIGKILL
 // after a grace period, so no grandchild outlives the run.
+//
+// Clients must not outlive the process that supervises them either, even
+// when it is killed with SIGKILL and can do nothing: each group holds a
+// watcher that reads a pipe only the supervising process can write, and
+// kills its group when that pipe closes. A client that leaves its process
+// group escapes that; Marked finds it by its environment, for the next run.
 package client
 
 import (
@@ -34,6 +40,33 @@ type Spec struct {
 // error messages.
 const tailLines = 20
 
+// lifeline is a pipe whose write end only this process holds (it is not
+// inherited: close-on-exec), so its read end reads end-of-file exactly when
+// this process is gone.
+type lifeline struct{ r, w *os.File }
+
+func newLifeline() (*lifeline, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("client lifeline: %w", err)
+	}
+	return &lifeline{r, w}, nil
+}
+
+// cut closes both ends: every group still tied to it kills itself.
+func (l *lifeline) cut() {
+	l.w.Close()
+	l.r.Close()
+}
+
+// guarded is the shell script each client runs under, with the client's
+// command as $1 and the lifeline's read end as descriptor 3. A watcher in
+// the background, in the client's process group, waits for end-of-file on
+// it and then kills the whole group (it holds none of the client's output,
+// so the client's end is seen when the client ends); the script closes its
+// own copy and becomes sh -c "$1", under the same process id.
+const guarded = `(read -r _ <&3; kill -KILL 0) </dev/null >/dev/null 2>&1 & exec 3<&-; exec /bin/sh -c "$1"`
+
 // Process is one running client.
 type Process struct {
 	spec  Spec
@@ -45,10 +78,11 @@ type Process struct {
 	start time.Time
 }
 
-// Start runs spec, writing its prefixed output to log.
-func Start(spec Spec, log io.Writer) (*Process, error) {
-	cmd := exec.Command("/bin/sh", "-c", spec.Command)
+// start runs spec, writing its prefixed output to log, tied to line.
+func start(spec Spec, log io.Writer, line *lifeline) (*Process, error) {
+	cmd := exec.Command("/bin/sh", "-c", guarded, "mttr-client", spec.Command)
 	cmd.Env = append(os.Environ(), spec.Env...)
+	cmd.ExtraFiles = []*os.File{line.r}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	t := &tail{}
 	out := &prefixed{name: spec.Name, w: log, tail: t, mask: masker(spec.Secrets)}
@@ -59,6 +93,9 @@ func Start(spec Spec, log io.Writer) (*Process, error) {
 	p := &Process{spec: spec, cmd: cmd, done: make(chan struct{}), tail: t, pgid: cmd.Process.Pid, start: time.Now()}
 	go func() {
 		p.err = cmd.Wait()
+		// The shell is gone; its watcher still holds the group, so the id
+		// cannot have been reused. End the watcher and any straggler.
+		_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
 		out.flush()
 		close(p.done)
 	}()
@@ -78,12 +115,12 @@ func (p *Process) Err() error { return p.err }
 func (p *Process) Tail() string { return p.tail.String() }
 
 // Stop sends SIGTERM to the process group, and SIGKILL when it has not
-// exited after grace. It returns once the process has exited; grandchildren
-// in its group get the same signals.
-func (p *Process) Stop(grace time.Duration) {
+// exited after grace or when ctx ends, whichever comes first. It returns
+// once the process has exited; grandchildren in its group get the same
+// signals.
+func (p *Process) Stop(ctx context.Context, grace time.Duration) {
 	select {
-	case <-p.done:
-		_ = syscall.Kill(-p.pgid, syscall.SIGKILL) // stragglers of an exited shell
+	case <-p.done: // its group was killed when it exited
 		return
 	default:
 	}
@@ -93,6 +130,7 @@ func (p *Process) Stop(grace time.Duration) {
 	select {
 	case <-p.done:
 	case <-t.C:
+	case <-ctx.Done():
 	}
 	_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
 	<-p.done
@@ -124,6 +162,8 @@ type Supervisor struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 
+	line *lifeline
+
 	mu     sync.Mutex
 	procs  map[string]*Process
 	failed error
@@ -132,12 +172,16 @@ type Supervisor struct {
 // Supervise starts every spec. Exits are reported on Exits (buffered; the
 // supervisor never blocks on it). Stop ends them all.
 func Supervise(specs []Spec, log io.Writer, grace time.Duration) (*Supervisor, error) {
+	line, err := newLifeline()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Supervisor{log: &lockedWriter{w: log}, grace: grace, exits: make(chan Exit, 2*len(specs)+1), ctx: ctx, stop: cancel, procs: map[string]*Process{}}
+	s := &Supervisor{log: &lockedWriter{w: log}, grace: grace, exits: make(chan Exit, 2*len(specs)+1), ctx: ctx, stop: cancel, line: line, procs: map[string]*Process{}}
 	for _, spec := range specs {
-		p, err := Start(spec, s.log)
+		p, err := start(spec, s.log, s.line)
 		if err != nil {
-			s.Stop()
+			s.Stop(context.Background())
 			return nil, err
 		}
 		s.procs[spec.Name] = p
@@ -166,7 +210,7 @@ func (s *Supervisor) watch(spec Spec, p *Process) {
 			s.exits <- e
 			return
 		}
-		next, err := Start(spec, s.log)
+		next, err := start(spec, s.log, s.line)
 		if err != nil {
 			s.mu.Lock()
 			s.failed = fmt.Errorf("%w: %s and could not be restarted: %w", ErrFailed, e, err)
@@ -178,7 +222,7 @@ func (s *Supervisor) watch(spec Spec, p *Process) {
 		s.mu.Lock()
 		if s.ctx.Err() != nil { // Stop began while we restarted it
 			s.mu.Unlock()
-			next.Stop(s.grace)
+			next.Stop(context.Background(), s.grace)
 			return
 		}
 		s.procs[spec.Name] = next
@@ -198,9 +242,9 @@ func (s *Supervisor) Failed() error {
 	return s.failed
 }
 
-// Stop stops every client (SIGTERM, then SIGKILL after the grace period)
-// and waits for them.
-func (s *Supervisor) Stop() {
+// Stop stops every client (SIGTERM, then SIGKILL after the grace period or
+// when ctx ends) and waits for them.
+func (s *Supervisor) Stop(ctx context.Context) {
 	s.stop()
 	s.mu.Lock()
 	procs := make([]*Process, 0, len(s.procs))
@@ -210,10 +254,11 @@ func (s *Supervisor) Stop() {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range procs {
-		wg.Go(func() { p.Stop(s.grace) })
+		wg.Go(func() { p.Stop(ctx, s.grace) })
 	}
 	wg.Wait()
 	s.wg.Wait()
+	s.line.cut()
 }
 
 // prefixed writes each complete line as "<name> | <line>" and keeps the

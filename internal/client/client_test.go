@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -73,7 +74,7 @@ func TestEnvAndPrefixedLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Stop()
+	defer s.Stop(context.Background())
 	e := waitExit(t, s)
 	if e.Err != nil || !e.Restarted || e.Name != "dev-2" {
 		t.Errorf("first exit %+v", e)
@@ -93,7 +94,7 @@ func TestRestartOnceThenFail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Stop()
+	defer s.Stop(context.Background())
 	first := waitExit(t, s)
 	if !first.Restarted || s.Failed() != nil {
 		t.Fatalf("first exit %+v, failed %v", first, s.Failed())
@@ -143,7 +144,7 @@ func TestStopLeavesNoOrphans(t *testing.T) {
 	if syscall.Kill(child, 0) != nil {
 		t.Fatalf("grandchild %d not running", child)
 	}
-	s.Stop()
+	s.Stop(context.Background())
 	if !exited(t, shell) {
 		t.Errorf("shell %d still alive", shell)
 	}
@@ -164,7 +165,7 @@ func TestSecretsMasked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Stop()
+	defer s.Stop(context.Background())
 	waitExit(t, s)
 	waitExit(t, s)
 	if strings.Contains(log.String(), key) || !strings.Contains(log.String(), "d | key="+Masked) {

@@ -20,9 +20,17 @@ import (
 // SIGKILL when the run ends.
 const clientGrace = 2 * time.Second
 
+// Variables that mark an external client's processes as the run's, so that
+// a later run can end those a killed run left behind.
+const (
+	envOwner = "MTTR_LAB_OWNER" // the owner label's value: "<machine>:<pid>"
+	envRun   = "MTTR_LAB_RUN"   // the run id
+)
+
 // clientEnv is the environment an external client is started with: the
-// contract a client author codes against (README "External clients").
-func (l *Lab) clientEnv(base device.Identity, deviceID string) ([]string, error) {
+// contract a client author codes against (README "External clients"), and
+// the run's marks.
+func (l *Lab) clientEnv(runID int64, base device.Identity, deviceID string) ([]string, error) {
 	cfg := l.Config
 	ca, err := filepath.Abs(certs.For(cfg.CertDir, cfg.Host).CertPath)
 	if err != nil {
@@ -43,7 +51,29 @@ func (l *Lab) clientEnv(base device.Identity, deviceID string) ([]string, error)
 		"MTTR_CONNECTION_STRING=" + fmt.Sprintf("HostName=%s;DeviceId=%s;SharedAccessKey=%s", id.HostName, id.DeviceID, id.SharedAccessKey),
 		"MTTR_KEEP_ALIVE_SECONDS=" + strconv.Itoa(int(cfg.KeepAlive/time.Second)),
 		"MTTR_TOPIC=" + id.Topic(),
+		envOwner + "=" + owner(),
+		envRun + "=" + strconv.FormatInt(runID, 10),
 	}, nil
+}
+
+// endLeftoverClients ends the process groups of external clients whose run
+// was killed on this machine (its process is gone): the watcher in each
+// group ends it when the run dies, unless a client left its group.
+func (l *Lab) endLeftoverClients() error {
+	marked, err := client.FindMarked(envOwner)
+	if err != nil {
+		return err
+	}
+	for _, m := range marked {
+		if _, gone := ownerGone(m.Value); !gone {
+			continue
+		}
+		if err := m.End(); err != nil {
+			return err
+		}
+		l.printf("ended client process %d (group %d, %q): the run that started it (%s) is gone\n", m.PID, m.PGID, m.Command, m.Value)
+	}
+	return nil
 }
 
 // newWatch makes the watch of the external clients, one per device, before
@@ -88,7 +118,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, runID int64, 
 	ids := w.IDs()
 	specs := make([]client.Spec, len(ids))
 	for i, dev := range ids {
-		env, err := l.clientEnv(id, dev)
+		env, err := l.clientEnv(runID, id, dev)
 		if err != nil {
 			return err
 		}
@@ -100,7 +130,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, runID int64, 
 		return err
 	}
 	w.sup.Store(sup)
-	cleanup.add(sup.Stop)
+	cleanup.addBounded(sup.Stop)
 	l.printf("started %d external client(s): %s; their output goes to %s\n", len(specs), cfg.ClientCmd, logPath)
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	cleanup.add(stop)

@@ -50,7 +50,7 @@ func TestClientEnv(t *testing.T) {
 	cfg.BrokerAddr = "127.0.0.1:18883"
 	l := &Lab{Config: cfg}
 	id := device.Identity{HostName: "alohomora.net", DeviceID: "devicemtr", SharedAccessKey: "Zm9vYmFy"}
-	env, err := l.clientEnv(id, "devicemtr-2")
+	env, err := l.clientEnv(7, id, "devicemtr-2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,12 +64,14 @@ func TestClientEnv(t *testing.T) {
 		"MTTR_CONNECTION_STRING=HostName=alohomora.net;DeviceId=devicemtr-2;SharedAccessKey=Zm9vYmFy",
 		"MTTR_KEEP_ALIVE_SECONDS=15",
 		"MTTR_TOPIC=devices/devicemtr-2/messages/events/",
+		"MTTR_LAB_OWNER=" + owner(),
+		"MTTR_LAB_RUN=7",
 	}
 	if !slices.Equal(env, want) {
 		t.Errorf("clientEnv =\n%q\nwant\n%q", env, want)
 	}
 	l.Config.BrokerAddr = "no-port"
-	if _, err := l.clientEnv(id, "d"); err == nil {
+	if _, err := l.clientEnv(7, id, "d"); err == nil {
 		t.Error("clientEnv accepted a broker address without a port")
 	}
 }

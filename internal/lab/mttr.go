@@ -54,6 +54,9 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err := l.abandonRuns(ctx, db); err != nil {
 		return 0, err
 	}
+	if err := l.endLeftoverClients(); err != nil {
+		return 0, err
+	}
 	bed, tlsConf, err := l.openTestBed(ctx)
 	if err != nil {
 		return 0, err
