@@ -268,3 +268,99 @@ func stopRun(t *testing.T, base *Lab) *Lab {
 	l.Config.SendInterval = 100 * time.Millisecond
 	return l
 }
+
+// TestDockerKilledRunClients kills a run with external clients with
+// SIGKILL, which runs no clean-up: its clients (a python process under sh,
+// as sh -c runs it) must die with it. Then a client that left its process
+// group, marked as the killed run's, must be ended by the next run. They
+// used to live on and reconnect to later runs' brokers with the same ids.
+func TestDockerKilledRunClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs mage")
+	}
+	eng := dockertest.Engine(t)
+	py := python(t)
+	script, err := filepath.Abs(filepath.Join("testdata", "paho_client.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+	l := stopRun(t, base)
+	l.Config.Client, l.Config.ClientCmd, l.Config.Devices = "external", py+" "+script, 2
+	c := startCommand(t, l, "go", "tool", "mage", "mttr")
+	c.await(t, "cycle 1/")
+	pid := c.targets(t)
+	owner := fmt.Sprintf("%s:%d", hostname(t), pid)
+	clients := marked(t, owner)
+	if len(clients) < 4 { // per device: sh, python and the lifeline's watcher
+		t.Fatalf("clients of run process %d: %+v", pid, clients)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, pid)
+	for _, m := range clients {
+		awaitGone(t, m.PID)
+	}
+	if left := marked(t, owner); len(left) > 0 {
+		t.Errorf("client processes outlived their run: %+v", left)
+	}
+
+	// A client of the killed run that had left its process group.
+	orphan := exec.Command("/bin/sh", "-c", "exec sleep 300")
+	orphan.Env = append(os.Environ(), "MTTR_LAB_OWNER="+owner, "MTTR_LAB_RUN=1")
+	orphan.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = orphan.Process.Kill() })
+	reaped := make(chan error, 1)
+	go func() { reaped <- orphan.Wait() }()
+
+	next := shortRun(t, base, "stop")
+	next.Config.DB = l.Config.DB
+	next.Config.Container, next.Config.Port, next.Config.BrokerAddr = l.Config.Container, l.Config.Port, l.Config.BrokerAddr
+	next.Config.RestartCount = 1
+	var out strings.Builder
+	next.Out = &out
+	runMttr(t, next)
+	select {
+	case <-reaped:
+	case <-time.After(time.Minute):
+		t.Fatal("the orphaned client survived the next run")
+	}
+	want := fmt.Sprintf("ended client process %d (group %d", orphan.Process.Pid, orphan.Process.Pid)
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "marked run 1 abandoned") {
+		t.Errorf("next run's output lacks %q or the abandoned run:\n%s", want, out.String())
+	}
+	for _, name := range []string{l.Config.Container, broker.HolderName(l.Config.Container)} {
+		if _, err := eng.Find(t.Context(), name); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("container %s left behind (%v)", name, err)
+		}
+	}
+}
+
+func hostname(t *testing.T) string {
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// marked lists the processes whose MTTR_LAB_OWNER is owner.
+func marked(t *testing.T, owner string) []client.Marked {
+	t.Helper()
+	all, err := client.FindMarked("MTTR_LAB_OWNER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []client.Marked
+	for _, m := range all {
+		if m.Value == owner {
+			out = append(out, m)
+		}
+	}
+	return out
+}
