@@ -102,12 +102,15 @@ type externalWatch struct {
 
 // startExternal starts one external client per device of w and returns
 // once every client has published through the broker at least once.
-func (l *Lab) startExternal(ctx context.Context, w *externalWatch, runID int64, id device.Identity, verifier device.Config, cleanup *cleanups) error {
+func (l *Lab) startExternal(ctx context.Context, w *externalWatch, blog *mttr.BrokerLog, runID int64, id device.Identity, verifier device.Config, cleanup *cleanups) error {
 	cfg := l.Config
 	if err := w.ConnectVerifier(ctx, verifier); err != nil {
 		return err
 	}
 	cleanup.add(w.Close)
+	if err := refuseTaken(ctx, blog, verifier.Identity.DeviceID, w.IDs()); err != nil {
+		return err
+	}
 
 	logPath := filepath.Join(filepath.Dir(cfg.DB), fmt.Sprintf("clients-run-%d.log", runID))
 	logFile, err := os.Create(logPath)

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/mttrlab/mttr/internal/client"
 	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/report"
 	"github.com/mttrlab/mttr/internal/store"
@@ -229,5 +231,52 @@ func TestDockerImpatientClient(t *testing.T) {
 				t.Errorf("%s contains the key %s", name, secret)
 			}
 		}
+	}
+}
+
+// TestDockerClientIDTaken has another client connect with the run's device
+// id the moment the broker listens, the way a client some earlier run left
+// running on another machine would: the run must refuse to go on, naming
+// the id, instead of letting the two take the connection from each other.
+func TestDockerClientIDTaken(t *testing.T) {
+	dockertest.Engine(t)
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+	l := shortRun(t, base, "stop")
+	l.Config.Client, l.Config.ClientCmd = "external", "sleep 300"
+	tlsConf, err := l.tlsConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := device.ParseConnectionString(l.Config.ConnectionString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := device.New(l.deviceConfig(id, id.DeviceID, tlsConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { // knocks every 2 ms, its own retry policy, until the broker answers
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for other.Connect(ctx) != nil {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	runID, err := l.Mttr(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "client id devicemtr is already connected to the broker") {
+		t.Fatalf("Mttr with the device id taken = %v", err)
+	}
+	run, _ := readRun(t, l.Config.DB, runID)
+	if run.Status != store.StatusFailed {
+		t.Errorf("run %+v", run)
 	}
 }

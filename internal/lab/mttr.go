@@ -19,6 +19,7 @@ import (
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/interrupt"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -150,14 +151,19 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	verifier := mttr.Verifier(l.deviceConfig(id, verifierID, tlsConf))
 	var fleet mttr.Devices
 	if watch != nil {
-		if err := l.startExternal(ctx, watch, runID, id, verifier, cleanup); err != nil {
+		if err := l.startExternal(ctx, watch, blog, runID, id, verifier, cleanup); err != nil {
 			return mttr.Summary{}, err
 		}
 		fleet = watch.Watch
 	} else {
 		devices := make([]device.Config, cfg.Devices)
+		ids := make([]string, cfg.Devices)
 		for i := range devices {
-			devices[i] = l.deviceConfig(id, mttr.DeviceID(id.DeviceID, i), tlsConf)
+			ids[i] = mttr.DeviceID(id.DeviceID, i)
+			devices[i] = l.deviceConfig(id, ids[i], tlsConf)
+		}
+		if err := refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, ids); err != nil {
+			return mttr.Summary{}, err
 		}
 		f, err := mttr.Connect(ctx, devices, verifier, cfg.SendInterval)
 		if err != nil {
@@ -190,6 +196,27 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	}
 	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
 	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Path: bed.path(), Progress: l.Out}.Run(ctx)
+}
+
+// takenWait bounds the wait for the broker's log to show the connect that
+// tells it has caught up, before ids are looked up in it.
+const takenWait = 5 * time.Second
+
+// refuseTaken refuses to go on while a client id the run is about to use
+// is already connected to its broker: another client would take over each
+// connection the run's own makes, and the other way round. It looks once
+// the log has shown the connect of client after (one the run made just
+// before), so that whatever connected before that is in it.
+func refuseTaken(ctx context.Context, blog *mttr.BrokerLog, after string, ids []string) error {
+	blog.AwaitConnect(ctx, after, takenWait)
+	for _, id := range ids {
+		if since, ok := blog.ConnectedSince(id); ok {
+			return fmt.Errorf("client id %s is already connected to the broker (since %s), before this run's own: another client uses it, "+
+				"perhaps one a run on another machine left behind; stop it, or give this run other ids with MTTR_CONNECTION_STRING's DeviceId",
+				id, since.Format("15:04:05.000"))
+		}
+	}
+	return nil
 }
 
 func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.Config) device.Config {

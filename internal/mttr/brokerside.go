@@ -3,10 +3,12 @@ package mttr
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
 // BrokerLog keeps the broker's own moments from its event log: when it
@@ -16,8 +18,10 @@ import (
 type BrokerLog struct {
 	mu        sync.Mutex
 	listening []time.Time
-	active    []time.Time   // connect, subscribe and publish events of any client
-	changed   chan struct{} // signalled after every event kept; made on first use
+	active    []time.Time          // connect, subscribe and publish events of any client
+	sessions  map[string]time.Time // clients connected now, since when (probes aside)
+	probed    bool                 // a readiness probe's connect was seen
+	changed   chan struct{}        // signalled after every event kept; made on first use
 }
 
 // Observe records one broker event.
@@ -27,14 +31,67 @@ func (b *BrokerLog) Observe(e brokerlog.Event) {
 	switch e.Kind {
 	case brokerlog.Listening:
 		b.listening = append(b.listening, e.At)
+		clear(b.sessions) // a new broker process: nobody is connected
 	case brokerlog.Connect, brokerlog.Subscribe, brokerlog.Publish:
 		b.active = append(b.active, e.At)
+		if e.Kind == brokerlog.Connect {
+			b.connected(e.ClientID, e.At)
+		}
+	case brokerlog.Disconnect, brokerlog.KeepaliveTimeout:
+		delete(b.sessions, e.ClientID)
 	default:
 		return
 	}
 	select {
 	case b.signal() <- struct{}{}:
 	default:
+	}
+}
+
+// connected records a connect of id; b.mu is held.
+func (b *BrokerLog) connected(id string, at time.Time) {
+	if strings.HasPrefix(id, mqttprobe.ProbeClientPrefix) {
+		b.probed = true // probe ids are new every time: not kept
+		return
+	}
+	if b.sessions == nil {
+		b.sessions = map[string]time.Time{}
+	}
+	b.sessions[id] = at
+}
+
+// ConnectedSince reports whether client id is connected to the broker as
+// far as its log has reached us, and since when.
+func (b *BrokerLog) ConnectedSince(id string) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.sessions[id]
+	return at, ok
+}
+
+// AwaitConnect waits, at most timeout, until the log shows a connect of
+// client id, or of any readiness probe when id is
+// mqttprobe.ProbeClientPrefix: then the log has reached the moment that
+// client connected. It reports whether it did.
+func (b *BrokerLog) AwaitConnect(ctx context.Context, id string, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		b.mu.Lock()
+		_, seen := b.sessions[id]
+		seen = seen || (id == mqttprobe.ProbeClientPrefix && b.probed)
+		ch := b.signal()
+		b.mu.Unlock()
+		if seen {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 

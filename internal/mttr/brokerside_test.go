@@ -1,0 +1,46 @@
+package mttr
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
+)
+
+// TestBrokerLogSessions follows who is connected through connects,
+// disconnects, keep-alive timeouts and a broker restart, leaving probes'
+// one-off ids out.
+func TestBrokerLogSessions(t *testing.T) {
+	at := func(ms int) time.Time { return time.UnixMilli(int64(1000 + ms)) }
+	var b BrokerLog
+	ctx := context.Background()
+	if b.AwaitConnect(ctx, mqttprobe.ProbeClientPrefix, time.Millisecond) {
+		t.Error("a probe seen in an empty log")
+	}
+	for _, e := range []brokerlog.Event{
+		{At: at(0), Kind: brokerlog.Listening},
+		{At: at(1), Kind: brokerlog.Connect, ClientID: mqttprobe.ProbeClientPrefix + "1a2b"},
+		{At: at(2), Kind: brokerlog.Connect, ClientID: "d"},
+		{At: at(3), Kind: brokerlog.Connect, ClientID: "d-2"},
+		{At: at(4), Kind: brokerlog.Connect, ClientID: "d-3"},
+		{At: at(5), Kind: brokerlog.Disconnect, ClientID: "d-2"},
+		{At: at(6), Kind: brokerlog.KeepaliveTimeout, ClientID: "d-3"},
+	} {
+		b.Observe(e)
+	}
+	if !b.AwaitConnect(ctx, mqttprobe.ProbeClientPrefix, time.Millisecond) || !b.AwaitConnect(ctx, "d", time.Millisecond) {
+		t.Error("connects not seen")
+	}
+	for id, want := range map[string]bool{"d": true, "d-2": false, "d-3": false, mqttprobe.ProbeClientPrefix + "1a2b": false} {
+		since, ok := b.ConnectedSince(id)
+		if ok != want || (ok && !since.Equal(at(2))) {
+			t.Errorf("ConnectedSince(%s) = %v, %v; want %v", id, since, ok, want)
+		}
+	}
+	b.Observe(brokerlog.Event{At: at(10), Kind: brokerlog.Listening})
+	if _, ok := b.ConnectedSince("d"); ok {
+		t.Error("still connected after the broker restarted")
+	}
+}
