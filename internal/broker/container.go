@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -134,7 +135,7 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
 		return e.start(ctx, spec, &container.HostConfig{PortBindings: ports}, "")
 	}
 
-	holder, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+	holder, err := e.containerCreate(ctx, client.ContainerCreateOptions{
 		Name: HolderName(spec.Name),
 		Config: &container.Config{
 			Image:        spec.Image,
@@ -148,7 +149,7 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run %s: create network holder: %w", spec.Name, err)
 	}
-	if _, err := e.cli.ContainerStart(ctx, holder.ID, client.ContainerStartOptions{}); err != nil {
+	if err := e.containerStart(ctx, holder.ID); err != nil {
 		e.discard(ctx, holder.ID)
 		return nil, startError(spec, "start network holder", err)
 	}
@@ -164,7 +165,7 @@ func (e *Engine) Run(ctx context.Context, spec RunSpec) (*Container, error) {
 // namespace of the running holder holderID, which it leaves alone.
 func (e *Engine) joinHolder(ctx context.Context, spec RunSpec, holderID string) (*Container, error) {
 	if info, err := e.own(ctx, spec.Name); err == nil {
-		if _, err := e.cli.ContainerRemove(ctx, info.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := e.containerRemove(ctx, info.ID, true); err != nil && !cerrdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("run %s: remove the earlier broker: %w", spec.Name, err)
 		}
 	} else if !errors.Is(err, ErrNotFound) {
@@ -181,11 +182,11 @@ func (e *Engine) start(ctx context.Context, spec RunSpec, host *container.HostCo
 	if holderID == "" {
 		cfg.ExposedPorts = network.PortSet{mqttPort: {}}
 	}
-	created, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: cfg, HostConfig: host})
+	created, err := e.containerCreate(ctx, client.ContainerCreateOptions{Name: spec.Name, Config: cfg, HostConfig: host})
 	if err != nil {
 		return nil, fmt.Errorf("run %s: create: %w", spec.Name, err)
 	}
-	if _, err := e.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+	if err := e.containerStart(ctx, created.ID); err != nil {
 		e.discard(ctx, created.ID)
 		return nil, startError(spec, "start", err)
 	}
@@ -210,7 +211,7 @@ func labels(spec RunSpec, role string) map[string]string {
 
 // discard removes a container Run made, even when ctx has ended.
 func (e *Engine) discard(ctx context.Context, id string) {
-	_, _ = e.cli.ContainerRemove(context.WithoutCancel(ctx), id, client.ContainerRemoveOptions{Force: true})
+	_ = e.containerRemove(context.WithoutCancel(ctx), id, true)
 }
 
 func startError(spec RunSpec, step string, err error) error {
@@ -229,7 +230,7 @@ func portBusy(err error) bool {
 // wrapping ErrNotFound when there is none, or ErrNotOurs when it lacks our
 // label.
 func (e *Engine) own(ctx context.Context, ref string) (container.InspectResponse, error) {
-	res, err := e.cli.ContainerInspect(ctx, ref, client.ContainerInspectOptions{})
+	res, err := e.containerInspect(ctx, ref)
 	if cerrdefs.IsNotFound(err) {
 		return container.InspectResponse{}, fmt.Errorf("container %s: %w", ref, ErrNotFound)
 	} else if err != nil {
@@ -309,11 +310,30 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("container %s: %w", name, ErrNotFound)
 	}
 	for _, id := range ids {
-		if _, err := e.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := e.containerRemove(ctx, id, true); err != nil && !cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("remove container %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// Discard force-removes the broker container called name and its holder,
+// both at once and without inspecting them first: they must be the
+// caller's own, made by Run. An engine that does not answer in time still
+// has both requests, and carries them out when it answers again: after
+// any start of the broker still waiting there, or at the same time.
+func (e *Engine) Discard(ctx context.Context, name string) error {
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, ref := range []string{name, HolderName(name)} {
+		wg.Go(func() {
+			if err := e.containerRemove(ctx, ref, true); err != nil && !cerrdefs.IsNotFound(err) {
+				errs[i] = fmt.Errorf("remove container %s: %w", ref, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Stop stops our broker container called name gracefully (SIGTERM, then
@@ -323,8 +343,7 @@ func (e *Engine) Stop(ctx context.Context, name string, timeout time.Duration) e
 	if err != nil {
 		return err
 	}
-	secs := int(timeout.Seconds())
-	if _, err := e.cli.ContainerStop(ctx, info.ID, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+	if err := e.containerStop(ctx, info.ID, timeout); err != nil {
 		return fmt.Errorf("stop container %s: %w", name, err)
 	}
 	return nil
@@ -335,7 +354,7 @@ func (e *Engine) Stop(ctx context.Context, name string, timeout time.Duration) e
 // brokers before network namespace holders, so that removing them in
 // order never leaves a broker without its namespace.
 func (e *Engine) Leftovers(ctx context.Context, label string) ([]LeftOver, error) {
-	list, err := e.cli.ContainerList(ctx, client.ContainerListOptions{
+	list, err := e.containerList(ctx, client.ContainerListOptions{
 		All:     true,
 		Filters: make(client.Filters).Add("label", LabelManaged+"=true").Add("label", label),
 	})
@@ -368,7 +387,7 @@ func b2i(b bool) int {
 
 // RemoveID removes our container with id, running or not.
 func (e *Engine) RemoveID(ctx context.Context, id string) error {
-	if _, err := e.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+	if err := e.containerRemove(ctx, id, true); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", id, err)
 	}
 	return nil
@@ -382,18 +401,20 @@ func (e *Engine) ImageID(ctx context.Context, tag string) (string, error) {
 
 // Logs returns the last tail lines the container wrote to stdout and stderr.
 func (e *Engine) Logs(ctx context.Context, ref string, tail int) (string, error) {
-	rc, err := e.cli.ContainerLogs(ctx, ref, client.ContainerLogsOptions{
-		ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(tail),
+	return call(ctx, e, "container logs", 0, func(ctx context.Context) (string, error) {
+		rc, err := e.cli.ContainerLogs(ctx, ref, client.ContainerLogsOptions{
+			ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(tail),
+		})
+		if err != nil {
+			return "", fmt.Errorf("logs %s: %w", ref, err)
+		}
+		defer rc.Close()
+		var buf bytes.Buffer
+		if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
+			return buf.String(), fmt.Errorf("logs %s: %w", ref, err)
+		}
+		return buf.String(), nil
 	})
-	if err != nil {
-		return "", fmt.Errorf("logs %s: %w", ref, err)
-	}
-	defer rc.Close()
-	var buf bytes.Buffer
-	if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
-		return buf.String(), fmt.Errorf("logs %s: %w", ref, err)
-	}
-	return buf.String(), nil
 }
 
 // WaitReady waits until the broker in c accepts an MQTT CONNECT over TLS
@@ -444,7 +465,7 @@ func (e *Engine) deathError(ctx context.Context, c *Container, action string) er
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	code := ""
-	if res, err := e.cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{}); err == nil && res.Container.State != nil {
+	if res, err := e.containerInspect(ctx, c.ID); err == nil && res.Container.State != nil {
 		code = fmt.Sprintf(" (exit code %d)", res.Container.State.ExitCode)
 	}
 	logs, _ := e.Logs(ctx, c.ID, 20)

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/moby/moby/client"
 )
@@ -37,27 +38,46 @@ const (
 	RoleNetNS  = "netns"  // the holder of a broker's network namespace and port
 )
 
-// Engine is a connection to a Docker engine.
+// Engine is a connection to a Docker engine. Every call it makes is
+// bounded: an engine that does not answer within its call timeout is
+// reported as such (*NoAnswerError), naming the call.
 type Engine struct {
 	cli     *client.Client
 	host    string
 	version string
+	timeout time.Duration // per call; see call
 }
 
-// Connect reaches the engine named by DOCKER_HOST, DOCKER_TLS_VERIFY and
-// DOCKER_CERT_PATH (the local socket when unset), negotiates the API version
-// and checks that the engine answers.
-func Connect(ctx context.Context) (*Engine, error) {
+// Connect is ConnectWithin with DefaultCallTimeout.
+func Connect(ctx context.Context) (*Engine, error) { return ConnectWithin(ctx, DefaultCallTimeout) }
+
+// ConnectWithin reaches the engine named by DOCKER_HOST, DOCKER_TLS_VERIFY
+// and DOCKER_CERT_PATH (the local socket when unset), negotiates the API
+// version and checks that the engine answers. Each call of the engine may
+// take timeout (plus what the call waits for by design, such as a stop's
+// grace period).
+func ConnectWithin(ctx context.Context, timeout time.Duration) (*Engine, error) {
 	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	e := &Engine{cli: cli, host: cli.DaemonHost()}
-	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	e := &Engine{cli: cli, host: cli.DaemonHost(), timeout: timeout}
+	if err := do(ctx, e, "ping", 0, func(ctx context.Context) (client.PingResult, error) {
+		return cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+	}); err != nil {
 		cli.Close()
+		var na *NoAnswerError
+		if errors.As(err, &na) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("docker engine not reachable at %s (DOCKER_HOST=%q): %w", e.host, os.Getenv("DOCKER_HOST"), err)
 	}
-	v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{})
+	v, err := call(ctx, e, "version", 0, func(ctx context.Context) (client.ServerVersionResult, error) {
+		return cli.ServerVersion(ctx, client.ServerVersionOptions{})
+	})
 	if err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("docker engine version: %w", err)

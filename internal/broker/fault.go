@@ -25,6 +25,11 @@ const (
 	FaultDisconnect = "disconnect" // detach the network namespace from its network
 )
 
+// stopGrace is how long a stop waits for the broker to exit after SIGTERM
+// before the engine sends SIGKILL. The broker exits within 2 s of SIGTERM
+// on its own (aedes/server.js).
+const stopGrace = 5 * time.Second
+
 // eventWait is how long to wait for the engine's event after an API call
 // before falling back to the call's own end time.
 const eventWait = 3 * time.Second
@@ -60,7 +65,7 @@ func (e *Engine) NewOutage(ctx context.Context, mode string, c *Container, spec 
 		if c.NetNS == NetNSHolder {
 			o.netOwner = c.HolderID
 		}
-		res, err := e.cli.ContainerInspect(ctx, o.netOwner, client.ContainerInspectOptions{})
+		res, err := e.containerInspect(ctx, o.netOwner)
 		if err != nil {
 			return nil, fmt.Errorf("fault %s: %w", mode, err)
 		}
@@ -96,37 +101,34 @@ func (o *Outage) Instant() bool { return o.mode == FaultRestart }
 // Inject takes the broker away and returns when that took effect: the
 // engine's kill, die or pause event, or the end of the API call.
 func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
-	cli, id := o.eng.cli, o.c.ID
+	e, id := o.eng, o.c.ID
 	var err error
 	var want []string
 	begin := time.Now()
 	switch o.mode {
 	case FaultStop:
 		want = []string{"kill", "die"}
-		timeout := 10
-		_, err = cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout})
+		err = e.containerStop(ctx, id, stopGrace)
 	case FaultKill:
 		want = []string{"kill", "die"}
-		_, err = cli.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: "SIGKILL"})
+		err = e.containerKill(ctx, id, "SIGKILL")
 	case FaultRestart:
 		want = []string{"kill", "die"}
-		timeout := 10
-		_, err = cli.ContainerRestart(ctx, id, client.ContainerRestartOptions{Timeout: &timeout})
+		err = e.containerRestart(ctx, id, stopGrace)
 	case FaultRecreate:
 		want = []string{"kill", "die"}
-		timeout := 10
-		if _, err = cli.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &timeout}); err == nil {
-			_, err = cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{})
+		if err = e.containerStop(ctx, id, stopGrace); err == nil {
+			err = e.containerRemove(ctx, id, false)
 		}
 	case FaultPause:
 		want = []string{"pause"}
-		_, err = cli.ContainerPause(ctx, id, client.ContainerPauseOptions{})
+		err = e.containerPause(ctx, id)
 	case FaultDisconnect:
-		_, err = cli.NetworkDisconnect(ctx, o.network, client.NetworkDisconnectOptions{Container: o.netOwner})
+		err = e.networkDisconnect(ctx, o.network, o.netOwner)
 	}
 	end := time.Now()
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s %s: %w", o.mode, o.c.Name, err)
+		return time.Time{}, fmt.Errorf("%s %s: %w", o.mode, o.c.Name, e.gone(ctx, "the fault", err))
 	}
 	at := o.await(ctx, want, begin, end)
 	if o.mode == FaultDisconnect {
@@ -145,11 +147,11 @@ func (o *Outage) Inject(ctx context.Context) (time.Time, error) {
 // runs the new broker in the same holder in NetNSHolder mode, so its
 // address stays; in NetNSPlain mode it may get another one.
 func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
-	cli, id := o.eng.cli, o.c.ID
+	e, id := o.eng, o.c.ID
 	var err error
 	switch o.mode {
 	case FaultStop, FaultKill:
-		_, err = cli.ContainerStart(ctx, id, client.ContainerStartOptions{})
+		err = e.containerStart(ctx, id)
 	case FaultRestart:
 		return o.healed, o.refresh(ctx, id)
 	case FaultRecreate:
@@ -166,13 +168,13 @@ func (o *Outage) Heal(ctx context.Context) (time.Time, error) {
 			return c.StartReturned, nil
 		}
 	case FaultPause:
-		_, err = cli.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
+		err = e.containerUnpause(ctx, id)
 	case FaultDisconnect:
-		_, err = cli.NetworkConnect(ctx, o.network, client.NetworkConnectOptions{Container: o.netOwner})
+		err = e.networkConnect(ctx, o.network, o.netOwner)
 	}
 	at := time.Now()
 	if err != nil {
-		return time.Time{}, fmt.Errorf("heal %s %s: %w", o.mode, o.c.Name, err)
+		return time.Time{}, fmt.Errorf("heal %s %s: %w", o.mode, o.c.Name, e.gone(ctx, "heal", err))
 	}
 	return at, o.refresh(ctx, id)
 }

@@ -61,6 +61,10 @@ func (e *Engine) Build(ctx context.Context, spec BuildSpec, out io.Writer) (stri
 	go func() { pw.CloseWithError(writeContext(pw, spec)) }()
 	defer pr.Close()
 
+	// A build may rightly take minutes: bounded is whether the engine
+	// still answers meanwhile, not how long it takes.
+	ctx, release := e.answering(ctx, "image build")
+	defer release()
 	res, err := e.cli.ImageBuild(ctx, pr, client.ImageBuildOptions{
 		Tags:        []string{spec.Tag},
 		Dockerfile:  "Dockerfile",
@@ -75,12 +79,12 @@ func (e *Engine) Build(ctx context.Context, spec BuildSpec, out io.Writer) (stri
 		},
 	})
 	if err != nil {
-		return "", fmt.Errorf("build %s: %w", spec.Tag, err)
+		return "", fmt.Errorf("build %s: %w", spec.Tag, noAnswer(ctx, err))
 	}
 	defer res.Body.Close()
 	id, err := readBuildStream(res.Body, out)
 	if err != nil {
-		return "", fmt.Errorf("build %s: %w", spec.Tag, err)
+		return "", fmt.Errorf("build %s: %w", spec.Tag, noAnswer(ctx, err))
 	}
 	return id, nil
 }
@@ -240,7 +244,7 @@ type Image struct {
 // InspectImage returns the image tagged tag, or an error wrapping
 // ErrNotFound when there is none.
 func (e *Engine) InspectImage(ctx context.Context, tag string) (Image, error) {
-	res, err := e.cli.ImageInspect(ctx, tag)
+	res, err := e.imageInspect(ctx, tag)
 	if cerrdefs.IsNotFound(err) {
 		return Image{}, fmt.Errorf("image %s: %w", tag, ErrNotFound)
 	} else if err != nil {
@@ -262,7 +266,7 @@ func (e *Engine) RemoveImage(ctx context.Context, tag string) error {
 	if _, err := e.InspectImage(ctx, tag); err != nil {
 		return err
 	}
-	list, err := e.cli.ContainerList(ctx, client.ContainerListOptions{
+	list, err := e.containerList(ctx, client.ContainerListOptions{
 		All:     true,
 		Filters: make(client.Filters).Add("ancestor", tag),
 	})
@@ -276,7 +280,7 @@ func (e *Engine) RemoveImage(ctx context.Context, tag string) error {
 		}
 		return fmt.Errorf("remove image %s: still used by container %s; remove it first", tag, strings.Join(names, ", "))
 	}
-	if _, err := e.cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{PruneChildren: true}); err != nil {
+	if err := e.imageRemove(ctx, tag); err != nil {
 		if cerrdefs.IsConflict(err) {
 			return fmt.Errorf("remove image %s: in use: %w", tag, err)
 		}

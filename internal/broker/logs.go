@@ -20,7 +20,9 @@ func (e *Engine) FollowLogs(ctx context.Context, ref string, since time.Time, w 
 	if !since.IsZero() {
 		opts.Since = fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond())
 	}
-	rc, err := e.cli.ContainerLogs(ctx, ref, opts)
+	rc, err := stream(ctx, e, "container logs", func(ctx context.Context) (client.ContainerLogsResult, error) {
+		return e.cli.ContainerLogs(ctx, ref, opts)
+	})
 	if err != nil {
 		return fmt.Errorf("follow logs of %s: %w", ref, err)
 	}
@@ -72,7 +74,7 @@ type Clock struct {
 // read between two readings of ours.
 func (e *Engine) MeasureClock(ctx context.Context) (Clock, error) {
 	t0 := time.Now()
-	info, err := e.cli.Info(ctx, client.InfoOptions{})
+	info, err := e.info(ctx)
 	t1 := time.Now()
 	if err != nil {
 		return Clock{}, fmt.Errorf("engine clock: %w", err)

@@ -30,6 +30,7 @@ type Config struct {
 	Bind             string        // MTTR_BIND: host address the port is bound to
 	BrokerAddr       string        // MTTR_BROKER_ADDR: where devices dial (host:port)
 	ReadyTimeout     time.Duration // MTTR_READY_TIMEOUT: how long to wait for the broker's first CONNACK
+	EngineTimeout    time.Duration // MTTR_ENGINE_TIMEOUT: how long one Docker engine call may take
 	KeepAlive        time.Duration // MTTR_KEEP_ALIVE: MQTT keep-alive of the device
 	SendInterval     time.Duration // MTTR_SEND_INTERVAL: time between telemetry messages
 	ConnectionString string        // MTTR_CONNECTION_STRING: the device's identity
@@ -93,6 +94,7 @@ var Defaults = Config{
 	Port:             8883,
 	Bind:             "127.0.0.1",
 	ReadyTimeout:     60 * time.Second,
+	EngineTimeout:    10 * time.Second,
 	KeepAlive:        15 * time.Second,
 	SendInterval:     3 * time.Second,
 	ConnectionString: "HostName=localhost;DeviceId=devicemtr;SharedAccessKey=Zm9vYmFy",
@@ -138,6 +140,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.port("MTTR_PORT", &c.Port)
 	r.str("MTTR_BIND", &c.Bind)
 	r.duration("MTTR_READY_TIMEOUT", &c.ReadyTimeout)
+	r.duration("MTTR_ENGINE_TIMEOUT", &c.EngineTimeout)
 	r.duration("MTTR_KEEP_ALIVE", &c.KeepAlive)
 	r.duration("MTTR_SEND_INTERVAL", &c.SendInterval)
 	r.str("MTTR_CONNECTION_STRING", &c.ConnectionString)
@@ -225,7 +228,7 @@ func (c Config) withinLimits() error {
 		name string
 		v    time.Duration
 	}{
-		{"MTTR_READY_TIMEOUT", c.ReadyTimeout}, {"MTTR_SEND_INTERVAL", c.SendInterval},
+		{"MTTR_READY_TIMEOUT", c.ReadyTimeout}, {"MTTR_ENGINE_TIMEOUT", c.EngineTimeout}, {"MTTR_SEND_INTERVAL", c.SendInterval},
 		{"MTTR_KEEP_RUNNING", c.KeepRunning}, {"MTTR_KEEP_DEAD", c.KeepDead},
 		{"MTTR_RECOVERY_TIMEOUT", c.RecoveryTimeout}, {"MTTR_PING_TIMEOUT", c.PingTimeout},
 		{"MTTR_CONNECT_TIMEOUT", c.ConnectTimeout}, {"MTTR_MAX_RECONNECT_INTERVAL", c.MaxReconnectInterval},
@@ -267,6 +270,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_BIND":                   c.Bind,
 		"MTTR_BROKER_ADDR":            c.BrokerAddr,
 		"MTTR_READY_TIMEOUT":          d(c.ReadyTimeout),
+		"MTTR_ENGINE_TIMEOUT":         d(c.EngineTimeout),
 		"MTTR_KEEP_ALIVE":             d(c.KeepAlive),
 		"MTTR_SEND_INTERVAL":          d(c.SendInterval),
 		"MTTR_CONNECTION_STRING":      device.RedactConnectionString(c.ConnectionString),

@@ -143,13 +143,19 @@ func imageCurrent(img broker.Image, host, fp, source string) (certOK, sourceOK b
 	return img.Host == host && img.Fingerprint == fp, img.Source == source
 }
 
+// engine connects to the Docker engine, each of its calls bounded by
+// MTTR_ENGINE_TIMEOUT.
+func (l *Lab) engine(ctx context.Context) (*broker.Engine, error) {
+	return broker.ConnectWithin(ctx, l.Config.EngineTimeout)
+}
+
 // Image builds the broker image, making the certificate first if needed.
 func (l *Lab) Image(ctx context.Context) error {
 	hc, err := l.cert(true)
 	if err != nil {
 		return err
 	}
-	eng, err := broker.Connect(ctx)
+	eng, err := l.engine(ctx)
 	if err != nil {
 		return err
 	}
@@ -184,7 +190,7 @@ func (l *Lab) RemoveImage(ctx context.Context) error {
 // removal runs remove against the engine and reports what happened to
 // what; a thing that is not there is said so, not an error.
 func (l *Lab) removal(ctx context.Context, what, absent string, remove func(*broker.Engine) error) error {
-	eng, err := broker.Connect(ctx)
+	eng, err := l.engine(ctx)
 	if err != nil {
 		return err
 	}
@@ -214,7 +220,7 @@ func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
 		return nil, err
 	}
 	tlsConf := hc.trust(l.Config.Host)
-	eng, err := broker.Connect(ctx)
+	eng, err := l.engine(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -47,7 +47,7 @@ func (l *Lab) openTestBed(ctx context.Context) (testBed, *tls.Config, error) {
 	if l.Config.Broker == "process" {
 		return l.openProcessBed(ctx)
 	}
-	eng, err := broker.Connect(ctx)
+	eng, err := l.engine(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -133,7 +133,12 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	}
 	b.c = c
 	cleanup.addBounded(func(cctx context.Context) {
-		if err := b.eng.Remove(cctx, cfg.Container); err != nil && !errors.Is(err, broker.ErrNotFound) {
+		err := b.eng.Discard(cctx, cfg.Container)
+		var na *broker.NoAnswerError
+		switch {
+		case errors.As(err, &na):
+			b.l.printf("cleanup: %v: the engine removes container %s once it answers again; if it does not, the next `mage mttr`, or `mage down`, does\n", err, cfg.Container)
+		case err != nil:
 			b.l.printf("cleanup: %v\n", err)
 		}
 	})
