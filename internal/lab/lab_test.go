@@ -177,3 +177,56 @@ func TestOwnerGone(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetFits refuses fleets beyond each of the machine's limits, naming
+// MTTR_DEVICES and the limit.
+func TestFleetFits(t *testing.T) {
+	m := machine{files: 20000, ports: 28232, available: 24 << 30}
+	for _, tt := range []struct {
+		devices  int
+		external bool
+		m        machine
+		want     string // "" for none
+	}{
+		{10000, false, m, ""},
+		{19744, false, m, ""},
+		{19745, false, m, "MTTR_DEVICES=19745: this machine can run at most 19744: each device needs an open file, and the limit is 20000 (ulimit -n)"},
+		{1000000, false, m, "at most 19744"},
+		{20000, false, machine{files: 1 << 20, ports: 20256}, ""},
+		{20001, false, machine{files: 1 << 20, ports: 20256}, "MTTR_DEVICES=20001: this machine can run at most 20000: each device needs a local port toward the broker, and the range has 20256"},
+		{20001, false, machine{files: 1 << 20, available: 1 << 30}, "each device takes about 100 KiB of memory, and 1.0 GiB is available"},
+		{20001, true, machine{files: 1 << 20, available: 1 << 30}, ""}, // an external client's memory is its own
+		{1000000, false, machine{}, ""},                                // nothing known: nothing refused
+	} {
+		err := fleetFits(tt.devices, tt.external, tt.m)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("fleetFits(%d, %v) = %v", tt.devices, tt.m, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n")):
+			t.Errorf("fleetFits(%d, %v) = %v, want one line with %q", tt.devices, tt.m, err, tt.want)
+		}
+	}
+	if m := thisMachine(); m.files == 0 || m.ports == 0 || m.available == 0 {
+		t.Errorf("thisMachine() = %+v: a limit of this Linux machine was not read", m)
+	}
+}
+
+// TestMttrRefusesHugeFleet refuses a million devices before it writes
+// anything: no database.
+func TestMttrRefusesHugeFleet(t *testing.T) {
+	cfg := config.Defaults
+	cfg.Devices = 1_000_000
+	cfg.DB = filepath.Join(t.TempDir(), "mttr.db")
+	var out strings.Builder
+	l := &Lab{Config: cfg, Out: &out}
+	_, err := l.Mttr(t.Context())
+	if err == nil || !strings.HasPrefix(err.Error(), "MTTR_DEVICES=1000000: this machine can run at most ") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Mttr = %v", err)
+	}
+	if _, err := os.Stat(cfg.DB); !os.IsNotExist(err) {
+		t.Errorf("database written: %v", err)
+	}
+	if out.Len() > 0 {
+		t.Errorf("printed %q", out.String())
+	}
+}

@@ -47,6 +47,9 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("MTTR_CONNECTION_STRING: %w", err)
 	}
+	if err := fleetFits(cfg.Devices, cfg.Client == "external", thisMachine()); err != nil {
+		return 0, err
+	}
 	db, err := store.Open(ctx, cfg.DB)
 	if err != nil {
 		return 0, err
@@ -165,7 +168,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		if err := refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, ids); err != nil {
 			return mttr.Summary{}, err
 		}
-		f, err := mttr.Connect(ctx, devices, verifier, cfg.SendInterval)
+		f, err := mttr.Connect(ctx, mttr.FleetSpec{Devices: devices, Verifier: verifier, Interval: cfg.SendInterval, Progress: l.Out})
 		if err != nil {
 			return mttr.Summary{}, err
 		}

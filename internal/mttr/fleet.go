@@ -3,6 +3,7 @@ package mttr
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -139,10 +140,20 @@ type Fleet struct {
 // connectParallel bounds how many devices connect at once.
 const connectParallel = 64
 
+// FleetSpec is a fleet to connect.
+type FleetSpec struct {
+	Devices  []device.Config
+	Verifier device.Config // from Verifier
+	Interval time.Duration // between a device's telemetry messages
+	// Progress gets a line every second while the devices connect, when
+	// that takes longer; nil prints nothing.
+	Progress io.Writer
+}
+
 // Connect connects the verifier, subscribes it to every device's telemetry,
 // then connects the devices and starts them publishing every interval.
-// verifierCfg comes from Verifier.
-func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Config, interval time.Duration) (*Fleet, error) {
+func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
+	devices, verifierCfg, interval := spec.Devices, spec.Verifier, spec.Interval
 	f := &Fleet{changed: make(chan struct{}, 1)}
 	notify := func() {
 		select {
@@ -161,6 +172,8 @@ func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Co
 	devs := make([]*device.Device, len(devices))
 	sem := make(chan struct{}, connectParallel)
 	errs := make(chan error, len(devices))
+	var connected atomic.Int64
+	stopProgress := connectProgress(spec.Progress, len(devices), &connected)
 	var wg sync.WaitGroup
 	for i, cfg := range devices {
 		d, err := device.New(cfg)
@@ -174,17 +187,16 @@ func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Co
 			defer func() { <-sem }()
 			if err := d.Connect(ctx); err != nil {
 				errs <- fmt.Errorf("device %s: %w", d.ID(), err)
+				return
 			}
+			connected.Add(1)
 		})
 	}
 	wg.Wait()
+	stopProgress()
 	close(errs)
 	if err := <-errs; err != nil {
-		for _, d := range devs {
-			if d != nil {
-				d.Close()
-			}
-		}
+		closeAll(devs)
 		vdev.Close()
 		return nil, err
 	}
@@ -198,15 +210,52 @@ func Connect(ctx context.Context, devices []device.Config, verifierCfg device.Co
 	return f, nil
 }
 
+// connectProgress prints, every second until stop is called, how many of
+// total devices have connected.
+func connectProgress(w io.Writer, total int, connected *atomic.Int64) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "connecting devices: %d of %d after %s\n", connected.Load(), total, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// closeAll disconnects devs (nil entries aside) all at once: one by one,
+// a large fleet would take longer than an interrupted run has.
+func closeAll(devs []*device.Device) {
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		if d != nil {
+			wg.Go(d.Close)
+		}
+	}
+	wg.Wait()
+}
+
 // Close stops publishing and disconnects every device and the verifier.
 func (f *Fleet) Close() {
 	f.cancel()
 	f.wg.Wait()
-	var wg sync.WaitGroup
-	for _, d := range f.drivers {
-		wg.Go(d.dev.Close)
+	devs := make([]*device.Device, len(f.drivers))
+	for i, d := range f.drivers {
+		devs[i] = d.dev
 	}
-	wg.Wait()
+	closeAll(devs)
 	f.verifier.close()
 }
 

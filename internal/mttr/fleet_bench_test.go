@@ -33,7 +33,7 @@ func BenchmarkFleet(b *testing.B) {
 				devs, ver := configs(br.addr, br.tls, n, timings)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 				start := time.Now()
-				fleet, err := Connect(ctx, devs, ver, 3*time.Second)
+				fleet, err := Connect(ctx, FleetSpec{Devices: devs, Verifier: ver, Interval: 3 * time.Second})
 				if err != nil {
 					b.Fatal(err)
 				}

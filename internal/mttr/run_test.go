@@ -75,7 +75,7 @@ func connect(t *testing.T, addr string, tlsConf *tls.Config, n int, timings devi
 	devs, ver := configs(addr, tlsConf, n, timings)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	f, err := Connect(ctx, devs, ver, interval)
+	f, err := Connect(ctx, FleetSpec{Devices: devs, Verifier: ver, Interval: interval})
 	if err != nil {
 		t.Fatal(err)
 	}
