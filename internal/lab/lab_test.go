@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/store"
 )
 
 func TestImageCurrent(t *testing.T) {
@@ -228,5 +230,72 @@ func TestMttrRefusesHugeFleet(t *testing.T) {
 	}
 	if out.Len() > 0 {
 		t.Errorf("printed %q", out.String())
+	}
+}
+
+// deadPID returns the id of a process that has exited and been reaped.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+// TestAbandonNotedRuns leaves notes of two runs in another database, one
+// whose process is gone and one whose process (this one) lives: a run on a
+// different database marks only the first abandoned and takes only its
+// note back. Runs killed while later runs used other databases used to
+// stay "running".
+func TestAbandonNotedRuns(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	machine, _ := os.Hostname()
+	other := filepath.Join(t.TempDir(), "other.db")
+	db, err := store.Open(t.Context(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := deadPID(t)
+	var ids [2]int64
+	for i, pid := range []int{dead, os.Getpid()} {
+		ids[i], err = db.StartRun(t.Context(), store.Run{StartedAt: time.Now(), Fault: "stop", Devices: 1, CyclesPlanned: 1, ConfigJSON: "{}", Machine: machine, PID: pid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := noteRun(other, ids[i], machine+":"+strconv.Itoa(pid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	var out strings.Builder
+	l := &Lab{Config: config.Defaults, Out: &out}
+	if err := l.abandonNoted(t.Context(), filepath.Join(t.TempDir(), "mttr.db")); err != nil {
+		t.Fatal(err)
+	}
+	db, err = store.OpenReadOnly(t.Context(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	runs, err := db.Runs(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[int64]string{}
+	for _, r := range runs {
+		status[r.ID] = r.Status
+	}
+	if status[ids[0]] != store.StatusAbandoned || status[ids[1]] != store.StatusRunning {
+		t.Errorf("statuses %v: want run %d abandoned, run %d running", status, ids[0], ids[1])
+	}
+	if want := fmt.Sprintf("marked run %d of %s abandoned: the process running it (%s:%d) is gone", ids[0], other, machine, dead); !strings.Contains(out.String(), want) {
+		t.Errorf("output %q lacks %q", out.String(), want)
+	}
+	dir, _ := notesDir()
+	notes, _ := os.ReadDir(dir)
+	if len(notes) != 1 || !strings.HasPrefix(notes[0].Name(), machine+":"+strconv.Itoa(os.Getpid())) {
+		t.Errorf("notes left: %v, want the live run's only", notes)
 	}
 }

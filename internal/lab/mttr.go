@@ -58,6 +58,9 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err := l.abandonRuns(ctx, db); err != nil {
 		return 0, err
 	}
+	if err := l.abandonNoted(ctx, cfg.DB); err != nil {
+		return 0, err
+	}
 	if err := l.endLeftoverClients(); err != nil {
 		return 0, err
 	}
@@ -79,6 +82,12 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	unnote, err := noteRun(cfg.DB, runID, owner())
+	if err != nil {
+		l.printf("note: %v; should this run be killed, only a later run on %s marks it abandoned\n", err, cfg.DB)
+		unnote = func() {}
+	}
+	defer unnote() // after the run is finished, below
 	finish := func(status string, err error) {
 		text := ""
 		if err != nil {
