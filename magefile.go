@@ -16,22 +16,22 @@ func Certs(ctx context.Context, host string) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Certs(ctx, host) })
 }
 
-// Image builds the broker image with MTTR_HOST's certificate (MTTR_IMAGE, MTTR_NODE_IMAGE, MTTR_HOST, MTTR_CERT_DIR, MTTR_CERT_DAYS, DOCKER_HOST).
+// Image builds the broker image with MTTR_HOST's certificate (MTTR_IMAGE, MTTR_NODE_IMAGE, MTTR_HOST, MTTR_CERT_DIR, MTTR_CERT_DAYS, MTTR_ENGINE_TIMEOUT, DOCKER_HOST).
 func Image(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Image(ctx) })
 }
 
-// Rmi removes the broker image (MTTR_IMAGE, DOCKER_HOST).
+// Rmi removes the broker image (MTTR_IMAGE, MTTR_ENGINE_TIMEOUT, DOCKER_HOST).
 func Rmi(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.RemoveImage(ctx) })
 }
 
-// Up runs the broker container and waits until it answers MQTT over verified TLS (MTTR_CONTAINER, MTTR_NETNS, MTTR_IMAGE, MTTR_PORT, MTTR_BIND, MTTR_HOST, MTTR_BROKER_ADDR, MTTR_READY_TIMEOUT, DOCKER_HOST).
+// Up runs the broker container and waits until it answers MQTT over verified TLS (MTTR_CONTAINER, MTTR_NETNS, MTTR_IMAGE, MTTR_PORT, MTTR_BIND, MTTR_HOST, MTTR_BROKER_ADDR, MTTR_READY_TIMEOUT, MTTR_ENGINE_TIMEOUT, DOCKER_HOST).
 func Up(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Up(ctx) })
 }
 
-// Down stops and removes the broker container and its network-namespace holder (MTTR_CONTAINER, DOCKER_HOST).
+// Down stops and removes the broker container and its network-namespace holder (MTTR_CONTAINER, MTTR_ENGINE_TIMEOUT, DOCKER_HOST).
 func Down(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Down(ctx) })
 }
@@ -41,7 +41,7 @@ func Send(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { _, err := l.Send(ctx); return err })
 }
 
-// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up).
+// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up). Any stop signal interrupts it as Ctrl-C does.
 func Mttr(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { _, err := l.Mttr(ctx); return err })
 }
