@@ -137,7 +137,8 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 		var na *broker.NoAnswerError
 		switch {
 		case errors.As(err, &na):
-			b.l.printf("cleanup: %v: the engine removes container %s once it answers again; if it does not, the next `mage mttr`, or `mage down`, does\n", err, cfg.Container)
+			b.l.printf("cleanup: %v: it removes containers %s and %s once it answers again; should it not, the next `mage mttr`, or `mage down`, does\n",
+				na, cfg.Container, broker.HolderName(cfg.Container))
 		case err != nil:
 			b.l.printf("cleanup: %v\n", err)
 		}
