@@ -25,14 +25,14 @@ type Stopped struct {
 
 func (s *Stopped) Error() string { return "stopped: " + s.Reason }
 
-// Reason says why ctx ended: the stop request that ended it, or "interrupted"
-// when it ended otherwise (a parent's cancellation).
+// Reason says which stop request ended ctx; empty when it ended otherwise
+// (mage's own handling of Ctrl-C can cancel the parent first).
 func Reason(ctx context.Context) string {
 	var s *Stopped
 	if errors.As(context.Cause(ctx), &s) {
 		return s.Reason
 	}
-	return "interrupted"
+	return ""
 }
 
 // Context returns a copy of parent that is cancelled when SIGINT, SIGTERM or

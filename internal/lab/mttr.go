@@ -107,9 +107,13 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	case runErr == nil:
 		finish(store.StatusCompleted, nil)
 	case errors.Is(runErr, mttr.ErrInterrupted) || ctx.Err() != nil:
-		why := interrupt.Reason(ctx)
-		finish(store.StatusInterrupted, fmt.Errorf("%s: %w", why, runErr))
-		return runID, fmt.Errorf("run %d interrupted (%s) after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, cfg.DB)
+		why := ""
+		if r := interrupt.Reason(ctx); r != "" {
+			why = " (" + r + ")"
+			runErr = fmt.Errorf("%s: %w", r, runErr)
+		}
+		finish(store.StatusInterrupted, runErr)
+		return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, cfg.DB)
 	default:
 		finish(store.StatusFailed, runErr)
 		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, runErr)
