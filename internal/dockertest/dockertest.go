@@ -106,16 +106,23 @@ func rawClient(t testing.TB) *client.Client {
 	return cli
 }
 
+// engineSocket returns the engine's address as the environment names it
+// and, when that is a Unix socket, its path.
+func engineSocket() (host, path string, ok bool) {
+	host = os.Getenv("DOCKER_HOST")
+	if host == "" {
+		host = client.DefaultDockerHost
+	}
+	path, ok = strings.CutPrefix(host, "unix://")
+	return host, path, ok
+}
+
 // TCPProxy serves the engine's API on a TCP port on 127.0.0.1 by relaying
 // to its Unix socket, and returns the DOCKER_HOST value that reaches it. An
 // engine that is already on TCP is returned as it is.
 func TCPProxy(t testing.TB) string {
 	t.Helper()
-	host := os.Getenv("DOCKER_HOST")
-	if host == "" {
-		host = client.DefaultDockerHost
-	}
-	sock, ok := strings.CutPrefix(host, "unix://")
+	host, sock, ok := engineSocket()
 	if !ok {
 		return host
 	}

@@ -9,11 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"testing"
-
-	"github.com/moby/moby/client"
 )
 
 // EngineProxy serves the Engine API on a Unix socket of its own by passing
@@ -59,11 +56,7 @@ func (r Request) String() string { return r.Method + " " + r.Path }
 // when the test ends.
 func NewEngineProxy(t testing.TB) *EngineProxy {
 	t.Helper()
-	host := os.Getenv("DOCKER_HOST")
-	if host == "" {
-		host = client.DefaultDockerHost
-	}
-	sock, ok := strings.CutPrefix(host, "unix://")
+	host, sock, ok := engineSocket()
 	if !ok {
 		t.Skipf("the engine proxy needs an engine on a Unix socket, not %s", host)
 	}

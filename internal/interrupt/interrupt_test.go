@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -33,10 +34,11 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		select {}
-	case "write": // write to stdout until stopped, then say why on stderr
+	case "write": // print "ready", write to stdout until stopped, then say why on stderr
 		ctx, cancel, stop := Context(context.Background())
 		defer stop()
 		out := Output(os.Stdout, cancel)
+		fmt.Fprintln(out, "ready")
 		for ctx.Err() == nil {
 			fmt.Fprintln(out, "line")
 		}
@@ -47,8 +49,9 @@ func TestMain(m *testing.M) {
 }
 
 // helper starts the test binary as role with a pipe on its stdout, and
-// returns once it printed "ready" (roles that do), with its stderr.
-func helper(t *testing.T, role string, setpgid bool) (*exec.Cmd, *strings.Builder) {
+// returns once it printed "ready", with its stderr and its stdout, whose
+// further lines are read and dropped.
+func helper(t *testing.T, role string, setpgid bool) (*exec.Cmd, *strings.Builder, io.Closer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+role)
@@ -74,7 +77,7 @@ func helper(t *testing.T, role string, setpgid bool) (*exec.Cmd, *strings.Builde
 		for sc.Scan() {
 		}
 	}()
-	return cmd, &errs
+	return cmd, &errs, out
 }
 
 // exitedWith waits for cmd and checks that it exited with status 3 (it saw
@@ -99,7 +102,7 @@ func exitedWith(t *testing.T, cmd *exec.Cmd, errs *strings.Builder, reason strin
 func TestStopSignals(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd, errs := helper(t, "wait", true)
+			cmd, errs, _ := helper(t, "wait", true)
 			if err := cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +114,7 @@ func TestStopSignals(t *testing.T) {
 // TestParentExit kills a process's parent with SIGKILL: the process must
 // hear of it and say so.
 func TestParentExit(t *testing.T) {
-	parent, errs := helper(t, "parent", true)
+	parent, errs, _ := helper(t, "parent", true)
 	if err := parent.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -132,22 +135,7 @@ func TestParentExit(t *testing.T) {
 // TestOutputClosed closes the reader of a process's stdout: instead of
 // dying of SIGPIPE, the process stops the way it stops for Ctrl-C.
 func TestOutputClosed(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=write")
-	var errs strings.Builder
-	cmd.Stderr = &errs
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() {
-		t.Fatal("no output")
-	}
+	cmd, errs, out := helper(t, "write", false)
 	out.Close()
-	exitedWith(t, cmd, &errs, "its output was closed")
+	exitedWith(t, cmd, errs, "its output was closed")
 }

@@ -42,6 +42,18 @@ func (w *lineSignal) String() string {
 	return w.b.String()
 }
 
+// behindProxy builds a broker image through the engine itself, then
+// points DOCKER_HOST at a proxy of it for the rest of the test. eng reaches
+// the engine directly.
+func behindProxy(t *testing.T) (eng *broker.Engine, base *Lab, proxy *dockertest.EngineProxy) {
+	eng = dockertest.Engine(t)
+	base, _ = newLab(t, "localhost")
+	build(t, base)
+	proxy = dockertest.NewEngineProxy(t)
+	t.Setenv("DOCKER_HOST", proxy.Host)
+	return eng, base, proxy
+}
+
 // containerCall matches an engine request on a container (by name or id)
 // ending in action, e.g. "/stop".
 func containerCall(action string) func(*http.Request) bool {
@@ -58,11 +70,7 @@ func containerCall(action string) func(*http.Request) bool {
 // nothing running once the engine has carried out what waited for it. It
 // used to hang for as long as the engine stayed frozen.
 func TestDockerFrozenEngine(t *testing.T) {
-	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
-	proxy := dockertest.NewEngineProxy(t)
-	t.Setenv("DOCKER_HOST", proxy.Host)
+	eng, base, proxy := behindProxy(t)
 
 	for _, tt := range []struct {
 		name   string
@@ -146,11 +154,7 @@ func TestDockerFrozenEngine(t *testing.T) {
 // the first cycle: the run fails saying so, instead of quoting whatever
 // the broken call last said (such as libnetwork's endpoint errors).
 func TestDockerEngineGoneDuringHeal(t *testing.T) {
-	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
-	proxy := dockertest.NewEngineProxy(t)
-	t.Setenv("DOCKER_HOST", proxy.Host)
+	eng, base, proxy := behindProxy(t)
 	l := shortRun(t, base, "stop")
 	t.Cleanup(func() { _ = eng.Remove(context.Background(), l.Config.Container) })
 	stopped, stop, start := false, containerCall("/stop"), containerCall("/start")

@@ -23,6 +23,18 @@ import (
 	"github.com/mttrlab/mttr/internal/store"
 )
 
+// pythonClient returns the command line that runs testdata/<script> with a
+// python3 that has paho-mqtt (see python).
+func pythonClient(t *testing.T, script string) string {
+	t.Helper()
+	py := python(t)
+	path, err := filepath.Abs(filepath.Join("testdata", script))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return py + " " + path
+}
+
 // python returns Debian's python3 with the paho-mqtt package, skipping (or
 // failing, when Docker tests are required) when it is missing.
 func python(t *testing.T) string {
@@ -41,11 +53,7 @@ func python(t *testing.T) string {
 
 func TestDockerExternalClient(t *testing.T) {
 	dockertest.Engine(t)
-	py := python(t)
-	script, err := filepath.Abs(filepath.Join("testdata", "paho_client.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientCmd := pythonClient(t, "paho_client.py")
 	base, _ := newLab(t, "localhost")
 	build(t, base)
 
@@ -54,7 +62,7 @@ func TestDockerExternalClient(t *testing.T) {
 			t.Parallel()
 			l := shortRun(t, base, fault)
 			l.Config.Client = "external"
-			l.Config.ClientCmd = py + " " + script
+			l.Config.ClientCmd = clientCmd
 			run, rows := runMttr(t, l)
 			var vars map[string]string
 			_ = json.Unmarshal([]byte(run.ConfigJSON), &vars)
@@ -121,11 +129,7 @@ func TestDockerExternalClientDiesTwice(t *testing.T) {
 // stored or printed output.
 func TestDockerImpatientClient(t *testing.T) {
 	dockertest.Engine(t)
-	py := python(t)
-	script, err := filepath.Abs(filepath.Join("testdata", "aggressive_client.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientCmd := pythonClient(t, "aggressive_client.py")
 	base, _ := newLab(t, "localhost")
 	build(t, base)
 	db := filepath.Join(t.TempDir(), "mttr.db")
@@ -147,7 +151,7 @@ func TestDockerImpatientClient(t *testing.T) {
 			l.Config.KeepRunning = 500 * time.Millisecond
 			l.Config.KeepDead = time.Second
 			l.Config.Client = "external"
-			l.Config.ClientCmd = py + " " + script
+			l.Config.ClientCmd = clientCmd
 			if tc.fault == "pause" {
 				l.Config.ConnectionString = "HostName=localhost;DeviceId=devicemtr;SharedAccessKey=" + secretKey
 				l.Config.ClientCmd = `echo "my connection string: $MTTR_CONNECTION_STRING"; exec ` + l.Config.ClientCmd

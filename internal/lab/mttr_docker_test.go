@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -181,22 +180,19 @@ func TestDockerMttrInterruptedAndAbandoned(t *testing.T) {
 
 	// A run killed with SIGKILL leaves its row running and its container
 	// up; a process that has exited stands in for it.
-	gone := exec.Command("true")
-	if err := gone.Run(); err != nil {
-		t.Fatal(err)
-	}
+	gone := deadPID(t)
 	machine, _ := os.Hostname()
 	db, err := store.Open(t.Context(), l.Config.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadID, err := db.StartRun(t.Context(), store.Run{StartedAt: time.Now(), Fault: "stop", ConfigJSON: "{}", Machine: machine, PID: gone.Process.Pid})
+	deadID, err := db.StartRun(t.Context(), store.Run{StartedAt: time.Now(), Fault: "stop", ConfigJSON: "{}", Machine: machine, PID: gone})
 	db.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	labels := runLabels(deadID)
-	labels[LabelOwner] = machine + ":" + strconv.Itoa(gone.Process.Pid)
+	labels[LabelOwner] = machine + ":" + strconv.Itoa(gone)
 	leftover := shortRun(t, base, "stop").Config.Container
 	if _, err = eng.Run(t.Context(), broker.RunSpec{Name: leftover, Image: l.Config.Image, Bind: "127.0.0.1", Labels: labels}); err != nil {
 		t.Fatal(err)

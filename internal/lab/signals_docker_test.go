@@ -279,15 +279,11 @@ func TestDockerKilledRunClients(t *testing.T) {
 		t.Skip("runs mage")
 	}
 	eng := dockertest.Engine(t)
-	py := python(t)
-	script, err := filepath.Abs(filepath.Join("testdata", "paho_client.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	clientCmd := pythonClient(t, "paho_client.py")
 	base, _ := newLab(t, "localhost")
 	build(t, base)
 	l := stopRun(t, base)
-	l.Config.Client, l.Config.ClientCmd, l.Config.Devices = "external", py+" "+script, 2
+	l.Config.Client, l.Config.ClientCmd, l.Config.Devices = "external", clientCmd, 2
 	c := startCommand(t, l, "go", "tool", "mage", "mttr")
 	c.await(t, "cycle 1/")
 	pid := c.targets(t)
