@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/host"
 )
 
 // Spec is one client process.
@@ -39,6 +41,10 @@ type Spec struct {
 // tailLines is how many of a client's last output lines are kept for
 // error messages.
 const tailLines = 20
+
+// outputDelay is how long a client's output is still read after its shell
+// exited.
+const outputDelay = time.Second
 
 // lifeline is a pipe whose write end only this process holds (it is not
 // inherited: close-on-exec), so its read end reads end-of-file exactly when
@@ -87,15 +93,17 @@ func start(spec Spec, log io.Writer, line *lifeline) (*Process, error) {
 	t := &tail{}
 	out := &prefixed{name: spec.Name, w: log, tail: t, mask: masker(spec.Secrets)}
 	cmd.Stdout, cmd.Stderr = out, out
+	// A descendant that left the group can hold the output open for good:
+	// once the shell has exited, its output is read this long at most.
+	cmd.WaitDelay = outputDelay
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("client %s: start: %w", spec.Name, err)
 	}
 	p := &Process{spec: spec, cmd: cmd, done: make(chan struct{}), tail: t, pgid: cmd.Process.Pid, start: time.Now()}
 	go func() {
-		p.err = cmd.Wait()
-		// The shell is gone; its watcher still holds the group, so the id
-		// cannot have been reused. End the watcher and any straggler.
-		_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
+		// While the shell is a zombie its group id cannot be reused: end
+		// its watcher and any straggler in the group, then reap it.
+		_, p.err = host.Reap(cmd, func() { _ = syscall.Kill(-p.pgid, syscall.SIGKILL) })
 		out.flush()
 		close(p.done)
 	}()
@@ -128,7 +136,8 @@ func (p *Process) Stop(ctx context.Context, grace time.Duration) {
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
-	case <-p.done:
+	case <-p.done: // its group was killed when it exited
+		return
 	case <-t.C:
 	case <-ctx.Done():
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/host"
 )
 
 // helperEnv makes the test binary act as a supervising process (see
@@ -125,5 +127,74 @@ func TestFindMarkedEnds(t *testing.T) {
 	}
 	if again, _ := FindMarked(name); len(again) != 0 {
 		t.Errorf("still marked after End: %+v", again)
+	}
+}
+
+// TestStopWithEscapedChild stops a client whose child left its process
+// group (setsid) and keeps the client's output open: Stop must return all
+// the same, within the grace period and the time output is still read.
+func TestStopWithEscapedChild(t *testing.T) {
+	var log syncBuffer
+	log.written = make(chan struct{}, 1)
+	s, err := Supervise([]Spec{{Name: "d", Command: `setsid sh -c 'echo "escaped $$"; exec sleep 300' & exec sleep 300`}}, &log, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var escaped int
+	for escaped == 0 {
+		select {
+		case <-log.written:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no escaped child seen:\n%s", log.String())
+		}
+		for _, line := range strings.Split(log.String(), "\n") {
+			if f := strings.Fields(line); len(f) == 4 && f[2] == "escaped" {
+				escaped, _ = strconv.Atoi(f[3])
+			}
+		}
+	}
+	t.Cleanup(func() { _ = syscall.Kill(escaped, syscall.SIGKILL) })
+	stopped := make(chan struct{})
+	go func() { s.Stop(context.Background()); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(300*time.Millisecond + outputDelay + 5*time.Second):
+		t.Fatal("Stop hung on the output an escaped child holds")
+	}
+}
+
+// TestEndSparesOthersGroups ends a marked process that sits in a group
+// led by an unmarked one: only the marked process goes.
+func TestEndSparesOthersGroups(t *testing.T) {
+	const name = "MTTR_CLIENT_TEST_MARK"
+	value := "spare-" + strconv.Itoa(os.Getpid())
+	// An unmarked leader whose child carries the mark.
+	leader := exec.Command("/bin/sh", "-c", `env `+name+`=`+value+` sh -c 'echo "$$"; exec sleep 300' & wait`)
+	leader.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := leader.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-leader.Process.Pid, syscall.SIGKILL); _ = leader.Wait() })
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatal("no pid from the shell")
+	}
+	child, _ := strconv.Atoi(strings.TrimSpace(sc.Text()))
+	marked, err := FindMarked(name)
+	if err != nil || len(marked) != 1 || marked[0].PID != child || marked[0].PGID != leader.Process.Pid {
+		t.Fatalf("FindMarked = %+v, %v; want child %d in group %d", marked, err, child, leader.Process.Pid)
+	}
+	if err := marked[0].End(); err != nil {
+		t.Fatal(err)
+	}
+	if !exited(t, child) {
+		t.Errorf("marked child %d survived End", child)
+	}
+	if !host.Alive(leader.Process.Pid) {
+		t.Error("the unmarked leader was ended too")
 	}
 }

@@ -10,14 +10,40 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/mttrlab/mttr/internal/host"
 )
 
 // Marked is a process whose environment carries a marker variable: a
 // client started with it, or one of its descendants, wherever it went.
 type Marked struct {
 	PID, PGID int
-	Value     string // the marker's value
+	Name      string // the marker variable
+	Value     string // its value
 	Command   string // its command line, for messages
+}
+
+// markedWith reports whether process pid's environment has name=value.
+func markedWith(pid int, name, value string) bool {
+	v, ok := envValue(pid, name)
+	return ok && v == value
+}
+
+// envValue reads variable name from the environment process pid started
+// with; ok is false when it has none, or it cannot be read (gone, or
+// another user's).
+func envValue(pid int, name string) (string, bool) {
+	env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	if err != nil {
+		return "", false
+	}
+	prefix := []byte(name + "=")
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, prefix); ok {
+			return string(v), true
+		}
+	}
+	return "", false
 }
 
 // FindMarked lists this system's processes whose environment has name set
@@ -30,7 +56,6 @@ func FindMarked(name string) ([]Marked, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	prefix := []byte(name + "=")
 	self := os.Getpid()
 	var out []Marked
 	for _, d := range dirs {
@@ -38,16 +63,10 @@ func FindMarked(name string) ([]Marked, error) {
 		if err != nil || pid == self {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ"))
-		if err != nil {
-			continue // gone meanwhile, or not ours to read
-		}
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			if v, ok := bytes.CutPrefix(kv, prefix); ok {
-				if m, ok := readMarked(pid, string(v)); ok {
-					out = append(out, m)
-				}
-				break
+		if v, ok := envValue(pid, name); ok {
+			if m, ok := readMarked(pid, v); ok {
+				m.Name = name
+				out = append(out, m)
 			}
 		}
 	}
@@ -57,34 +76,22 @@ func FindMarked(name string) ([]Marked, error) {
 // readMarked fills in pid's process group and command line; ok is false
 // when it has exited (a zombie included).
 func readMarked(pid int, value string) (Marked, bool) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return Marked{}, false
-	}
-	// "pid (comm) state ppid pgrp ...": the fields follow the last ')'.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return Marked{}, false
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 3 || f[0] == "Z" {
-		return Marked{}, false
-	}
-	pgid, err := strconv.Atoi(f[2])
-	if err != nil {
+	p, err := host.Stat(pid)
+	if err != nil || p.State == 'Z' {
 		return Marked{}, false
 	}
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	cmd := strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
-	return Marked{PID: pid, PGID: pgid, Value: value, Command: cmd}, true
+	return Marked{PID: pid, PGID: p.PGID, Value: value, Command: cmd}, true
 }
 
-// End kills m's whole process group with SIGKILL; only m itself when that
-// group is this process's own.
+// End kills m with SIGKILL, and its whole process group when the group's
+// leader carries the same mark (a client's group, or one a client's
+// descendant made): a group someone else leads is not ours to end.
 func (m Marked) End() error {
-	target := -m.PGID
-	if m.PGID <= 1 || m.PGID == syscall.Getpgrp() {
-		target = m.PID
+	target := m.PID
+	if m.PGID > 1 && m.PGID != syscall.Getpgrp() && markedWith(m.PGID, m.Name, m.Value) {
+		target = -m.PGID
 	}
 	if err := syscall.Kill(target, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("end process %d (group %d): %w", m.PID, m.PGID, err)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/device"
 )
@@ -94,7 +95,7 @@ var Defaults = Config{
 	Port:             8883,
 	Bind:             "127.0.0.1",
 	ReadyTimeout:     60 * time.Second,
-	EngineTimeout:    10 * time.Second,
+	EngineTimeout:    broker.DefaultCallTimeout,
 	KeepAlive:        15 * time.Second,
 	SendInterval:     3 * time.Second,
 	ConnectionString: "HostName=localhost;DeviceId=devicemtr;SharedAccessKey=Zm9vYmFy",

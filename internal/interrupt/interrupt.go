@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 )
 
@@ -35,42 +36,63 @@ func Reason(ctx context.Context) string {
 	return ""
 }
 
+// CommandEnv names the variable in which whoever starts this process in
+// place of a command's own (internal/magerun, for `go tool mage`) passes
+// that command's process id: the parent to watch, even when it has exited
+// before Context could look.
+const CommandEnv = "MTTR_COMMAND_PID"
+
 // Context returns a copy of parent that is cancelled when SIGINT, SIGTERM or
-// SIGHUP (unless started with it ignored, as nohup does) reaches this
-// process or, on Linux, when the process that started it exits. cancel cancels it with a cause of the caller's; stop releases the
-// signals and must be called when the command is done.
+// SIGHUP (unless this process started with it ignored, as nohup does)
+// reaches this process or, on Linux, when the process that started it
+// exits. Writes to a closed stdout or stderr fail with EPIPE from then on,
+// instead of killing the process (see Output). cancel cancels it with a
+// cause of the caller's; stop releases the signals once the command is
+// done.
 func Context(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func()) {
 	ctx, cancel = context.WithCancelCause(parent)
 	parentPID := os.Getppid()
+	if pid, err := strconv.Atoi(os.Getenv(CommandEnv)); err == nil && pid > 0 {
+		parentPID = pid
+	}
+	parentGone := &Stopped{Reason: fmt.Sprintf("the process that started it (pid %d) exited", parentPID)}
+
+	// Nobody reads this channel: asking for SIGPIPE is what makes the Go
+	// runtime return EPIPE for descriptors 1 and 2 rather than raise it.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+
 	sigs := make(chan os.Signal, 4)
 	stopSignals := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) { // nohup asked to outlive the terminal
+	if !signal.Ignored(syscall.SIGHUP) {
 		stopSignals = append(stopSignals, syscall.SIGHUP)
 	}
-	if parentDeathSignal > 0 {
-		stopSignals = append(stopSignals, parentDeathSignal)
+	if ParentDeathSignal > 0 {
+		stopSignals = append(stopSignals, ParentDeathSignal)
 	}
 	signal.Notify(sigs, stopSignals...)
-	if !watchParent(parentPID) { // it exited before the watch began
-		cancel(&Stopped{Reason: fmt.Sprintf("the process that started it (pid %d) exited", parentPID)})
+	watchParent()
+	if os.Getppid() != parentPID { // it exited before the watch began
+		cancel(parentGone)
 	}
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
-				reason := signalName(s)
-				if s == parentDeathSignal {
-					reason = fmt.Sprintf("the process that started it (pid %d) exited", parentPID)
+				if s != ParentDeathSignal {
+					cancel(&Stopped{Reason: signalName(s)})
+				} else if os.Getppid() != parentPID {
+					// The kernel also signals when the parent's thread that
+					// started this process ends; only a new parent means
+					// the parent process is gone.
+					cancel(parentGone)
 				}
-				cancel(&Stopped{Reason: reason})
 			case <-done:
 				return
 			}
 		}
 	}()
 	return ctx, cancel, func() {
-		unwatchParent()
 		signal.Stop(sigs)
 		close(done)
 	}
@@ -92,11 +114,10 @@ func signalName(s os.Signal) string {
 var ErrOutputClosed = &Stopped{Reason: "its output was closed"}
 
 // Output returns a writer to f (the command's stdout or stderr) that, once
-// whatever read f has gone away, cancels the command with ErrOutputClosed
-// and discards what follows. Writing to f itself would get the process
-// killed by SIGPIPE on the spot, before it could clean up.
+// whatever read f has gone away (EPIPE, under Context), cancels the command
+// with ErrOutputClosed and discards what follows.
 func Output(f *os.File, cancel context.CancelCauseFunc) io.Writer {
-	return &output{f: quietCopy(f), cancel: cancel}
+	return &output{f: f, cancel: cancel}
 }
 
 type output struct {

@@ -1,36 +1,32 @@
 package interrupt
 
 import (
-	"os"
+	"runtime"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// parentDeathSignal is what the kernel sends when the parent exits. It is
-// one that nobody sends to stop a process, so that it says which happened
-// (the kernel also sends it when only the parent's thread that started
-// this process ends, while the parent is being killed).
-const parentDeathSignal = syscall.SIGUSR2
+// ParentDeathSignal is what the kernel is asked to send when the parent
+// exits (prctl PR_SET_PDEATHSIG). It is one that nobody sends to stop a
+// process, so that it says which happened.
+const ParentDeathSignal = syscall.SIGUSR2
 
-// watchParent asks the kernel for parentDeathSignal when the parent exits,
-// and reports whether the parent was still the one of parentPID once it
-// had asked.
-func watchParent(parentPID int) bool {
-	_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(parentDeathSignal), 0, 0, 0)
-	return os.Getppid() == parentPID
-}
+var armed sync.Once
 
-// unwatchParent takes the request back.
-func unwatchParent() { _ = unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0) }
-
-// quietCopy returns a new descriptor for f: the Go runtime kills a process
-// with SIGPIPE for a write to a closed pipe on descriptors 1 and 2 only; on
-// any other it returns EPIPE.
-func quietCopy(f *os.File) *os.File {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
-	if err != nil {
-		return f
-	}
-	return os.NewFile(uintptr(fd), f.Name())
+// watchParent asks the kernel for ParentDeathSignal when the parent exits.
+// The request belongs to the thread that makes it, and lapses if that
+// thread ends: it is made from one that never does.
+func watchParent() {
+	armed.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(ParentDeathSignal), 0, 0, 0)
+			close(done)
+			select {}
+		}()
+		<-done
+	})
 }

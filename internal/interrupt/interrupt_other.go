@@ -2,17 +2,10 @@
 
 package interrupt
 
-import (
-	"os"
-	"syscall"
-)
+import "syscall"
 
-// parentDeathSignal never reports a parent's exit here: only Linux has the
+// ParentDeathSignal never reports a parent's exit here: only Linux has the
 // parent-death signal.
-const parentDeathSignal = syscall.Signal(-1)
+const ParentDeathSignal = syscall.Signal(-1)
 
-func watchParent(int) bool { return true }
-
-func unwatchParent() {}
-
-func quietCopy(f *os.File) *os.File { return f }
+func watchParent() {}

@@ -108,7 +108,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, blog *mttr.Br
 		return err
 	}
 	cleanup.add(w.Close)
-	if err := refuseTaken(ctx, blog, verifier.Identity.DeviceID, w.IDs()); err != nil {
+	if err := l.refuseTaken(ctx, blog, verifier.Identity.DeviceID, w.IDs()); err != nil {
 		return err
 	}
 

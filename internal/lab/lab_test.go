@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/host"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -123,40 +121,6 @@ func TestNotReadySaysInterrupted(t *testing.T) {
 	}
 }
 
-// TestProcessAliveNotZombie checks that a process that has exited but was
-// not yet waited for (a zombie) does not count as alive.
-func TestProcessAliveNotZombie(t *testing.T) {
-	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("no /proc")
-	}
-	cmd := exec.Command("sh", "-c", "exit 0")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, out)
-	// A pidfd becomes readable when the process has exited; until Wait it
-	// is a zombie. (EOF on its output comes a moment earlier.)
-	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
-	if err != nil {
-		t.Skipf("pidfd_open: %v", err)
-	}
-	defer unix.Close(fd)
-	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 10_000); err != nil || n != 1 {
-		t.Fatalf("the child did not exit: %d, %v", n, err)
-	}
-	if processAlive(cmd.Process.Pid) {
-		t.Errorf("zombie %d counted as alive", cmd.Process.Pid)
-	}
-	_ = cmd.Wait()
-	if !processAlive(os.Getpid()) {
-		t.Error("this process counted as gone")
-	}
-}
-
 func TestOwnerGone(t *testing.T) {
 	machine, _ := os.Hostname()
 	gone := exec.Command("true")
@@ -183,22 +147,22 @@ func TestOwnerGone(t *testing.T) {
 // TestFleetFits refuses fleets beyond each of the machine's limits, naming
 // MTTR_DEVICES and the limit.
 func TestFleetFits(t *testing.T) {
-	m := machine{files: 20000, ports: 28232, available: 24 << 30}
+	m := host.Limits{Files: 20000, Ports: 28232, Available: 24 << 30}
 	for _, tt := range []struct {
 		devices  int
 		external bool
-		m        machine
+		m        host.Limits
 		want     string // "" for none
 	}{
 		{10000, false, m, ""},
 		{19744, false, m, ""},
-		{19745, false, m, "MTTR_DEVICES=19745: this machine can run at most 19744: each device needs an open file, and the limit is 20000 (ulimit -n)"},
+		{19745, false, m, "MTTR_DEVICES=19745: this machine can run at most 19744: each device needs an open file, and the limit is 20000 (ulimit -Hn)"},
 		{1000000, false, m, "at most 19744"},
-		{20000, false, machine{files: 1 << 20, ports: 20256}, ""},
-		{20001, false, machine{files: 1 << 20, ports: 20256}, "MTTR_DEVICES=20001: this machine can run at most 20000: each device needs a local port toward the broker, and the range has 20256"},
-		{20001, false, machine{files: 1 << 20, available: 1 << 30}, "each device takes about 100 KiB of memory, and 1.0 GiB is available"},
-		{20001, true, machine{files: 1 << 20, available: 1 << 30}, ""}, // an external client's memory is its own
-		{1000000, false, machine{}, ""},                                // nothing known: nothing refused
+		{20000, false, host.Limits{Files: 1 << 20, Ports: 20256}, ""},
+		{20001, false, host.Limits{Files: 1 << 20, Ports: 20256}, "MTTR_DEVICES=20001: this machine can run at most 20000: each device needs a local port toward the broker, and the range has 20256"},
+		{20001, false, host.Limits{Files: 1 << 20, Available: 1 << 30}, "each device takes about 100 KiB of memory, and 1.0 GiB is available"},
+		{20001, true, host.Limits{Files: 1 << 20, Available: 1 << 30}, ""}, // an external client's memory is its own
+		{1000000, false, host.Limits{}, ""}, // nothing known: nothing refused
 	} {
 		err := fleetFits(tt.devices, tt.external, tt.m)
 		switch {
@@ -207,9 +171,6 @@ func TestFleetFits(t *testing.T) {
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n")):
 			t.Errorf("fleetFits(%d, %v) = %v, want one line with %q", tt.devices, tt.m, err, tt.want)
 		}
-	}
-	if m := thisMachine(); m.files == 0 || m.ports == 0 || m.available == 0 {
-		t.Errorf("thisMachine() = %+v: a limit of this Linux machine was not read", m)
 	}
 }
 

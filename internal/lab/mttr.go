@@ -1,23 +1,21 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/host"
 	"github.com/mttrlab/mttr/internal/interrupt"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
@@ -47,7 +45,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("MTTR_CONNECTION_STRING: %w", err)
 	}
-	if err := fleetFits(cfg.Devices, cfg.Client == "external", thisMachine()); err != nil {
+	if err := fleetFits(cfg.Devices, cfg.Client == "external", host.Machine()); err != nil {
 		return 0, err
 	}
 	db, err := store.Open(ctx, cfg.DB)
@@ -178,7 +176,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 			ids[i] = mttr.DeviceID(id.DeviceID, i)
 			devices[i] = l.deviceConfig(id, ids[i], tlsConf)
 		}
-		if err := refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, ids); err != nil {
+		if err := l.refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, ids); err != nil {
 			return mttr.Summary{}, err
 		}
 		f, err := mttr.Connect(ctx, mttr.FleetSpec{Devices: devices, Verifier: verifier, Interval: cfg.SendInterval, Progress: l.Out})
@@ -222,9 +220,12 @@ const takenWait = 5 * time.Second
 // is already connected to its broker: another client would take over each
 // connection the run's own makes, and the other way round. It looks once
 // the log has shown the connect of client after (one the run made just
-// before), so that whatever connected before that is in it.
-func refuseTaken(ctx context.Context, blog *mttr.BrokerLog, after string, ids []string) error {
-	blog.AwaitConnect(ctx, after, takenWait)
+// before), so that whatever connected before that is in it. A client that
+// connects later, before or after the run's own, is not seen.
+func (l *Lab) refuseTaken(ctx context.Context, blog *mttr.BrokerLog, after string, ids []string) error {
+	if !blog.AwaitConnect(ctx, after, takenWait) && ctx.Err() == nil {
+		l.printf("note: the broker's log did not show %s connecting within %s: whether client ids are already taken is not known\n", after, takenWait)
+	}
 	for _, id := range ids {
 		if since, ok := blog.ConnectedSince(id); ok {
 			return fmt.Errorf("client id %s is already connected to the broker (since %s), before this run's own: another client uses it, "+
@@ -332,7 +333,7 @@ func (l *Lab) abandonRuns(ctx context.Context, db *store.Store) error {
 	}
 	machine, _ := os.Hostname()
 	for _, r := range running {
-		if r.Machine == machine && !processAlive(r.PID) {
+		if r.Machine == machine && !host.Alive(r.PID) {
 			if err := db.FinishRun(ctx, r.ID, store.StatusAbandoned, "the process running it was killed"); err != nil {
 				return err
 			}
@@ -344,40 +345,17 @@ func (l *Lab) abandonRuns(ctx context.Context, db *store.Store) error {
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// processAlive reports whether process pid runs: it exists and is not a
-// zombie (exited, waiting for its parent to notice).
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		if _, perr := os.Stat("/proc/self/stat"); perr != nil {
-			return true // no /proc on this system: kill's answer stands
-		}
-		return !errors.Is(err, fs.ErrNotExist) // it went away meanwhile
-	}
-	// "pid (comm) state ...": the state follows the last ')'.
-	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
-		return stat[i+2] != 'Z'
-	}
-	return true
-}
-
 // ownerGone reads an owner label, "<machine>:<pid>". gone is true when the
 // run ran on this machine and its process is gone; pid is 0 when the label
 // names another machine or none, whose process cannot be looked at.
 func ownerGone(label string) (pid int, gone bool) {
-	host, p, ok := strings.Cut(label, ":")
+	name, p, ok := strings.Cut(label, ":")
 	n, err := strconv.Atoi(p)
 	machine, _ := os.Hostname()
-	if !ok || err != nil || host != machine {
+	if !ok || err != nil || name != machine {
 		return 0, false
 	}
-	return n, !processAlive(n)
+	return n, !host.Alive(n)
 }
 
 // refuseLive refuses to touch our container called name while the run that

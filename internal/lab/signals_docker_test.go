@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,17 +18,19 @@ import (
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/client"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/host"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
 // command is `mage mttr` started the way a shell starts a job: in a
-// process group of its own, its output read line by line.
+// process group of its own, its output and error output read line by line.
 type command struct {
-	cmd   *exec.Cmd
-	out   *os.File // the read end of its stdout
-	lines chan string
-	errs  strings.Builder
-	done  chan struct{}
+	cmd             *exec.Cmd
+	out, errOut     *os.File // the read ends of its stdout and stderr
+	lines, errLines chan string
+	mu              sync.Mutex
+	errs            strings.Builder // all of stderr so far
+	done            chan struct{}
 }
 
 // commandEnv is l's settings as the command's environment.
@@ -52,46 +54,78 @@ func commandEnv(l *Lab) []string {
 
 func startCommand(t *testing.T, l *Lab, argv ...string) *command {
 	t.Helper()
-	c := &command{cmd: exec.Command(argv[0], argv[1:]...), lines: make(chan string, 100), done: make(chan struct{})}
+	c := &command{cmd: exec.Command(argv[0], argv[1:]...), lines: make(chan string, 100), errLines: make(chan string, 100), done: make(chan struct{})}
 	c.cmd.Dir = "../.."
 	c.cmd.Env = commandEnv(l)
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.cmd.Stderr = &c.errs
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
+	var w [2]*os.File
+	for i, r := range []**os.File{&c.out, &c.errOut} {
+		var err error
+		if *r, w[i], err = os.Pipe(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	c.cmd.Stdout, c.out = w, r
+	c.cmd.Stdout, c.cmd.Stderr = w[0], w[1]
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
+	w[0].Close()
+	w[1].Close()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 		<-c.done
-		r.Close()
+		c.out.Close()
+		c.errOut.Close()
 	})
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-		close(c.lines)
-	}()
+	go scanLines(c.out, c.lines, nil)
+	go scanLines(c.errOut, c.errLines, func(line string) {
+		c.mu.Lock()
+		c.errs.WriteString(line + "\n")
+		c.mu.Unlock()
+	})
 	go func() { _ = c.cmd.Wait(); close(c.done) }()
 	return c
 }
 
+// scanLines sends r's lines to ch (dropping them when nobody reads), and
+// to keep, until r ends.
+func scanLines(r *os.File, ch chan string, keep func(string)) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if keep != nil {
+			keep(sc.Text())
+		}
+		select {
+		case ch <- sc.Text():
+		default:
+		}
+	}
+	close(ch)
+}
+
+// stderr is what the command wrote to its error output so far.
+func (c *command) stderr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stderr()
+}
+
 // await returns once the command printed a line starting with prefix.
-func (c *command) await(t *testing.T, prefix string) {
+func (c *command) await(t *testing.T, prefix string) { t.Helper(); c.awaitIn(t, c.lines, prefix) }
+
+// awaitErr returns once the command wrote a line starting with prefix to
+// its error output.
+func (c *command) awaitErr(t *testing.T, prefix string) { t.Helper(); c.awaitIn(t, c.errLines, prefix) }
+
+func (c *command) awaitIn(t *testing.T, lines chan string, prefix string) {
 	t.Helper()
 	timeout := time.After(3 * time.Minute)
 	for {
 		select {
-		case line, ok := <-c.lines:
+		case line, ok := <-lines:
 			if !ok {
 				<-c.done
-				t.Fatalf("no line %q before the output ended; stderr:\n%s", prefix, c.errs.String())
+				t.Fatalf("no line %q before the output ended; stderr:\n%s", prefix, c.stderr())
 			}
 			if strings.HasPrefix(line, prefix) {
 				return
@@ -110,7 +144,7 @@ func (c *command) exit(t *testing.T) int {
 	case <-c.done:
 		return c.cmd.ProcessState.ExitCode()
 	case <-time.After(cleanupTimeout + 10*time.Second):
-		t.Fatalf("still running %s after the signal; stderr:\n%s", cleanupTimeout+10*time.Second, c.errs.String())
+		t.Fatalf("still running %s after the signal; stderr:\n%s", cleanupTimeout+10*time.Second, c.stderr())
 	}
 	return 0
 }
@@ -124,17 +158,8 @@ func (c *command) targets(t *testing.T) int {
 	if filepath.Base(c.cmd.Path) != "go" {
 		return pid
 	}
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			child, _ := strconv.Atoi(d.Name())
-			return child
-		}
+	if kids := host.Children(pid); len(kids) == 1 {
+		return kids[0]
 	}
 	t.Fatalf("go (pid %d) has no child", pid)
 	return 0
@@ -157,7 +182,8 @@ func awaitGone(t *testing.T, pid int) {
 }
 
 // checkInterrupted asserts what an interrupted run leaves behind: its run
-// marked interrupted for reason, no container, and no process of it.
+// marked interrupted for reason (any, when empty), no container, and no
+// process of it.
 func checkInterrupted(t *testing.T, eng *broker.Engine, l *Lab, reason string) {
 	t.Helper()
 	db, err := store.OpenReadOnly(t.Context(), l.Config.DB)
@@ -170,7 +196,7 @@ func checkInterrupted(t *testing.T, eng *broker.Engine, l *Lab, reason string) {
 		t.Fatalf("runs: %v %+v", err, runs)
 	}
 	if r := runs[0]; r.Status != store.StatusInterrupted || !strings.Contains(r.Error, reason) {
-		t.Errorf("run %d: status %s, error %q; want interrupted, %q", r.ID, r.Status, r.Error, reason)
+		t.Errorf("run %d: status %s, error %q; want interrupted, with %q", r.ID, r.Status, r.Error, reason)
 	}
 	for _, name := range []string{l.Config.Container, broker.HolderName(l.Config.Container)} {
 		if _, err := eng.Find(t.Context(), name); !errors.Is(err, broker.ErrNotFound) {
@@ -226,10 +252,18 @@ func TestDockerStopRequests(t *testing.T) {
 		reason string
 	}{
 		{"SIGTERM to go", gotool, signal(syscall.SIGTERM, top), "SIGTERM"},
-		{"SIGINT to go alone", gotool, signal(syscall.SIGINT, top), "interrupted"},
+		// Mage's own handling of SIGINT may cancel first, without a reason.
+		{"SIGINT to go alone", gotool, signal(syscall.SIGINT, top), ""},
 		{"SIGHUP to the process group", gotool, signal(syscall.SIGHUP, group), "SIGHUP"},
 		{"SIGTERM to the targets", gotool, signal(syscall.SIGTERM, targets), "SIGTERM"},
 		{"output closed", gotool, func(_ *testing.T, c *command) { c.out.Close() }, "its output was closed"},
+		// Mage writes to the error output when SIGINT arrives: that write
+		// must not kill the targets (go tool mage mttr 2>&1 | tee, Ctrl-C).
+		{"output and error output closed, then SIGINT", gotool, func(t *testing.T, c *command) {
+			c.out.Close()
+			c.errOut.Close()
+			signal(syscall.SIGINT, top)(t, c)
+		}, ""},
 		{"SIGTERM to a compiled binary", []string{compiled, "mttr"}, signal(syscall.SIGTERM, top), "SIGTERM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -238,7 +272,7 @@ func TestDockerStopRequests(t *testing.T) {
 			c.await(t, "cycle 1/")
 			tt.stop(t, c)
 			if code := c.exit(t); code == 0 {
-				t.Errorf("exit status 0; stderr:\n%s", c.errs.String())
+				t.Errorf("exit status 0; stderr:\n%s", c.stderr())
 			}
 			checkInterrupted(t, eng, l, tt.reason)
 		})
@@ -270,10 +304,11 @@ func stopRun(t *testing.T, base *Lab) *Lab {
 }
 
 // TestDockerKilledRunClients kills a run with external clients with
-// SIGKILL, which runs no clean-up: its clients (a python process under sh,
-// as sh -c runs it) must die with it. Then a client that left its process
-// group, marked as the killed run's, must be ended by the next run. They
-// used to live on and reconnect to later runs' brokers with the same ids.
+// SIGKILL, which runs no clean-up. Each client (a python process under sh,
+// as sh -c runs it) first starts a child that leaves its process group
+// (setsid) and keeps its output. The clients must die with the run; the
+// children that escaped must be ended by the next run. Clients used to
+// live on and reconnect to later runs' brokers with the same ids.
 func TestDockerKilledRunClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
@@ -283,14 +318,25 @@ func TestDockerKilledRunClients(t *testing.T) {
 	base, _ := newLab(t, "localhost")
 	build(t, base)
 	l := stopRun(t, base)
-	l.Config.Client, l.Config.ClientCmd, l.Config.Devices = "external", clientCmd, 2
+	l.Config.Client, l.Config.Devices = "external", 2
+	l.Config.ClientCmd = `setsid sh -c 'echo "escaped $$"; exec sleep 300' & exec ` + clientCmd
 	c := startCommand(t, l, "go", "tool", "mage", "mttr")
 	c.await(t, "cycle 1/")
 	pid := c.targets(t)
 	owner := fmt.Sprintf("%s:%d", hostname(t), pid)
-	clients := marked(t, owner)
-	if len(clients) < 4 { // per device: sh, python and the lifeline's watcher
-		t.Fatalf("clients of run process %d: %+v", pid, clients)
+	var clients, escaped []client.Marked
+	for _, m := range marked(t, owner) {
+		if m.Command == "sleep 300" {
+			escaped = append(escaped, m)
+		} else {
+			clients = append(clients, m)
+		}
+	}
+	if len(clients) < 4 || len(escaped) != 2 { // per device: sh, python and the lifeline's watcher; and the escaped child
+		t.Fatalf("clients of run process %d: %+v; escaped: %+v", pid, clients, escaped)
+	}
+	for _, m := range escaped {
+		t.Cleanup(func() { _ = syscall.Kill(m.PID, syscall.SIGKILL) })
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -299,20 +345,9 @@ func TestDockerKilledRunClients(t *testing.T) {
 	for _, m := range clients {
 		awaitGone(t, m.PID)
 	}
-	if left := marked(t, owner); len(left) > 0 {
+	if left := marked(t, owner); len(left) != len(escaped) {
 		t.Errorf("client processes outlived their run: %+v", left)
 	}
-
-	// A client of the killed run that had left its process group.
-	orphan := exec.Command("/bin/sh", "-c", "exec sleep 300")
-	orphan.Env = append(os.Environ(), "MTTR_LAB_OWNER="+owner, "MTTR_LAB_RUN=1")
-	orphan.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := orphan.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = orphan.Process.Kill() })
-	reaped := make(chan error, 1)
-	go func() { reaped <- orphan.Wait() }()
 
 	next := shortRun(t, base, "stop")
 	next.Config.DB = l.Config.DB
@@ -321,14 +356,14 @@ func TestDockerKilledRunClients(t *testing.T) {
 	var out strings.Builder
 	next.Out = &out
 	runMttr(t, next)
-	select {
-	case <-reaped:
-	case <-time.After(time.Minute):
-		t.Fatal("the orphaned client survived the next run")
+	for _, m := range escaped {
+		awaitGone(t, m.PID)
+		if want := fmt.Sprintf("ended client process %d (group %d", m.PID, m.PGID); !strings.Contains(out.String(), want) {
+			t.Errorf("next run's output lacks %q:\n%s", want, out.String())
+		}
 	}
-	want := fmt.Sprintf("ended client process %d (group %d", orphan.Process.Pid, orphan.Process.Pid)
-	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "marked run 1 abandoned") {
-		t.Errorf("next run's output lacks %q or the abandoned run:\n%s", want, out.String())
+	if !strings.Contains(out.String(), "marked run 1 abandoned") {
+		t.Errorf("next run's output lacks the abandoned run:\n%s", out.String())
 	}
 	for _, name := range []string{l.Config.Container, broker.HolderName(l.Config.Container)} {
 		if _, err := eng.Find(t.Context(), name); !errors.Is(err, broker.ErrNotFound) {
@@ -359,4 +394,40 @@ func marked(t *testing.T, owner string) []client.Marked {
 		}
 	}
 	return out
+}
+
+// TestDockerKilledWhileWaiting kills go while `go tool mage mttr` waits
+// for another mage call in the checkout to compile: nothing must run once
+// that one is done. The targets used to start regardless, with no parent,
+// and nothing would ever stop them.
+func TestDockerKilledWhileWaiting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs mage")
+	}
+	dockertest.Engine(t)
+	base, _ := newLab(t, "localhost")
+	build(t, base)
+	l := stopRun(t, base)
+	// The lock another mage call would hold on the checkout.
+	checkout, err := os.Open("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer checkout.Close()
+	if err := syscall.Flock(int(checkout.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	c := startCommand(t, l, "go", "tool", "mage", "mttr")
+	c.awaitErr(t, "mage: waiting for another mage call")
+	waiting := c.targets(t)
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, waiting)
+	if err := syscall.Flock(int(checkout.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(l.Config.DB); !os.IsNotExist(err) {
+		t.Errorf("a run was recorded after its command was killed: %v", err)
+	}
 }

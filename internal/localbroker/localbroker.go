@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/host"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
@@ -279,7 +280,7 @@ func (b *Broker) start() (*process, error) {
 	go func() { defer readers.Done(); b.readEvents(outR, p) }()
 	go func() { defer readers.Done(); b.readStderr(errR, p) }()
 	go func() {
-		exited, err := reap(cmd, func() {
+		exited, err := host.Reap(cmd, func() {
 			p.sigMu.Lock()
 			p.reaped = true
 			p.sigMu.Unlock()

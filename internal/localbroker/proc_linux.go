@@ -11,7 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // sysProcAttr puts the broker in a process group of its own and has the
@@ -50,23 +49,6 @@ func startLocked(cmd *exec.Cmd) error {
 	r := startRequest{cmd: cmd, err: make(chan error, 1)}
 	starter.reqs <- r
 	return <-r.err
-}
-
-// reap waits until cmd's process has exited, calls exited while it is
-// still a zombie (so its process group id cannot have been reused yet),
-// then reaps it. It returns when the exit was seen.
-func reap(cmd *exec.Cmd, exited func()) (time.Time, error) {
-	var info [128]byte // siginfo_t
-	for {
-		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, 1 /* P_PID */, uintptr(cmd.Process.Pid),
-			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
-		if errno != syscall.EINTR {
-			break
-		}
-	}
-	at := time.Now()
-	exited()
-	return at, cmd.Wait()
 }
 
 // awaitStopped returns once every thread of process pid is stopped.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"os/exec"
 	"syscall"
-	"time"
 )
 
 // sysProcAttr puts the broker in a process group of its own. Outside
@@ -17,15 +16,6 @@ func sysProcAttr() *syscall.SysProcAttr {
 }
 
 func startLocked(cmd *exec.Cmd) error { return cmd.Start() }
-
-// reap waits for cmd; without waitid's WNOWAIT, exited runs just after the
-// process was reaped.
-func reap(cmd *exec.Cmd, exited func()) (time.Time, error) {
-	err := cmd.Wait()
-	at := time.Now()
-	exited()
-	return at, err
-}
 
 // awaitStopped trusts that SIGSTOP takes effect once sent.
 func awaitStopped(context.Context, int) error { return nil }

@@ -9,15 +9,26 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/magefile/mage/mage"
+
+	"github.com/mttrlab/mttr/internal/interrupt"
 )
 
 // runTargets builds the magefile under the checkout's lock and replaces
 // this process with the binary. It returns only when that could not happen.
 func runTargets(inv mage.Invocation) int {
+	// One thread from here to exec: the request for a signal when the
+	// command's process (go) exits belongs to the thread that makes it, and
+	// only the thread that execs lives on, as the targets' process.
+	runtime.LockOSThread()
+	command := os.Getppid()
+	watchCommand()
+
 	// The targets get their signals from `go tool` alone (see the package
 	// comment). A session leader already leads its own group.
 	_ = syscall.Setpgid(0, 0)
@@ -27,7 +38,7 @@ func runTargets(inv mage.Invocation) int {
 	var compiling atomic.Bool
 	var stopped atomic.Value // os.Signal
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, stopSignals()...)
 	go func() {
 		for s := range sigs {
 			if !compiling.Load() {
@@ -36,6 +47,9 @@ func runTargets(inv mage.Invocation) int {
 			stopped.CompareAndSwap(nil, s)
 		}
 	}()
+	if os.Getppid() != command { // it exited before the watch began
+		return exitCode(syscall.SIGTERM)
+	}
 
 	exe, err := binaryPath(inv)
 	if err != nil {
@@ -43,21 +57,27 @@ func runTargets(inv mage.Invocation) int {
 		return 1
 	}
 	build := inv
-	// Compile only, always (go build leaves an up-to-date binary alone and
-	// replaces a stale one by renaming, never under a running process).
+	// Compile only, always: go build leaves an up-to-date binary alone.
 	build.CompileOut, build.Force, build.HashFast = exe, true, false
+	var bin *os.File
 	code := serialized(inv, func() int {
 		compiling.Store(true)
-		return mage.Invoke(build)
+		if code := mage.Invoke(build); code != 0 {
+			return code
+		}
+		// Held open, the binary built is the one run, even if another
+		// call rebuilds it (other build settings) before the exec.
+		if bin, err = os.Open(exe); err != nil {
+			fmt.Fprintln(inv.Stderr, "Error:", err)
+			return 1
+		}
+		return 0
 	})
 	if code != 0 {
 		return code
 	}
-	if s, ok := stopped.Load().(os.Signal); ok {
-		return exitCode(s)
-	}
 
-	env := os.Environ()
+	env := append(os.Environ(), interrupt.CommandEnv+"="+strconv.Itoa(command))
 	if inv.Verbose {
 		env = append(env, "MAGEFILE_VERBOSE=1")
 	}
@@ -80,22 +100,35 @@ func runTargets(inv mage.Invocation) int {
 			return 1
 		}
 	}
-	err = syscall.Exec(exe, append([]string{exe}, inv.Args...), env)
+	if s, ok := stopped.Load().(os.Signal); ok {
+		return exitCode(s)
+	}
+	err = syscall.Exec(pinned(bin), append([]string{exe}, inv.Args...), env)
 	fmt.Fprintf(inv.Stderr, "Error: run %s: %v\n", exe, err)
 	return 1
 }
 
+// stopSignals are the signals that stop the command before its targets
+// run.
+func stopSignals() []os.Signal {
+	s := []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
+	if interrupt.ParentDeathSignal > 0 {
+		s = append(s, interrupt.ParentDeathSignal)
+	}
+	return s
+}
+
 // exitCode is a shell's status for a command ended by s.
 func exitCode(s os.Signal) int {
-	if n, ok := s.(syscall.Signal); ok {
+	if n, ok := s.(syscall.Signal); ok && n > 0 {
 		return 128 + int(n)
 	}
 	return 1
 }
 
-// checkoutDir is mage's cache directory for the magefiles of inv, one per
-// checkout: its compiled binary and its lock.
-func checkoutDir(inv mage.Invocation) (string, error) {
+// binaryPath is where the magefile of inv's checkout is compiled to: one
+// binary per checkout, in mage's cache directory.
+func binaryPath(inv mage.Invocation) (string, error) {
 	dir := inv.Dir
 	if dir == "" {
 		dir = "."
@@ -109,31 +142,29 @@ func checkoutDir(inv mage.Invocation) (string, error) {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return "", fmt.Errorf("mage cache: %w", err)
 	}
-	return d, nil
+	return filepath.Join(d, "mage"), nil
 }
 
-func binaryPath(inv mage.Invocation) (string, error) {
-	d, err := checkoutDir(inv)
-	return filepath.Join(d, "mage"), err
-}
-
-// serialized runs fn while holding the checkout's lock, so that one mage at
-// a time writes mage_output_file.go there and compiles.
+// serialized runs fn while holding a lock on the magefile directory of
+// inv, so that one mage at a time writes mage_output_file.go there and
+// compiles, whatever cache directory or path to the checkout each uses.
 func serialized(inv mage.Invocation, fn func() int) int {
-	d, err := checkoutDir(inv)
-	if err != nil {
-		fmt.Fprintln(inv.Stderr, "Error:", err)
-		return 1
+	dir := inv.Dir
+	if dir == "" {
+		dir = "."
 	}
-	f, err := os.OpenFile(filepath.Join(d, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.Open(dir)
 	if err != nil {
 		fmt.Fprintln(inv.Stderr, "Error: mage lock:", err)
 		return 1
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		fmt.Fprintln(inv.Stderr, "Error: mage lock:", err)
-		return 1
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Fprintln(inv.Stderr, "mage: waiting for another mage call in this checkout to compile")
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			fmt.Fprintln(inv.Stderr, "Error: mage lock:", err)
+			return 1
+		}
 	}
 	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return fn()
