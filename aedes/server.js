@@ -3,11 +3,15 @@
 // Every client event is written to stdout as one JSON object per line, with
 // "ts" in Unix milliseconds, "event" naming what happened and "clientId":
 //
-//   listening, connect, disconnect, keepalive_timeout, subscribe, publish,
-//   client_error, connection_error, shutdown, fatal
+//   listening, connect, connack, disconnect, keepalive_timeout, subscribe,
+//   publish, ack, client_error, connection_error, shutdown, fatal
 //
 // A publish line carries "digest", the first 16 hex digits of the payload's
-// SHA-256, so that a subscriber's copy can be matched with its receipt.
+// SHA-256, so that a subscriber's copy can be matched with its receipt. An
+// ack line (a client acknowledged a QoS 1 message delivered to it) carries
+// the delivered message's topic, messageId and digest; the verifier's are
+// not logged. A connack line carries "sessionPresent": whether the broker
+// had the client's session.
 //
 // MTTR lab reads these lines through the container's log stream to measure
 // clients from the broker's side. The line format is an interface: add
@@ -71,6 +75,20 @@ broker.on('publish', (packet, client) => {
     // The payload's name, so a subscriber's copy can be matched with this
     // receipt: the first 16 hex digits of its SHA-256.
     digest: createHash('sha256').update(packet.payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16)
+  })
+})
+broker.on('connackSent', (packet, client) => own(client) || log('connack', {
+  clientId: clientId(client),
+  sessionPresent: !!packet.sessionPresent,
+  returnCode: packet.returnCode ?? 0
+}))
+broker.on('ack', (packet, client) => {
+  if (!client || client.id === verifierId || own(client)) return
+  log('ack', {
+    clientId: client.id,
+    topic: packet ? packet.topic : null,
+    messageId: packet ? (packet.messageId ?? null) : null,
+    digest: packet ? createHash('sha256').update(packet.payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16) : null
   })
 })
 broker.on('clientError', (client, err) => log('client_error', { clientId: clientId(client), error: err.message }))

@@ -27,8 +27,10 @@ const (
 	Connect          = "connect"
 	Disconnect       = "disconnect"
 	KeepaliveTimeout = "keepalive_timeout"
+	Connack          = "connack" // the broker's answer to a CONNECT was sent (SessionPresent)
 	Subscribe        = "subscribe"
 	Publish          = "publish"
+	Ack              = "ack" // a client acknowledged (PUBACK) a QoS 1 message the broker delivered to it
 	ClientError      = "client_error"
 	ConnectionError  = "connection_error"
 	Shutdown         = "shutdown"
@@ -60,7 +62,12 @@ type Event struct {
 	Topic     string
 	MessageID int
 	QoS       int
-	Digest    string // of a publish: Digest of its payload, when the broker logs it
+	Digest    string // of a publish or an ack: Digest of the payload, when the broker logs it
+	// Topics are a subscribe's topic filters.
+	Topics []string
+	// SessionPresent is a connack's flag: the broker had the client's
+	// session (its subscriptions) when it connected.
+	SessionPresent bool
 }
 
 type line struct {
@@ -71,6 +78,10 @@ type line struct {
 	MessageID *int    `json:"messageId"`
 	QoS       int     `json:"qos"`
 	Digest    string  `json:"digest"`
+	Topics    []struct {
+		Topic string `json:"topic"`
+	} `json:"topics"`
+	SessionPresent bool `json:"sessionPresent"`
 }
 
 // Parse reads one log line, optionally prefixed by the engine's RFC 3339
@@ -93,7 +104,10 @@ func Parse(b []byte) (e Event, ok bool) {
 	if err := json.Unmarshal(b, &l); err != nil || l.Event == "" {
 		return Event{}, false
 	}
-	e = Event{At: engineTime, EngineAt: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS, Digest: l.Digest}
+	e = Event{At: engineTime, EngineAt: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS, Digest: l.Digest, SessionPresent: l.SessionPresent}
+	for _, t := range l.Topics {
+		e.Topics = append(e.Topics, t.Topic)
+	}
 	own := time.Time{}
 	if l.TS > 0 {
 		own = time.UnixMilli(l.TS)

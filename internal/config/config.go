@@ -51,6 +51,8 @@ type Config struct {
 	MaxReconnectInterval time.Duration // MTTR_MAX_RECONNECT_INTERVAL: cap of paho's reconnect backoff
 	ConnectRetryInterval time.Duration // MTTR_CONNECT_RETRY_INTERVAL: between first-connection attempts
 	CleanSession         bool          // MTTR_CLEAN_SESSION: MQTT clean session flag of the devices
+	Resubscribe          string        // MTTR_RESUBSCRIBE: "onconnect" (resubscribe to commands in OnConnect) or "none"
+	C2DInterval          time.Duration // MTTR_C2D_INTERVAL: between commands sent to each device
 	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
 	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
 	Client               string        // MTTR_CLIENT: "paho" (our device) or "external" (MTTR_CLIENT_CMD)
@@ -78,6 +80,12 @@ var Brokers = []string{"docker", "process"}
 
 // ProcessFaults are the faults a local process broker supports: signals.
 var ProcessFaults = []string{"stop", "kill", "pause"}
+
+// Resubscribes are MTTR_RESUBSCRIBE's values: what our device does about
+// its command subscription after a reconnect. "onconnect" subscribes again
+// in paho's OnConnect, as a careful application does; "none" does nothing,
+// as a naive one does (paho does not resubscribe by itself).
+var Resubscribes = []string{"onconnect", "none"}
 
 // NetNSModes are MTTR_NETNS's values: "holder" keeps the broker's network
 // namespace (and published port) in a long-lived holder container across
@@ -113,6 +121,8 @@ var Defaults = Config{
 	MaxReconnectInterval: 10 * time.Minute,
 	ConnectRetryInterval: 30 * time.Second,
 	CleanSession:         true,
+	Resubscribe:          "onconnect",
+	C2DInterval:          2 * time.Second,
 	QoS:                  1,
 	Client:               "paho",
 	DB:                   "results/mttr.db",
@@ -162,6 +172,8 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.duration("MTTR_MAX_RECONNECT_INTERVAL", &c.MaxReconnectInterval)
 	r.duration("MTTR_CONNECT_RETRY_INTERVAL", &c.ConnectRetryInterval)
 	r.boolean("MTTR_CLEAN_SESSION", &c.CleanSession)
+	r.oneOf("MTTR_RESUBSCRIBE", &c.Resubscribe, Resubscribes)
+	r.duration("MTTR_C2D_INTERVAL", &c.C2DInterval)
 	qos := strconv.Itoa(c.QoS)
 	r.oneOf("MTTR_QOS", &qos, []string{"0", "1"})
 	c.QoS, _ = strconv.Atoi(qos)
@@ -233,7 +245,7 @@ func (c Config) withinLimits() error {
 		{"MTTR_KEEP_RUNNING", c.KeepRunning}, {"MTTR_KEEP_DEAD", c.KeepDead},
 		{"MTTR_RECOVERY_TIMEOUT", c.RecoveryTimeout}, {"MTTR_PING_TIMEOUT", c.PingTimeout},
 		{"MTTR_CONNECT_TIMEOUT", c.ConnectTimeout}, {"MTTR_MAX_RECONNECT_INTERVAL", c.MaxReconnectInterval},
-		{"MTTR_CONNECT_RETRY_INTERVAL", c.ConnectRetryInterval}, {"MTTR_MAX_P95", c.MaxP95},
+		{"MTTR_CONNECT_RETRY_INTERVAL", c.ConnectRetryInterval}, {"MTTR_MAX_P95", c.MaxP95}, {"MTTR_C2D_INTERVAL", c.C2DInterval},
 	} {
 		if d.v > MaxDuration {
 			return fmt.Errorf("%s=%s: at most %s", d.name, d.v, MaxDuration)
@@ -289,6 +301,8 @@ func (c Config) Vars() map[string]string {
 		"MTTR_MAX_RECONNECT_INTERVAL": d(c.MaxReconnectInterval),
 		"MTTR_CONNECT_RETRY_INTERVAL": d(c.ConnectRetryInterval),
 		"MTTR_CLEAN_SESSION":          strconv.FormatBool(c.CleanSession),
+		"MTTR_RESUBSCRIBE":            c.Resubscribe,
+		"MTTR_C2D_INTERVAL":           d(c.C2DInterval),
 		"MTTR_QOS":                    strconv.Itoa(c.QoS),
 		"MTTR_LABEL":                  c.Label,
 		"MTTR_CLIENT":                 c.Client,

@@ -39,6 +39,11 @@ type Config struct {
 	// ManualReconnect turns paho's automatic reconnect off: after a loss the
 	// device stays down until Connect is called again.
 	ManualReconnect bool
+	// Resubscribe subscribes to the device's commands again in paho's
+	// OnConnect after every reconnect, as a careful application does;
+	// without it a device with a clean session reconnects deaf, as a naive
+	// paho application does (paho does not resubscribe by itself).
+	Resubscribe bool
 }
 
 // EventKind says what happened to a device's connection.
@@ -80,9 +85,10 @@ type Device struct {
 	dropped atomic.Int64
 	seq     atomic.Int64
 
-	resubscribe atomic.Pointer[subscription]
-	connackAt   atomic.Int64 // Unix ns the newest connection's first packet (CONNACK) arrived
-	brokenAt    atomic.Int64 // Unix ns the newest connection's first read error
+	resubscribe atomic.Pointer[subscription] // Subscribe's, renewed after every reconnect
+	commands    atomic.Pointer[subscription] // Listen's, renewed when cfg.Resubscribe
+	connackAt   atomic.Int64                 // Unix ns the newest connection's first packet (CONNACK) arrived
+	brokenAt    atomic.Int64                 // Unix ns the newest connection's first read error
 }
 
 // New builds a device from cfg without connecting it.
@@ -272,15 +278,64 @@ func (d *Device) Subscribe(ctx context.Context, topic string, qos byte, fn func(
 type subscription struct {
 	topic   string
 	qos     byte
+	filters map[string]byte // several topics in one SUBSCRIBE, when topic is empty
 	handler paho.MessageHandler
 }
 
-// onConnect renews the subscription after a reconnect; paho runs it on its
+func (s *subscription) send(c paho.Client) paho.Token {
+	if s.filters != nil {
+		return c.SubscribeMultiple(s.filters, s.handler)
+	}
+	return c.Subscribe(s.topic, s.qos, s.handler)
+}
+
+// CommandFilters are the topics a device subscribes to for what the cloud
+// sends it, as IoT device SDKs do: cloud-to-device messages (QoS 1), and
+// twin responses and direct methods (QoS 0), in one SUBSCRIBE.
+func (id Identity) CommandFilters() map[string]byte {
+	return map[string]byte{
+		id.CommandTopic() + "#":  1,
+		"$iothub/twin/res/#":     0,
+		"$iothub/methods/POST/#": 0,
+	}
+}
+
+// CommandTopic is where the cloud sends the device its messages,
+// "devices/<id>/messages/devicebound/".
+func (id Identity) CommandTopic() string { return "devices/" + id.DeviceID + "/messages/devicebound/" }
+
+// Listen subscribes the device to its commands (CommandFilters) and calls
+// fn, on paho's goroutine, for every message delivered; fn must not block.
+// After a reconnect the subscription is renewed only with
+// Config.Resubscribe.
+func (d *Device) Listen(ctx context.Context, fn func(topic string, payload []byte, at time.Time)) error {
+	handler := func(_ paho.Client, m paho.Message) { fn(m.Topic(), m.Payload(), time.Now()) }
+	s := &subscription{filters: d.cfg.Identity.CommandFilters(), handler: handler}
+	d.commands.Store(s)
+	if err := wait(ctx, s.send(d.client)); err != nil {
+		return fmt.Errorf("subscribe %s#: %w", d.cfg.Identity.CommandTopic(), err)
+	}
+	return nil
+}
+
+// onConnect renews subscriptions after a reconnect; paho runs it on its
 // own goroutine.
 func (d *Device) onConnect(c paho.Client) {
 	if s := d.resubscribe.Load(); s != nil {
-		c.Subscribe(s.topic, s.qos, s.handler)
+		s.send(c)
 	}
+	if s := d.commands.Load(); s != nil && d.cfg.Resubscribe {
+		s.send(c)
+	}
+}
+
+// PublishTo hands a message for topic to paho without waiting, with QoS 1.
+// When the device has no connection open it sends nothing and returns nil.
+func (d *Device) PublishTo(topic string, payload []byte) *Pending {
+	if !d.client.IsConnectionOpen() {
+		return nil
+	}
+	return &Pending{SentAt: time.Now(), tok: d.client.Publish(topic, 1, false, payload)}
 }
 
 // Close disconnects, giving in-flight work up to 250 ms.

@@ -51,6 +51,7 @@ func (l *Lab) clientEnv(runID int64, base device.Identity, deviceID string) ([]s
 		"MTTR_CONNECTION_STRING=" + fmt.Sprintf("HostName=%s;DeviceId=%s;SharedAccessKey=%s", id.HostName, id.DeviceID, id.SharedAccessKey),
 		"MTTR_KEEP_ALIVE_SECONDS=" + strconv.Itoa(int(cfg.KeepAlive/time.Second)),
 		"MTTR_TOPIC=" + id.Topic(),
+		"MTTR_C2D_TOPIC=" + id.CommandTopic() + "#",
 		envOwner + "=" + owner(),
 		envRun + "=" + strconv.FormatInt(runID, 10),
 	}, nil
@@ -102,12 +103,15 @@ type externalWatch struct {
 
 // startExternal starts one external client per device of w and returns
 // once every client has published through the broker at least once.
-func (l *Lab) startExternal(ctx context.Context, w *externalWatch, blog *mttr.BrokerLog, runID int64, id device.Identity, verifier device.Config, cleanup *cleanups) error {
+func (l *Lab) startExternal(ctx context.Context, w *externalWatch, blog *mttr.BrokerLog, runID int64, id device.Identity, verifier, cloud device.Config, cleanup *cleanups) error {
 	cfg := l.Config
 	if err := w.ConnectVerifier(ctx, verifier); err != nil {
 		return err
 	}
 	cleanup.add(w.Close)
+	if err := w.ConnectCommands(ctx, cloud, cfg.C2DInterval); err != nil {
+		return err
+	}
 	if err := l.refuseTaken(ctx, blog, verifier.Identity.DeviceID, w.IDs()); err != nil {
 		return err
 	}

@@ -64,6 +64,7 @@ func TestClientEnv(t *testing.T) {
 		"MTTR_CONNECTION_STRING=HostName=alohomora.net;DeviceId=devicemtr-2;SharedAccessKey=Zm9vYmFy",
 		"MTTR_KEEP_ALIVE_SECONDS=15",
 		"MTTR_TOPIC=devices/devicemtr-2/messages/events/",
+		"MTTR_C2D_TOPIC=devices/devicemtr-2/messages/devicebound/#",
 		"MTTR_LAB_OWNER=" + owner(),
 		"MTTR_LAB_RUN=7",
 	}

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
@@ -148,10 +149,14 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		watch = l.newWatch(id)
 	}
 	blog := &mttr.BrokerLog{}
+	var ours atomic.Pointer[mttr.Fleet] // set once our devices are connected
 	observe := func(e brokerlog.Event) {
 		blog.Observe(e)
 		if watch != nil {
 			watch.Observe(e)
+		}
+		if f := ours.Load(); f != nil {
+			f.Observe(e)
 		}
 	}
 	// The broker keeps a session for the verifier from its start, so that
@@ -163,9 +168,11 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	}
 
 	verifier := mttr.Verifier(l.deviceConfig(id, verifierID, tlsConf))
+	cloud := mttr.Verifier(l.deviceConfig(id, mttr.CloudID(id.DeviceID), tlsConf))
+	cloud.CleanSession = true // it only sends
 	var fleet mttr.Devices
 	if watch != nil {
-		if err := l.startExternal(ctx, watch, blog, runID, id, verifier, cleanup); err != nil {
+		if err := l.startExternal(ctx, watch, blog, runID, id, verifier, cloud, cleanup); err != nil {
 			return mttr.Summary{}, err
 		}
 		fleet = watch.Watch
@@ -179,11 +186,13 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		if err := l.refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, ids); err != nil {
 			return mttr.Summary{}, err
 		}
-		f, err := mttr.Connect(ctx, mttr.FleetSpec{Devices: devices, Verifier: verifier, Interval: cfg.SendInterval, Progress: l.Out})
+		f, err := mttr.Connect(ctx, mttr.FleetSpec{Devices: devices, Verifier: verifier, Interval: cfg.SendInterval, Progress: l.Out,
+			Cloud: cloud, CommandInterval: cfg.C2DInterval})
 		if err != nil {
 			return mttr.Summary{}, err
 		}
 		cleanup.add(f.Close)
+		ours.Store(f)
 		fleet = f
 	}
 	fault, err := bed.fault(ctx, cleanup)
@@ -253,6 +262,7 @@ func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.C
 		},
 		CleanSession: cfg.CleanSession,
 		QoS:          byte(cfg.QoS),
+		Resubscribe:  cfg.Resubscribe == "onconnect",
 	}
 }
 

@@ -1,6 +1,9 @@
 package mttr
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Cycle is one device's timeline in one fault cycle. Times are Unix
 // nanoseconds, stamped where the event was observed, and 0 when it did not
@@ -22,6 +25,16 @@ type Cycle struct {
 	FirstAckAt      int64 // the device's first acknowledged message after the fault
 	LastAckBeforeAt int64 // its last acknowledged message before the fault
 
+	// Downstream: commands (cloud-to-device messages) sent to the device.
+	Listens        bool   // the device subscribes to its commands (an external client may not: "no downstream")
+	ResubscribedAt int64  // its first SUBSCRIBE after it reconnected, as the broker saw it
+	FirstC2DAt     int64  // the first command it received from ready_at on
+	Session        string // after it reconnected, whether the broker had its session: SessionResumed or SessionNew; empty when it did not reconnect
+	C2DSent        int    // commands sent to it in the cycle
+	C2DReceived    int    // of those, received (once or more)
+	C2DLost        int    // of those sent while it could receive them (outside the outage), never received
+	C2DDuplicated  int    // extra copies received
+
 	// Interrupted is set when the run was stopped (Ctrl-C, SIGTERM) during
 	// this cycle: its timeline is cut short, and it counts in no statistic
 	// and no loss.
@@ -35,6 +48,13 @@ type Cycle struct {
 	Duplicated        int
 	Error             string
 }
+
+// Session values: whether the broker had the device's session when it
+// reconnected (the CONNACK's session-present flag).
+const (
+	SessionNew     = "new"     // it had none: the device asked for a clean session, or the broker lost it (it restarted)
+	SessionResumed = "resumed" // it kept the session, subscriptions included
+)
 
 // span is b − a, when both happened.
 func span(a, b int64) (time.Duration, bool) {
@@ -69,11 +89,49 @@ func (c Cycle) BackAt() int64 {
 // A stalled path shows here, not in Recovery.
 func (c Cycle) Path() (time.Duration, bool) { return span(c.BackAt(), c.ReadyAt) }
 
-// Recovered reports whether the device had a message acknowledged after the
-// broker was back.
-func (c Cycle) Recovered() bool {
+// Downstream is how long, once the broker was back, the device took to
+// receive a command again: ready_at to first_c2d_at. Absent for a device
+// that does not listen.
+func (c Cycle) Downstream() (time.Duration, bool) {
+	if !c.Listens {
+		return 0, false
+	}
+	return span(c.ReadyAt, c.FirstC2DAt)
+}
+
+// UpstreamRecovered reports whether the device had a message acknowledged
+// after the broker was back.
+func (c Cycle) UpstreamRecovered() bool {
 	_, ok := c.Recovery()
 	return ok
+}
+
+// DownstreamRecovered reports whether the device received a command after
+// the broker was back; true for a device that does not listen, which has
+// no downstream to lose.
+func (c Cycle) DownstreamRecovered() bool {
+	if !c.Listens {
+		return true
+	}
+	_, ok := c.Downstream()
+	return ok
+}
+
+// Recovered reports whether both directions were back: the device's
+// messages were acknowledged again, and it received commands again.
+func (c Cycle) Recovered() bool { return c.UpstreamRecovered() && c.DownstreamRecovered() }
+
+// notRecovered says which direction did not come back within end − healed
+// ("not recovered within 2m0s"), or nothing when both did.
+func (c Cycle) notRecovered(m Marks) string {
+	within := m.End.Sub(m.HealedAt).Round(time.Millisecond)
+	switch {
+	case !c.UpstreamRecovered():
+		return fmt.Sprintf("not recovered within %s", within)
+	case !c.DownstreamRecovered():
+		return fmt.Sprintf("downstream not recovered within %s", within)
+	}
+	return ""
 }
 
 // Counts reports whether the cycle counts in statistics, recovery and loss:

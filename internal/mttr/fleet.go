@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/device"
 )
 
@@ -132,6 +133,7 @@ func (d *driver) publish(ctx context.Context) {
 type Fleet struct {
 	drivers  []*driver
 	verifier *bySeq
+	cmds     *Commands // nil without a Cloud
 	changed  chan struct{}
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -145,6 +147,10 @@ type FleetSpec struct {
 	Devices  []device.Config
 	Verifier device.Config // from Verifier
 	Interval time.Duration // between a device's telemetry messages
+	// Cloud, when its identity is set, sends the devices commands every
+	// CommandInterval (Commands); the devices listen for them.
+	Cloud           device.Config // from Verifier
+	CommandInterval time.Duration
 	// Progress gets a line every second while the devices connect, when
 	// that takes longer; nil prints nothing.
 	Progress io.Writer
@@ -168,6 +174,16 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	}
 	v.dev = vdev
 	f.verifier = v
+	if spec.Cloud.Identity.DeviceID != "" {
+		ids := make([]device.Identity, len(devices))
+		for i, d := range devices {
+			ids[i] = d.Identity
+		}
+		if f.cmds, err = StartCommands(ctx, spec.Cloud, ids, spec.CommandInterval, true, notify); err != nil {
+			vdev.Close()
+			return nil, err
+		}
+	}
 
 	devs := make([]*device.Device, len(devices))
 	sem := make(chan struct{}, connectParallel)
@@ -189,6 +205,13 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 				errs <- fmt.Errorf("device %s: %w", d.ID(), err)
 				return
 			}
+			if f.cmds != nil {
+				id := d.ID()
+				if err := d.Listen(ctx, func(_ string, payload []byte, at time.Time) { f.cmds.Received(id, payload, at) }); err != nil {
+					errs <- fmt.Errorf("device %s: %w", id, err)
+					return
+				}
+			}
 			connected.Add(1)
 		})
 	}
@@ -197,6 +220,7 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	close(errs)
 	if err := <-errs; err != nil {
 		closeAll(devs)
+		f.cmds.Close()
 		vdev.Close()
 		return nil, err
 	}
@@ -256,8 +280,12 @@ func (f *Fleet) Close() {
 		devs[i] = d.dev
 	}
 	closeAll(devs)
+	f.cmds.Close()
 	f.verifier.close()
 }
+
+// Observe hands the broker's events to the commands' sender.
+func (f *Fleet) Observe(e brokerlog.Event) { f.cmds.Observe(e) }
 
 // Changed is signalled after any observation.
 func (f *Fleet) Changed() <-chan struct{} { return f.changed }
@@ -270,6 +298,7 @@ func (f *Fleet) Forget(t time.Time) {
 	for _, d := range f.drivers {
 		f.verifier.drop(d.dev.ID(), d.forget(t))
 	}
+	f.cmds.Forget(t)
 }
 
 // Rows builds cycle n's row for every device.
@@ -277,13 +306,13 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
 	rows := make([]Cycle, 0, len(fleet.drivers))
 	for _, d := range fleet.drivers {
 		id := d.dev.ID()
-		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m)
+		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m, fleet.cmds.log(id))
 		var notes []string
 		switch {
 		case note != "":
 			notes = append(notes, note)
-		case row.FirstAckAt == 0:
-			notes = append(notes, fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond)))
+		case row.notRecovered(m) != "":
+			notes = append(notes, row.notRecovered(m))
 		}
 		if dropped := d.dev.Dropped(); dropped > d.droppedSeen {
 			notes = append(notes, fmt.Sprintf("%d connection events dropped: timeline incomplete", dropped-d.droppedSeen))
@@ -300,6 +329,7 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
 // and brings the verifier back.
 func (f *Fleet) Nudge() {
 	f.verifier.reconnect()
+	f.cmds.Nudge()
 	for _, d := range f.drivers {
 		if d.lostAt.Load() == 0 {
 			select {
@@ -310,7 +340,8 @@ func (f *Fleet) Nudge() {
 	}
 }
 
-// Recovered reports whether every device has had a PUBACK after t.
+// Recovered reports whether every device has had a PUBACK, and has
+// received a command, at or after t.
 func (f *Fleet) Recovered(t time.Time) bool {
 	ns := t.UnixNano()
 	for _, d := range f.drivers {
@@ -318,7 +349,7 @@ func (f *Fleet) Recovered(t time.Time) bool {
 			return false
 		}
 	}
-	return true
+	return f.cmds.ReceivedSince(t)
 }
 
 // Settled reports whether no message is in flight and the verifier has
@@ -326,7 +357,7 @@ func (f *Fleet) Recovered(t time.Time) bool {
 // already missed when the previous cycle ended (missed). A verifier that is
 // away is brought back (see verifier.back).
 func (f *Fleet) Settled(_ time.Time, qos byte, missed int64) bool {
-	if f.inflight() > 0 || !f.verifier.back() {
+	if f.inflight() > 0 || !f.verifier.back() || !f.cmds.Settled() {
 		return false
 	}
 	return qos == 0 || f.Unverified() <= missed

@@ -14,12 +14,15 @@ import (
 type Summary struct {
 	Cycles       int             // cycles completed
 	Rows         int             // device-cycles
-	Recoveries   []time.Duration // of every device-cycle that recovered
+	Recoveries   []time.Duration // of every device-cycle whose upstream recovered
+	Downstreams  []time.Duration // of every device-cycle that listens and received a command again
 	Detections   []time.Duration // where the device noticed the loss
 	Paths        []time.Duration // where the broker's own moment is known
-	NotRecovered int
+	NotRecovered int             // device-cycles of which either direction did not come back
+	Deaf         int             // of those, upstream back and downstream not
 	Lost         int
 	Duplicated   int
+	C2DLost      int
 	Interrupted  int // device-cycles cut short by an interrupt, counted in nothing else
 }
 
@@ -33,10 +36,18 @@ func (s *Summary) add(rows []Cycle) {
 		s.Rows++
 		s.Lost += r.Lost
 		s.Duplicated += r.Duplicated
+		s.C2DLost += r.C2DLost
 		if d, ok := r.Recovery(); ok {
 			s.Recoveries = append(s.Recoveries, d)
-		} else {
+		}
+		if d, ok := r.Downstream(); ok {
+			s.Downstreams = append(s.Downstreams, d)
+		}
+		if !r.Recovered() {
 			s.NotRecovered++
+			if r.UpstreamRecovered() {
+				s.Deaf++
+			}
 		}
 		if d, ok := r.Detection(); ok {
 			s.Detections = append(s.Detections, d)
@@ -61,12 +72,12 @@ func newProgress(w io.Writer, plan Plan) *progress {
 func (p *progress) cycle(n int, rows []Cycle, sum Summary) {
 	var one Summary
 	one.add(rows)
-	rec, det, path := summarize(one.Recoveries), summarize(one.Detections), summarize(one.Paths)
+	rec, down, det, path := summarize(one.Recoveries), summarize(one.Downstreams), summarize(one.Detections), summarize(one.Paths)
 	all := summarize(sum.Recoveries)
 	elapsed := time.Since(p.start)
 	eta := time.Duration(float64(elapsed) / float64(n) * float64(p.plan.Cycles-n)).Round(time.Second)
-	fmt.Fprintf(p.w, "cycle %d/%d  recovery %s  detection %s  path %s  lost %d  not recovered %d  running median %s  ETA %s\n",
-		n, p.plan.Cycles, fmtMs(rec), fmtMs(det), fmtMs(path), one.Lost, one.NotRecovered, fmtMs(all), eta)
+	fmt.Fprintf(p.w, "cycle %d/%d  recovery %s  downstream %s  detection %s  path %s  lost %d  not recovered %d  running median %s  ETA %s\n",
+		n, p.plan.Cycles, fmtMs(rec), fmtMs(down), fmtMs(det), fmtMs(path), one.Lost, one.NotRecovered, fmtMs(all), eta)
 }
 
 func summarize(ds []time.Duration) stats.Metric { return stats.Summarize(stats.Millis(ds)) }
@@ -97,11 +108,19 @@ func (s Summary) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "mean %.0f ms, median %.0f ms, p95 %.0f ms, max %.0f ms", round(r.Mean), round(r.Median), round(r.P95), round(r.Max))
 	}
-	fmt.Fprintf(w, "; not recovered %d; messages lost %d, duplicated %d", s.NotRecovered, s.Lost, s.Duplicated)
+	fmt.Fprintf(w, "; not recovered %d", s.NotRecovered)
+	if s.Deaf > 0 {
+		fmt.Fprintf(w, " (%d of them deaf: upstream back, commands not)", s.Deaf)
+	}
+	fmt.Fprintf(w, "; messages lost %d, duplicated %d", s.Lost, s.Duplicated)
 	if s.Interrupted > 0 {
 		fmt.Fprintf(w, "; %d cut short by the interrupt, counted in none of these", s.Interrupted)
 	}
 	fmt.Fprintln(w)
+	if d := summarize(s.Downstreams); d.N > 0 {
+		fmt.Fprintf(w, "downstream (broker back -> first command received) over %d device-cycles: median %.0f ms, p95 %.0f ms, max %.0f ms; commands lost %d\n",
+			d.N, round(d.Median), round(d.P95), round(d.Max), s.C2DLost)
+	}
 	if d := summarize(s.Detections); d.N > 0 {
 		fmt.Fprintf(w, "detection: median %.0f ms over %d losses\n", round(d.Median), d.N)
 	}

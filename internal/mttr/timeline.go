@@ -73,10 +73,13 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 //   - last_ack_before_at: its last PUBACK before Inject.
 //   - reconnect_attempts: attempts it started after losing the connection
 //     and before it got it back.
+//   - first_c2d_at: the first command it received from the heal on (which
+//     also shows the broker answering through its path, for ready_at);
+//     the other downstream fields as downstreamOf defines them.
 //
 // "From the heal on" is from when we began healing (Marks.healFrom). Messages
 // count in the cycle they were published in, [Start, End).
-func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks) Cycle {
+func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks, cmds c2dLog) Cycle {
 	c := m.cycle(n, device)
 	from := m.healFrom()
 	var lost, reconnected, firstAck, lastAckBefore, deviceReady, attempt time.Time
@@ -109,10 +112,13 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 			}
 		}
 	}
-	ready := m.readyFor(deviceReady, reconnected, attempt)
+	firstC2D := firstCommand(cmds, from)
+	ready := m.readyFor(earliest(deviceReady, firstC2D), reconnected, attempt)
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt = ns(lost), ns(reconnected), ns(firstAck)
 	c.LastAckBeforeAt, c.ReadyAt = ns(lastAckBefore), ns(ready)
 	c.ReconnectAttempts = attempts
+	c.FirstC2DAt = ns(firstC2D)
+	downstreamOf(&c, cmds, m, reconnected)
 
 	var seqs []int64
 	acked := make(map[int64]bool)

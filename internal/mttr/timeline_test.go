@@ -100,7 +100,7 @@ func TestTimelineRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := timeline(2, "dev", tt.log, tt.delivered, m)
+			c := timeline(2, "dev", tt.log, tt.delivered, m, c2dLog{})
 			if c.Cycle != 2 || c.Device != "dev" || ms(c.FaultAt) != 10_005 || ms(c.HealedAt) != 17_050 {
 				t.Errorf("shared marks: %+v", c)
 			}
@@ -129,7 +129,7 @@ func TestHeldPathRule(t *testing.T) {
 		{"reconnected before the path let go: the probe's answer", 17_600, 17_150},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsConnected, tt.reconnected), o(obsAcked, tt.reconnected+5)}, none, m)
+			c := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsConnected, tt.reconnected), o(obsAcked, tt.reconnected+5)}, none, m, c2dLog{})
 			if got := int(time.Duration(c.ReadyAt-t0.UnixNano()) / time.Millisecond); got != tt.ready {
 				t.Errorf("ready_at %d, want %d", got, tt.ready)
 			}
@@ -139,18 +139,18 @@ func TestHeldPathRule(t *testing.T) {
 			b := brokerTimeline(1, "d", []brokerlog.Event{
 				{At: at(tt.reconnected), Kind: brokerlog.Connect, ClientID: "d"},
 				{At: at(tt.reconnected + 5), Kind: brokerlog.Publish, ClientID: "d", QoS: 1},
-			}, func([]string) int { return 0 }, m)
+			}, func([]string) int { return 0 }, m, c2dLog{})
 			if b.ReadyAt != c.ReadyAt {
 				t.Errorf("seen from the broker: ready_at %d, want %d", b.ReadyAt, c.ReadyAt)
 			}
 		})
 	}
-	if rec, _ := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsAttempt, 16_900), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m).Recovery(); rec != 25*time.Millisecond {
+	if rec, _ := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsAttempt, 16_900), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m, c2dLog{}).Recovery(); rec != 25*time.Millisecond {
 		t.Errorf("recovery of a held device = %v, want 25ms: the hold is path, not recovery", rec)
 	}
 	// A device of ours that began its attempt after the path let go was
 	// not the one held: it merely came in then, and keeps its lag.
-	late := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsAttempt, 17_705), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m)
+	late := timeline(1, "d", []obs{o(obsLost, 10_010), o(obsAttempt, 17_705), o(obsConnected, 17_720), o(obsAcked, 17_725)}, none, m, c2dLog{})
 	if late.ReadyAt != at(17_150).UnixNano() {
 		t.Errorf("ready_at of a device whose attempt began after the hold = %d ms, want the probe's 17150", (late.ReadyAt-t0.UnixNano())/1e6)
 	}
@@ -201,7 +201,7 @@ func TestBrokerMoments(t *testing.T) {
 				t.Errorf("listening %v resumed %v, want %d and %d ms", m.ListeningAt.Sub(t0), m.ResumedAt.Sub(t0), tt.listening, tt.resumed)
 			}
 			m.ProbeAt = at(17_200)
-			c := timeline(1, "d", nil, func([]int64) map[int64]int { return nil }, m)
+			c := timeline(1, "d", nil, func([]int64) map[int64]int { return nil }, m, c2dLog{})
 			if _, ok := c.Path(); ok != tt.wantPath {
 				t.Errorf("path exists %v, want %v", ok, tt.wantPath)
 			}

@@ -2,7 +2,6 @@ package mttr
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 type Watch struct {
 	ids      []string
 	verifier *byTopic
+	cmds     *Commands // nil until ConnectCommands
 	failed   func() error
 	changed  chan struct{}
 
@@ -56,11 +56,42 @@ func (w *Watch) ConnectVerifier(ctx context.Context, cfg device.Config) error {
 	return nil
 }
 
-// Close disconnects the verifier.
+// ConnectCommands connects the commands' sender (cfg, from Verifier) and
+// starts sending each client a command every interval. A client counts as
+// listening once the broker's log shows it subscribe to its commands.
+func (w *Watch) ConnectCommands(ctx context.Context, cfg device.Config, interval time.Duration) error {
+	ids := make([]device.Identity, len(w.ids))
+	for i, id := range w.ids {
+		ids[i] = device.Identity{DeviceID: id}
+	}
+	cmds, err := StartCommands(ctx, cfg, ids, interval, false, w.notify)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.cmds = cmds
+	evs := w.events
+	w.mu.Unlock()
+	for _, id := range w.ids { // what the broker saw of them so far
+		for _, e := range evs[id] {
+			cmds.Observe(e)
+		}
+	}
+	return nil
+}
+
+// Close disconnects the verifier and the commands' sender.
 func (w *Watch) Close() {
 	if w.verifier != nil {
 		w.verifier.close()
 	}
+	w.commands().Close()
+}
+
+func (w *Watch) commands() *Commands {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cmds
 }
 
 func (w *Watch) notify() {
@@ -80,8 +111,10 @@ func (w *Watch) Observe(e brokerlog.Event) {
 			w.lastPub[e.ClientID] = e.At
 		}
 	}
+	cmds := w.cmds
 	w.mu.Unlock()
 	if ok {
+		cmds.Observe(e)
 		w.notify()
 	}
 }
@@ -104,25 +137,32 @@ func (w *Watch) Nudge() {
 	if w.verifier != nil {
 		w.verifier.reconnect()
 	}
+	w.commands().Nudge()
 }
 
 // Recovered reports whether the broker has received a PUBLISH from every
-// client at or after t.
+// client at or after t, and every client that listens has acknowledged a
+// command since.
 func (w *Watch) Recovered(t time.Time) bool {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for _, id := range w.ids {
 		if w.lastPub[id].Before(t) {
+			w.mu.Unlock()
 			return false
 		}
 	}
-	return true
+	cmds := w.cmds
+	w.mu.Unlock()
+	return cmds.ReceivedSince(t)
 }
 
 // Settled reports whether the verifier has received every message the
 // broker received from the clients since since. What is in flight inside a
 // client is invisible.
 func (w *Watch) Settled(since time.Time, _ byte, _ int64) bool {
+	if !w.commands().Settled() {
+		return false
+	}
 	if w.verifier == nil {
 		return true
 	}
@@ -177,6 +217,7 @@ func (w *Watch) Forget(t time.Time) {
 	if w.verifier != nil {
 		w.verifier.forgetBefore(t)
 	}
+	w.cmds.Forget(t)
 }
 
 // Rows builds cycle n's row for every client and clears the exit notes.
@@ -191,14 +232,14 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 			}
 			return w.verifier.take(id, digests)
 		}
-		row := brokerTimeline(n, id, w.events[id], delivered, m)
+		row := brokerTimeline(n, id, w.events[id], delivered, m, w.cmds.log(id))
 		notes := w.exits[id]
 		delete(w.exits, id)
 		switch {
 		case note != "":
 			notes = append([]string{note}, notes...)
-		case row.FirstAckAt == 0:
-			notes = append([]string{fmt.Sprintf("not recovered within %s", m.End.Sub(m.HealedAt).Round(time.Millisecond))}, notes...)
+		case row.notRecovered(m) != "":
+			notes = append([]string{row.notRecovered(m)}, notes...)
 		}
 		row.Error = strings.Join(notes, "; ")
 		rows = append(rows, row)
@@ -223,13 +264,17 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 //     client began that attempt is invisible from here, so with several
 //     clients one that merely came in then is credited too).
 //   - last_ack_before_at: its last PUBLISH before Inject.
+//   - first_c2d_at: its acknowledgement of the first command it received
+//     from the heal on (the broker logs each); the other downstream
+//     fields as downstreamOf defines them, its subscriptions and sessions
+//     from the broker's log too.
 //
 // published and acknowledged count the PUBLISHes the broker received in
 // [Start, End) (QoS ≥ 1 ones are acknowledged); delivered counts those of
 // them the verifier received, matched by payload digest, whenever they
 // arrived. Reconnect attempts that failed, loss and duplicates are invisible
 // from here and stay 0.
-func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(digests []string) int, m Marks) Cycle {
+func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(digests []string) int, m Marks, cmds c2dLog) Cycle {
 	c := m.cycle(n, id)
 	from := m.healFrom()
 	var lost, reconnected, firstAck, lastBefore time.Time
@@ -258,8 +303,11 @@ func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(dige
 			}
 		}
 	}
+	firstC2D := firstCommand(cmds, from)
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt, c.LastAckBeforeAt = ns(lost), ns(reconnected), ns(firstAck), ns(lastBefore)
-	c.ReadyAt = ns(m.readyFor(earliest(reconnected, firstAck), reconnected, time.Time{}))
+	c.ReadyAt = ns(m.readyFor(earliest(earliest(reconnected, firstAck), firstC2D), reconnected, time.Time{}))
+	c.FirstC2DAt = ns(firstC2D)
+	downstreamOf(&c, cmds, m, reconnected)
 	c.Delivered = delivered(published(evs, m.Start, m.End))
 	return c
 }

@@ -49,7 +49,7 @@ func TestBrokerTimeline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := brokerTimeline(3, "dev", tt.events, func([]string) int { return 0 }, m)
+			c := brokerTimeline(3, "dev", tt.events, func([]string) int { return 0 }, m, c2dLog{})
 			if c.Cycle != 3 || c.Device != "dev" || c.FaultAt != m.FaultAt.UnixNano() || c.HealedAt != m.HealedAt.UnixNano() {
 				t.Errorf("row %+v", c)
 			}
@@ -63,7 +63,7 @@ func TestBrokerTimeline(t *testing.T) {
 	thawed := m
 	thawed.Heal = at(16_980)
 	c := brokerTimeline(3, "dev", []brokerlog.Event{ev(9000, brokerlog.Publish), ev(16_990, brokerlog.Publish), ev(17_990, brokerlog.Publish)},
-		func([]string) int { return 0 }, thawed)
+		func([]string) int { return 0 }, thawed, c2dLog{})
 	rowView{c: c, t0: t0}.want(t, "first ack", 16_990).want(t, "ready", 16_990).want(t, "reconnected", 0)
 	if d, ok := c.Recovery(); !ok || d != 0 {
 		t.Errorf("recovery after a thaw = %v %v, want 0", d, ok)

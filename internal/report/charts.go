@@ -74,9 +74,18 @@ var phases = []struct {
 	{"broker back → ready (path)", color.RGBA{0x9b, 0x59, 0xb6, 0xff}},
 	{"ready → reconnected", color.RGBA{0x7e, 0xd3, 0x21, 0xff}},
 	{"→ first PUBACK (recovery)", color.RGBA{0x4a, 0x90, 0xe2, 0xff}},
+	{"ready → resubscribed (thin bar: downstream)", color.RGBA{0xa0, 0xa0, 0xa0, 0xff}},
+	{"→ first command received (downstream)", color.RGBA{0x1a, 0xbc, 0x9c, 0xff}},
 }
 
-// span is one coloured bar segment: row y, from x0 to x1 ms after the fault.
+// Phases drawn on the thin bar under a row: the downstream.
+const (
+	phaseResubscribed = 6
+	phaseFirstCommand = 7
+)
+
+// span is one coloured bar segment: row y, from x0 to x1 ms after the fault;
+// downstream phases are drawn as a thin bar under the row.
 type span struct {
 	y, x0, x1 float64
 	phase     int
@@ -87,13 +96,16 @@ type timeline struct{ spans []span }
 
 func (t timeline) Plot(c draw.Canvas, p *plot.Plot) {
 	tx, ty := p.Transforms(&c)
-	h := vg.Points(5)
 	for _, s := range t.spans {
 		x0, x1, y := tx(s.x0), tx(s.x1), ty(s.y)
+		lo, hi := y-vg.Points(5), y+vg.Points(5)
+		if s.phase >= phaseResubscribed {
+			lo, hi = y-vg.Points(8), y-vg.Points(5.5)
+		}
 		if x1 <= x0 {
 			x1 = x0 + vg.Points(1)
 		}
-		c.FillPolygon(phases[s.phase].clr, c.ClipPolygonXY([]vg.Point{{X: x0, Y: y - h}, {X: x1, Y: y - h}, {X: x1, Y: y + h}, {X: x0, Y: y + h}}))
+		c.FillPolygon(phases[s.phase].clr, c.ClipPolygonXY([]vg.Point{{X: x0, Y: lo}, {X: x1, Y: lo}, {X: x1, Y: hi}, {X: x0, Y: hi}}))
 	}
 }
 
@@ -158,6 +170,12 @@ func TimelineChart(run RunSummary, maxRows int) (string, error) {
 			add(c.ReconnectedAt, c.FirstAckAt, 5)
 		} else {
 			add(c.ReadyAt, c.FirstAckAt, 5)
+		}
+		if c.ResubscribedAt != 0 {
+			add(c.ReadyAt, c.ResubscribedAt, phaseResubscribed)
+			add(c.ResubscribedAt, c.FirstC2DAt, phaseFirstCommand)
+		} else {
+			add(c.ReadyAt, c.FirstC2DAt, phaseFirstCommand)
 		}
 	}
 	if len(names) == 0 {

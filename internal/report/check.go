@@ -18,8 +18,8 @@ func (v Verdict) OK() bool { return len(v.Failures) == 0 }
 
 // Check judges the newest completed run of rep: it fails when its recovery
 // p95 exceeds maxP95 (milliseconds; 0 for no limit), when any device did
-// not recover, or when its recovery is significantly worse than the run it
-// was compared with.
+// not recover in either direction, or when its recovery or its downstream
+// is significantly worse than the run it was compared with.
 func Check(rep *Report, maxP95 float64) (Verdict, error) {
 	var run *RunSummary
 	if rep.Comparison != nil {
@@ -40,7 +40,11 @@ func Check(rep *Report, maxP95 float64) (Verdict, error) {
 	pass := func(format string, args ...any) { v.Passes = append(v.Passes, fmt.Sprintf(format, args...)) }
 
 	if run.NotRecovered > 0 {
-		fail("%d of %d device-cycles did not recover", run.NotRecovered, run.DeviceCycles)
+		why := ""
+		if run.Deaf > 0 {
+			why = fmt.Sprintf(" (%d of them deaf: messages acknowledged again, but no command received; downstream not recovered)", run.Deaf)
+		}
+		fail("%d of %d device-cycles did not recover%s", run.NotRecovered, run.DeviceCycles, why)
 	} else {
 		pass("all %d device-cycles recovered", run.DeviceCycles)
 	}
@@ -55,12 +59,17 @@ func Check(rep *Report, maxP95 float64) (Verdict, error) {
 		}
 	}
 	if c := rep.Comparison; c != nil {
-		d := c.Deltas[0]
-		switch {
-		case d.Worse():
-			fail("recovery is significantly worse than %s: %s → %s (%s, p=%.3f)", c.Old.Name(), fmtMS(d.Old.Median, 1), fmtMS(d.New.Median, 1), d.Delta, d.P)
-		default:
-			pass("recovery against %s: %s → %s (%s)", c.Old.Name(), fmtMS(d.Old.Median, d.Old.N), fmtMS(d.New.Median, d.New.N), d.Delta)
+		for _, d := range c.Deltas {
+			if d.Name != "recovery" && d.Name != "downstream" {
+				continue
+			}
+			switch {
+			case d.Worse():
+				fail("%s is significantly worse than %s: %s → %s (%s, p=%.3f)", d.Name, c.Old.Name(), fmtMS(d.Old.Median, 1), fmtMS(d.New.Median, 1), d.Delta, d.P)
+			case d.Old.N == 0 && d.New.N == 0:
+			default:
+				pass("%s against %s: %s → %s (%s)", d.Name, c.Old.Name(), fmtMS(d.Old.Median, d.Old.N), fmtMS(d.New.Median, d.New.N), d.Delta)
+			}
 		}
 	} else if rep.Note != "" {
 		pass("no comparison: %s", rep.Note)

@@ -73,9 +73,9 @@ figure { margin: 1rem 0; }
 {{end}}</section>
 {{end}}
 <h2>Charts</h2>
-{{if .Recovery}}<figure id="recovery">{{.Recovery}}<figcaption>Recovery per run: box plot of every device-cycle that recovered.</figcaption></figure>
+{{if .Recovery}}<figure id="recovery">{{.Recovery}}<figcaption>Recovery per run: box plot of every device-cycle whose messages were acknowledged again.</figcaption></figure>
 {{else}}<p class="note">No run has a recovery yet.</p>{{end}}
-{{if .Timeline}}<figure id="timeline">{{.Timeline}}<ul class="legend">{{range .Legend}}<li><span style="background: {{.Color}}"></span>{{.Name}}</li>{{end}}</ul><figcaption>Timeline of {{.Newest}}: for each cycle and device, from the fault to the first acknowledged message.</figcaption></figure>{{end}}
+{{if .Timeline}}<figure id="timeline">{{.Timeline}}<ul class="legend">{{range .Legend}}<li><span style="background: {{.Color}}"></span>{{.Name}}</li>{{end}}</ul><figcaption>Timeline of {{.Newest}}: for each cycle and device, from the fault to the first acknowledged message; under it, thin, the downstream: from ready to the first command received.</figcaption></figure>{{end}}
 <script>
 window.addEventListener('error', function (e) { document.body.setAttribute('data-errors', String(e.message)); });
 window.addEventListener('load', function () {

@@ -59,7 +59,7 @@ func reportTables(rep *Report) []section {
 	runs := section{
 		Title: fmt.Sprintf("Runs in %s, newest first", rep.DB),
 		Head: []string{"run", "started (UTC)", "label", "status", "fault", "keep-dead", "devices", "test bed", "recovered",
-			"recovery median", "p95", "max", "detection median", "path median", "path max", "lost"},
+			"recovery median", "p95", "max", "downstream median", "p95", "detection median", "path median", "path max", "lost", "commands lost"},
 	}
 	for _, r := range rep.Runs {
 		runs.Rows = append(runs.Rows, []string{
@@ -67,10 +67,12 @@ func reportTables(rep *Report) []section {
 			fmtDur(r.KeepDeadMS), strconv.Itoa(r.Devices), r.TestBed(),
 			fmt.Sprintf("%d/%d", r.Recovered, r.CyclesPlanned*r.Devices),
 			withCI(r.Recovery), fmtMS(r.Recovery.P95, r.Recovery.N), fmtMS(r.Recovery.Max, r.Recovery.N),
+			withCI(r.Downstream), fmtMS(r.Downstream.P95, r.Downstream.N),
 			fmtMS(r.Detection.Median, r.Detection.N), fmtMS(r.Path.Median, r.Path.N), fmtMS(r.Path.Max, r.Path.N),
-			strconv.Itoa(r.Lost),
+			strconv.Itoa(r.Lost), strconv.Itoa(r.C2DLost),
 		})
 	}
+	runs.Notes = append(runs.Notes, "recovered: device-cycles in which both directions came back (messages acknowledged, commands received); downstream: from the broker being back to the first command received")
 	runs.Notes = append(runs.Notes, "path: from the broker being back (its listening line, or the first client event after it resumed) to the first answer through the devices' network path; the test bed's delay, not the client's")
 	out := []section{runs}
 	if rep.Comparison != nil {
@@ -209,7 +211,8 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
 	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
 	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "published", "acknowledged", "delivered", "lost",
-	"duplicated", "error"}
+	"duplicated", "listens", "resubscribed_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
+	"c2d_duplicated", "error"}
 
 // writeCSV writes one row per cycle and device of runs; empty cells are NULL.
 func writeCSV(w io.Writer, runs []RunSummary) error {
@@ -224,7 +227,9 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 				ts(c.ReconnectedAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
 				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
-				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated), c.Error}
+				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated),
+				strconv.FormatBool(c.Listens), ts(c.ResubscribedAt), ts(c.FirstC2DAt), c.Session, msCell(c.Downstream()),
+				strconv.Itoa(c.C2DSent), strconv.Itoa(c.C2DReceived), strconv.Itoa(c.C2DLost), strconv.Itoa(c.C2DDuplicated), c.Error}
 			if err := cw.Write(rec); err != nil {
 				return err
 			}
@@ -313,9 +318,19 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		Delivered         int      `json:"delivered"`
 		Lost              int      `json:"lost"`
 		Duplicated        int      `json:"duplicated"`
+		Listens           bool     `json:"listens"`
+		ResubscribedAt    *int64   `json:"resubscribed_at"`
+		FirstC2DAt        *int64   `json:"first_c2d_at"`
+		Session           string   `json:"session,omitempty"`
+		DownstreamMS      *float64 `json:"downstream_ms"`
+		C2DSent           int      `json:"c2d_sent"`
+		C2DReceived       int      `json:"c2d_received"`
+		C2DLost           int      `json:"c2d_lost"`
+		C2DDuplicated     int      `json:"c2d_duplicated"`
 		Error             string   `json:"error,omitempty"`
 	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
 		t(c.ReconnectedAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
-		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error})
+		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
+		c.Listens, t(c.ResubscribedAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})
 }

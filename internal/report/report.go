@@ -69,11 +69,16 @@ type RunSummary struct {
 	Lost         int `json:"lost"`
 	Duplicated   int `json:"duplicated"`
 	Interrupted  int `json:"interrupted"` // device-cycles cut short by an interrupt, counted in nothing above
+	Deaf         int `json:"deaf"`        // not recovered: upstream back, downstream not
+	C2DSent      int `json:"c2d_sent"`
+	C2DReceived  int `json:"c2d_received"`
+	C2DLost      int `json:"c2d_lost"`
 
-	Recovery  stats.Metric `json:"recovery_ms"`
-	Detection stats.Metric `json:"detection_ms"`
-	Outage    stats.Metric `json:"outage_ms"`
-	Path      stats.Metric `json:"path_ms"`
+	Recovery   stats.Metric `json:"recovery_ms"`
+	Downstream stats.Metric `json:"downstream_ms"`
+	Detection  stats.Metric `json:"detection_ms"`
+	Outage     stats.Metric `json:"outage_ms"`
+	Path       stats.Metric `json:"path_ms"`
 
 	Cycles Cycles `json:"cycles"`
 }
@@ -194,7 +199,7 @@ func summaryOf(r store.Run) RunSummary {
 // samples are a run's per-device-cycle durations in milliseconds, as the
 // Cycle methods define them.
 type samples struct {
-	recovery, detection, outage, path []float64
+	recovery, downstream, detection, outage, path []float64
 }
 
 func (sm *samples) add(c mttr.Cycle) {
@@ -205,6 +210,8 @@ func (sm *samples) add(c mttr.Cycle) {
 	}
 	d, ok := c.Recovery()
 	put(&sm.recovery, d, ok)
+	d, ok = c.Downstream()
+	put(&sm.downstream, d, ok)
 	d, ok = c.Detection()
 	put(&sm.detection, d, ok)
 	d, ok = c.Outage()
@@ -259,7 +266,13 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 			s.Recovered++
 		} else {
 			s.NotRecovered++
+			if c.UpstreamRecovered() {
+				s.Deaf++
+			}
 		}
+		s.C2DSent += c.C2DSent
+		s.C2DReceived += c.C2DReceived
+		s.C2DLost += c.C2DLost
 		s.Published += c.Published
 		s.Acknowledged += c.Acknowledged
 		s.Delivered += c.Delivered
@@ -268,7 +281,7 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 		sm.add(c)
 	}
 	s.CyclesDone = len(seen)
-	s.Recovery, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.detection)
+	s.Recovery, s.Downstream, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.downstream), stats.Summarize(sm.detection)
 	s.Outage, s.Path = stats.Summarize(sm.outage), stats.Summarize(sm.path)
 	return loaded{s, sm}, nil
 }
@@ -306,6 +319,7 @@ func (rr runReader) compare(ctx context.Context, oldRun, newRun store.Run, alpha
 	old, cur, oldS, newS := o.summary, n.summary, o.samples, n.samples
 	c := &Comparison{Old: old, New: cur, Alpha: alpha, Deltas: []stats.Delta{
 		stats.CompareSamples("recovery", oldS.recovery, newS.recovery, alpha),
+		stats.CompareSamples("downstream", oldS.downstream, newS.downstream, alpha),
 		stats.CompareSamples("detection", oldS.detection, newS.detection, alpha),
 		stats.CompareSamples("outage", oldS.outage, newS.outage, alpha),
 		stats.CompareSamples("path", oldS.path, newS.path, alpha),

@@ -76,6 +76,16 @@ func fixture(t testing.TB) *store.Store {
 				c.Error = "not recovered within 2m0s"
 			default:
 				c.FirstAckAt = c.ReadyAt + int64(rec*1e6)
+				// Commands come back 10 ms after the first PUBACK.
+				c.FirstC2DAt = c.FirstAckAt + 10e6
+				c.C2DReceived = 8
+			}
+			c.Listens, c.C2DSent = true, 10
+			if c.ReconnectedAt != 0 {
+				c.ResubscribedAt, c.Session = c.ReconnectedAt+3e6, mttr.SessionNew
+			}
+			if math.IsNaN(rec) {
+				c.C2DLost = 1
 			}
 			if err := w.SaveCycle(context.Background(), id, []mttr.Cycle{c}); err != nil {
 				t.Fatal(err)
@@ -224,17 +234,32 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.OK() || len(v.Failures) != 1 || !strings.Contains(v.Failures[0], "significantly worse than run 1 (sdk-1.0)") {
+	if v.OK() || len(v.Failures) != 2 || !strings.HasPrefix(v.Failures[0], "recovery is significantly worse than run 1 (sdk-1.0)") ||
+		!strings.HasPrefix(v.Failures[1], "downstream is significantly worse than run 1 (sdk-1.0)") {
 		t.Errorf("verdict %+v", v)
 	}
 	v, _ = Check(rep, 700)
-	if len(v.Failures) != 2 || !strings.Contains(v.Failures[0], "recovery p95 820 ms exceeds MTTR_MAX_P95=700 ms") {
+	if len(v.Failures) != 3 || !strings.Contains(v.Failures[0], "recovery p95 820 ms exceeds MTTR_MAX_P95=700 ms") {
 		t.Errorf("verdict with a tight p95 %+v", v)
 	}
 	rep.Comparison = nil
 	rep.Note = "none"
 	if v, _ = Check(rep, 0); !v.OK() {
 		t.Errorf("run 2 alone should pass: %+v", v)
+	}
+}
+
+// TestCheckDeaf fails a run whose devices' messages were acknowledged again
+// but whose commands never arrived, and says so.
+func TestCheckDeaf(t *testing.T) {
+	rep := &Report{Runs: []RunSummary{{ID: 4, Status: "completed", DeviceCycles: 3, Recovered: 0, NotRecovered: 3, Deaf: 3}}}
+	v, err := Check(rep, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK() || len(v.Failures) != 1 || !strings.Contains(v.Failures[0], "3 of 3 device-cycles did not recover (3 of them deaf") ||
+		!strings.Contains(v.Failures[0], "downstream not recovered") {
+		t.Errorf("verdict %+v", v)
 	}
 }
 

@@ -45,7 +45,9 @@ func TestRunLifecycle(t *testing.T) {
 		{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000,
 			ListeningAt: 2_080_000_000, HeldUntilAt: 2_090_000_000, ReadyAt: 2_100_000_000,
 			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
-			Published: 4, Acknowledged: 4, Delivered: 4},
+			Published: 4, Acknowledged: 4, Delivered: 4,
+			Listens: true, ResubscribedAt: 2_605_000_000, FirstC2DAt: 2_610_000_000, Session: mttr.SessionNew,
+			C2DSent: 5, C2DReceived: 3, C2DLost: 1, C2DDuplicated: 1},
 		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "interrupted before recovery", Interrupted: true},
 	}
 	if err := s.SaveCycle(ctx, id, rows); err != nil {
@@ -248,11 +250,16 @@ func TestGeneratedColumnsMirrorMethods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := mttr.Cycle{FaultAt: 1e9, LostAt: 1.002e9, HealedAt: 1.9e9, ListeningAt: 1.95e9, ReadyAt: 2e9, FirstAckAt: 2.5e9, LastAckBeforeAt: 0.5e9}
+	full := mttr.Cycle{FaultAt: 1e9, LostAt: 1.002e9, HealedAt: 1.9e9, ListeningAt: 1.95e9, ReadyAt: 2e9, FirstAckAt: 2.5e9, LastAckBeforeAt: 0.5e9,
+		Listens: true, FirstC2DAt: 2.4e9}
 	resumed := full
 	resumed.ListeningAt, resumed.ResumedAt = 0, 1.99e9
+	deaf := full
+	deaf.FirstC2DAt = 0
+	noDownstream := full
+	noDownstream.Listens = false
 	var rows []mttr.Cycle
-	for i, c := range []mttr.Cycle{full, resumed, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
+	for i, c := range []mttr.Cycle{full, resumed, deaf, noDownstream, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
 		c.Cycle, c.Device = 1, fmt.Sprintf("d-%d", i)
 		rows = append(rows, c)
 	}
@@ -260,12 +267,12 @@ func TestGeneratedColumnsMirrorMethods(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range rows {
-		var got [4]sql.NullFloat64
-		if err := s.DB().QueryRowContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms, path_ms FROM cycles WHERE device = ?`, c.Device).
-			Scan(&got[0], &got[1], &got[2], &got[3]); err != nil {
+		var got [5]sql.NullFloat64
+		if err := s.DB().QueryRowContext(ctx, `SELECT recovery_ms, detection_ms, outage_ms, path_ms, downstream_ms FROM cycles WHERE device = ?`, c.Device).
+			Scan(&got[0], &got[1], &got[2], &got[3], &got[4]); err != nil {
 			t.Fatal(err)
 		}
-		for i, m := range []func() (time.Duration, bool){c.Recovery, c.Detection, c.Outage, c.Path} {
+		for i, m := range []func() (time.Duration, bool){c.Recovery, c.Detection, c.Outage, c.Path, c.Downstream} {
 			d, ok := m()
 			if got[i].Valid != ok || (ok && got[i].Float64 != float64(d)/1e6) {
 				t.Errorf("%s: column %d = %+v, method = %v %v", c.Device, i, got[i], d, ok)

@@ -1,0 +1,228 @@
+package mttr
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/mqtttest"
+)
+
+// TestDownstreamRules has a case for every downstream rule of the README's
+// Timeline section; each fails when its rule breaks.
+func TestDownstreamRules(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ms := func(ns int64) int {
+		if ns == 0 {
+			return 0
+		}
+		return int(time.Duration(ns-t0.UnixNano()) / time.Millisecond)
+	}
+	// Inject at 10 s, the fault at 10.005 s, healing began at 17 s and
+	// returned at 17.05 s, the probe's CONNACK came at 17.2 s; the cycle
+	// ended at 18 s.
+	m := Marks{Start: at(0), Inject: at(10_000), FaultAt: at(10_005), Heal: at(17_000), HealedAt: at(17_050),
+		ProbeAt: at(17_200), End: at(18_000)}
+	o := func(kind obsKind, ms int) obs { return obs{kind: kind, at: at(ms)} }
+	// A device that lost its connection, reconnected at 17.3 s and had its
+	// first PUBACK at 17.31 s.
+	back := []obs{o(obsLost, 10_010), o(obsConnected, 17_300), o(obsAcked, 17_310)}
+	sent := func(msAt ...int) []sentCmd {
+		var out []sentCmd
+		for i, x := range msAt {
+			out = append(out, sentCmd{seq: int64(i + 1), at: at(x)})
+		}
+		return out
+	}
+	got := func(seqAt ...int) []receipt { // pairs: seq, ms
+		var out []receipt
+		for i := 0; i+1 < len(seqAt); i += 2 {
+			out = append(out, receipt{seq: int64(seqAt[i]), at: at(seqAt[i+1])})
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		log   []obs
+		cmds  c2dLog
+		check func(t *testing.T, c Cycle)
+	}{
+		{"first_c2d_at is the first command received from the heal on", back, c2dLog{listens: true,
+			sent: sent(5_000, 16_000, 17_320), received: got(1, 5_002, 3, 17_330)}, func(t *testing.T, c Cycle) {
+			if ms(c.FirstC2DAt) != 17_330 {
+				t.Errorf("first_c2d_at %d, want 17330", ms(c.FirstC2DAt))
+			}
+			if d, ok := c.Downstream(); !ok || d != 130*time.Millisecond {
+				t.Errorf("downstream %v %v, want first_c2d_at − ready_at = 130ms", d, ok)
+			}
+		}},
+		{"a command received before the probe's answer makes ready_at", []obs{o(obsAcked, 17_300)}, c2dLog{listens: true,
+			sent: sent(17_010), received: got(1, 17_020)}, func(t *testing.T, c Cycle) {
+			if ms(c.ReadyAt) != 17_020 {
+				t.Errorf("ready_at %d, want the command at 17020", ms(c.ReadyAt))
+			}
+			if d, ok := c.Downstream(); !ok || d != 0 {
+				t.Errorf("downstream %v %v, want 0", d, ok)
+			}
+		}},
+		{"resubscribed_at is the first SUBSCRIBE at or after reconnected_at", back, c2dLog{listens: true,
+			subscribes: []time.Time{at(1_000), at(17_305), at(17_400)}}, func(t *testing.T, c Cycle) {
+			if ms(c.ResubscribedAt) != 17_305 {
+				t.Errorf("resubscribed_at %d, want 17305", ms(c.ResubscribedAt))
+			}
+		}},
+		{"no resubscribed_at without a reconnect", []obs{o(obsAcked, 17_300)}, c2dLog{listens: true,
+			subscribes: []time.Time{at(17_305)}}, func(t *testing.T, c Cycle) {
+			if c.ResubscribedAt != 0 || c.Session != "" {
+				t.Errorf("resubscribed_at %d session %q for a device that kept its connection", ms(c.ResubscribedAt), c.Session)
+			}
+		}},
+		{"session: the broker's first CONNACK from the heal on says whether it had the session", back, c2dLog{listens: true,
+			connacks: []sessionAt{{at(1_000), true}, {at(17_300), false}}}, func(t *testing.T, c Cycle) {
+			if c.Session != SessionNew {
+				t.Errorf("session %q, want %q (the one at 1 s is an earlier connect)", c.Session, SessionNew)
+			}
+		}},
+		{"session resumed", back, c2dLog{listens: true, connacks: []sessionAt{{at(17_300), true}}}, func(t *testing.T, c Cycle) {
+			if c.Session != SessionResumed {
+				t.Errorf("session %q, want %q", c.Session, SessionResumed)
+			}
+		}},
+		{"counts: sent in the cycle; received; duplicated; lost only outside the outage", back, c2dLog{listens: true,
+			// 1 before the cycle; 2, 3 before the fault (3 lost); 4, 5 in
+			// the outage (dropped, not lost); 6 the first back, twice; 7
+			// after it, lost; 8 after the cycle.
+			sent:     sent(-100, 2_000, 9_000, 12_000, 17_100, 17_320, 17_600, 18_100),
+			received: got(2, 2_010, 6, 17_330, 6, 17_331)}, func(t *testing.T, c Cycle) {
+			if c.C2DSent != 6 || c.C2DReceived != 2 || c.C2DDuplicated != 1 || c.C2DLost != 2 {
+				t.Errorf("sent %d received %d duplicated %d lost %d, want 6 2 1 2", c.C2DSent, c.C2DReceived, c.C2DDuplicated, c.C2DLost)
+			}
+		}},
+		{"what is sent to a device that has not listened since an earlier cycle is not lost", back, c2dLog{listens: true,
+			sent: sent(2_000, 9_000, 17_320)}, func(t *testing.T, c Cycle) {
+			if c.C2DSent != 3 || c.C2DLost != 0 {
+				t.Errorf("sent %d lost %d, want 3 0", c.C2DSent, c.C2DLost)
+			}
+		}},
+		{"sent while the fault is being injected is not lost", back, c2dLog{listens: true,
+			sent: sent(2_000, 10_001, 17_320), received: got(1, 2_010, 3, 17_330)}, func(t *testing.T, c Cycle) {
+			if c.C2DLost != 0 {
+				t.Errorf("lost %d, want 0: the one at 10001 went with the broker", c.C2DLost)
+			}
+		}},
+		{"deaf: upstream back, downstream not", back, c2dLog{listens: true, sent: sent(17_320, 17_600)}, func(t *testing.T, c Cycle) {
+			if !c.UpstreamRecovered() || c.DownstreamRecovered() || c.Recovered() {
+				t.Errorf("upstream %v downstream %v recovered %v, want true false false", c.UpstreamRecovered(), c.DownstreamRecovered(), c.Recovered())
+			}
+			if c.C2DLost != 0 {
+				t.Errorf("lost %d: what the broker dropped while it had no subscription is not lost", c.C2DLost)
+			}
+			if n := c.notRecovered(m); !strings.HasPrefix(n, "downstream not recovered within 950ms") {
+				t.Errorf("note %q", n)
+			}
+		}},
+		{"a device that does not listen has no downstream and recovers on its upstream", back, c2dLog{sent: sent(17_320)}, func(t *testing.T, c Cycle) {
+			if _, ok := c.Downstream(); ok || !c.Recovered() || c.notRecovered(m) != "" {
+				t.Errorf("downstream %v, recovered %v, note %q", ok, c.Recovered(), c.notRecovered(m))
+			}
+		}},
+		{"upstream not back: not recovered, whatever came down", []obs{o(obsLost, 10_010)}, c2dLog{listens: true,
+			sent: sent(17_320), received: got(1, 17_330)}, func(t *testing.T, c Cycle) {
+			if c.Recovered() || !strings.HasPrefix(c.notRecovered(m), "not recovered within") {
+				t.Errorf("recovered %v, note %q", c.Recovered(), c.notRecovered(m))
+			}
+		}},
+	}
+	none := func([]int64) map[int64]int { return nil }
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.check(t, timeline(2, "dev", tt.log, none, m, tt.cmds))
+		})
+	}
+
+	// Seen from the broker: the same rules with a client's events and its
+	// acknowledgements of commands.
+	ev := func(ms int, kind string) brokerlog.Event {
+		return brokerlog.Event{At: at(ms), Kind: kind, ClientID: "dev", QoS: 1}
+	}
+	c := brokerTimeline(2, "dev", []brokerlog.Event{ev(10_010, brokerlog.Disconnect), ev(17_300, brokerlog.Connect), ev(17_310, brokerlog.Publish)},
+		func([]string) int { return 0 }, m, c2dLog{listens: true, sent: sent(17_320), received: got(1, 17_330),
+			subscribes: []time.Time{at(17_305)}, connacks: []sessionAt{{at(17_300), false}}})
+	if ms(c.FirstC2DAt) != 17_330 || ms(c.ResubscribedAt) != 17_305 || c.Session != SessionNew || !c.Recovered() {
+		t.Errorf("seen from the broker: first_c2d_at %d resubscribed_at %d session %q recovered %v", ms(c.FirstC2DAt), ms(c.ResubscribedAt), c.Session, c.Recovered())
+	}
+}
+
+// TestTopicMatch checks MQTT topic filters against a command topic.
+func TestTopicMatch(t *testing.T) {
+	const topic = "devices/d/messages/devicebound/"
+	for f, want := range map[string]bool{
+		"devices/d/messages/devicebound/#": true, "devices/+/messages/devicebound/#": true, "#": true,
+		"devices/d/messages/devicebound/": true, "devices/d/messages/devicebound/+": true,
+		"devices/d/messages/devicebound": false, "devices/e/messages/devicebound/#": false, "devices/d/messages/events/": false,
+	} {
+		if topicMatch(f, topic) != want {
+			t.Errorf("topicMatch(%q) = %v, want %v", f, !want, want)
+		}
+	}
+}
+
+// TestRunDownstream runs stop cycles against an in-process broker that
+// forgets sessions when it restarts, with devices that resubscribe in
+// OnConnect and with devices that do not: the first get their commands
+// back in every cycle, within their upstream recovery plus the commands'
+// first fast step and a margin, and lose none once back; the second are
+// recorded as deaf, upstream back and downstream not.
+func TestRunDownstream(t *testing.T) {
+	for _, resubscribe := range []bool{true, false} {
+		t.Run(fmt.Sprintf("resubscribe=%v", resubscribe), func(t *testing.T) {
+			b := mqtttest.Start(t, "localhost")
+			devs, ver := configs(b.Addr, b.Client, 2, fastTimings)
+			for i := range devs {
+				devs[i].Resubscribe = resubscribe
+			}
+			cloud := ver
+			cloud.Identity.DeviceID = CloudID("dev")
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			fleet, err := Connect(ctx, FleetSpec{Devices: devs, Verifier: ver, Interval: 100 * time.Millisecond, Cloud: cloud, CommandInterval: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(fleet.Close)
+			var got collected
+			plan := Plan{Cycles: 3, KeepRunning: 300 * time.Millisecond, KeepDead: 200 * time.Millisecond, RecoveryTimeout: 2 * time.Second, QoS: 1}
+			f := &stopFault{b: b, addr: b.Addr, tls: b.Client}
+			sum, err := Experiment{Plan: plan, Fault: f, Devices: fleet, Sink: got.sink}.Run(runCtx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.rows) != 6 {
+				t.Fatalf("%d rows, want 6", len(got.rows))
+			}
+			for _, r := range got.rows {
+				if !r.Listens || !r.UpstreamRecovered() {
+					t.Errorf("cycle %d %s: listens %v, upstream back %v", r.Cycle, r.Device, r.Listens, r.UpstreamRecovered())
+				}
+				if !resubscribe {
+					if r.DownstreamRecovered() || !strings.HasPrefix(r.Error, "downstream not recovered within") {
+						t.Errorf("cycle %d %s: downstream back without resubscribing: %+v", r.Cycle, r.Device, r)
+					}
+					continue
+				}
+				down, ok := r.Downstream()
+				up, _ := r.Recovery()
+				if !ok || down > up+fastStep+100*time.Millisecond || r.C2DLost != 0 || r.Error != "" {
+					t.Errorf("cycle %d %s: downstream %v %v (upstream %v), lost %d, error %q", r.Cycle, r.Device, down, ok, up, r.C2DLost, r.Error)
+				}
+			}
+			if want := map[bool]int{true: 0, false: 6}[resubscribe]; sum.NotRecovered != want || sum.Deaf != want {
+				t.Errorf("summary: not recovered %d, deaf %d; want %d", sum.NotRecovered, sum.Deaf, want)
+			}
+		})
+	}
+}

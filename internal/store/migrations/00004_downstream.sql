@@ -1,0 +1,34 @@
+-- +goose Up
+-- The downstream of each cycle: commands (cloud-to-device messages) sent
+-- to the device, and whether it received them again after the broker was
+-- back.
+--   listens         1 when the device subscribes to its commands; an
+--                   external client that never does has no downstream
+--   resubscribed_at its first SUBSCRIBE to them after it reconnected, as
+--                   the broker saw it
+--   first_c2d_at    the first command it received from the heal on
+--   session         after it reconnected: 'resumed' when the broker had
+--                   its session, 'new' when it had none
+--   c2d_sent, c2d_received, c2d_lost, c2d_duplicated  counts of the cycle
+--   downstream_ms   first_c2d_at - ready_at
+ALTER TABLE cycles ADD COLUMN listens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN resubscribed_at INTEGER;
+ALTER TABLE cycles ADD COLUMN first_c2d_at INTEGER;
+ALTER TABLE cycles ADD COLUMN session TEXT;
+ALTER TABLE cycles ADD COLUMN c2d_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN c2d_received INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN c2d_lost INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN c2d_duplicated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE cycles ADD COLUMN downstream_ms REAL
+    GENERATED ALWAYS AS (CASE WHEN listens = 1 THEN (first_c2d_at - ready_at) / 1e6 END) VIRTUAL;
+
+-- +goose Down
+ALTER TABLE cycles DROP COLUMN downstream_ms;
+ALTER TABLE cycles DROP COLUMN c2d_duplicated;
+ALTER TABLE cycles DROP COLUMN c2d_lost;
+ALTER TABLE cycles DROP COLUMN c2d_received;
+ALTER TABLE cycles DROP COLUMN c2d_sent;
+ALTER TABLE cycles DROP COLUMN session;
+ALTER TABLE cycles DROP COLUMN first_c2d_at;
+ALTER TABLE cycles DROP COLUMN resubscribed_at;
+ALTER TABLE cycles DROP COLUMN listens;
