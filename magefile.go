@@ -41,7 +41,7 @@ func Send(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { _, err := l.Send(ctx); return err })
 }
 
-// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up). Any stop signal interrupts it as Ctrl-C does.
+// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_RESUBSCRIBE, MTTR_C2D_INTERVAL, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up). Any stop signal interrupts it as Ctrl-C does.
 func Mttr(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { _, err := l.Mttr(ctx); return err })
 }
@@ -56,7 +56,7 @@ func Compare(ctx context.Context, a, b string) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Compare(ctx, a, b) })
 }
 
-// Check fails when the newest completed run regressed: p95 over MTTR_MAX_P95, a device not recovered, or recovery significantly worse than its baseline (MTTR_DB, MTTR_BASELINE, MTTR_ALPHA, MTTR_MAX_P95).
+// Check fails when the newest completed run regressed: p95 over MTTR_MAX_P95, a device not recovered in either direction, or recovery or downstream significantly worse than its baseline (MTTR_DB, MTTR_BASELINE, MTTR_ALPHA, MTTR_MAX_P95).
 func Check(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Check(ctx) })
 }

@@ -74,7 +74,7 @@ broker.on('publish', (packet, client) => {
     bytes: packet.payload ? packet.payload.length : 0,
     // The payload's name, so a subscriber's copy can be matched with this
     // receipt: the first 16 hex digits of its SHA-256.
-    digest: createHash('sha256').update(packet.payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16)
+    digest: digest(packet.payload)
   })
 })
 broker.on('connackSent', (packet, client) => own(client) || log('connack', {
@@ -82,13 +82,48 @@ broker.on('connackSent', (packet, client) => own(client) || log('connack', {
   sessionPresent: !!packet.sessionPresent,
   returnCode: packet.returnCode ?? 0
 }))
+// What the broker delivered with QoS 1 to each connection, in order, and
+// the message ids of the PUBACKs it received: a client acknowledges in
+// order (MQTT 3.1.1, 4.6), so each acknowledgement is of the oldest
+// delivery not yet acknowledged. aedes keeps delivered packets only for
+// persistent sessions, and tells its 'ack' listeners nothing else.
+const delivered = new WeakMap() // client -> [{ topic, digest }]
+const pubacks = new WeakMap() // client -> [messageId]
+function queue (map, client) {
+  let q = map.get(client)
+  if (!q) {
+    q = []
+    map.set(client, q)
+  }
+  return q
+}
+function digest (payload) {
+  return createHash('sha256').update(payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16)
+}
+function watched (client) {
+  return client != null && client.id !== verifierId && !own(client)
+}
+broker.authorizeForward = (client, packet) => {
+  const sub = client.subscriptions?.[packet.topic] // aedes downgrades only on an exact match
+  if (packet.qos > 0 && watched(client) && !(sub && sub.qos === 0)) {
+    queue(delivered, client).push({ topic: packet.topic, digest: digest(packet.payload) })
+  }
+  return packet
+}
+const clearMessageId = broker.persistence.outgoingClearMessageId.bind(broker.persistence)
+broker.persistence.outgoingClearMessageId = (client, packet, ...rest) => {
+  if (packet && packet.cmd === 'puback' && watched(client)) queue(pubacks, client).push(packet.messageId)
+  return clearMessageId(client, packet, ...rest)
+}
 broker.on('ack', (packet, client) => {
-  if (!client || client.id === verifierId || own(client)) return
+  if (!watched(client)) return
+  const d = queue(delivered, client).shift()
+  const messageId = queue(pubacks, client).shift()
   log('ack', {
     clientId: client.id,
-    topic: packet ? packet.topic : null,
-    messageId: packet ? (packet.messageId ?? null) : null,
-    digest: packet ? createHash('sha256').update(packet.payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16) : null
+    topic: d ? d.topic : (packet ? packet.topic : null),
+    messageId: messageId ?? (packet ? packet.messageId : null),
+    digest: d ? d.digest : (packet ? digest(packet.payload) : null)
   })
 })
 broker.on('clientError', (client, err) => log('client_error', { clientId: clientId(client), error: err.message }))

@@ -55,9 +55,10 @@ const (
 	ConnectFailed                  // an attempt failed
 	Connected                      // the broker's CONNACK accepted the device
 	Lost                           // an established connection was lost
+	Subscribed                     // the broker acknowledged (SUBACK) the command subscription renewed after a reconnect
 )
 
-var kindNames = [...]string{"connecting", "connect_failed", "connected", "lost"}
+var kindNames = [...]string{"connecting", "connect_failed", "connected", "lost", "subscribed"}
 
 func (k EventKind) String() string {
 	if int(k) < len(kindNames) {
@@ -181,6 +182,11 @@ func (d *Device) notify(_ paho.Client, n paho.ConnectionNotification) {
 	default:
 		return
 	}
+	d.emit(e)
+}
+
+// emit hands e to Events without blocking.
+func (d *Device) emit(e Event) {
 	select {
 	case d.events <- e:
 	default:
@@ -325,7 +331,12 @@ func (d *Device) onConnect(c paho.Client) {
 		s.send(c)
 	}
 	if s := d.commands.Load(); s != nil && d.cfg.Resubscribe {
-		s.send(c)
+		tok := s.send(c)
+		go func() { // paho waits for its callbacks: do not block it
+			if tok.Wait() && tok.Error() == nil {
+				d.emit(Event{Kind: Subscribed, At: time.Now()})
+			}
+		}()
 	}
 }
 

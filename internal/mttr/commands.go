@@ -14,8 +14,13 @@ import (
 )
 
 // fastStep is the first interval of the fast cadence after a heal; it
-// doubles up to the command interval.
-const fastStep = 20 * time.Millisecond
+// doubles up to fastCap (or the command interval, if shorter). The cadence
+// is only what remains when no event says a device can take a command:
+// its reconnect, or its subscription, sends one at once.
+const (
+	fastStep = 20 * time.Millisecond
+	fastCap  = 200 * time.Millisecond
+)
 
 // tickStep is how often the sender looks for commands that are due.
 const tickStep = 10 * time.Millisecond
@@ -151,7 +156,7 @@ func (c *Commands) run(ctx context.Context) {
 // schedules the one after; c.mu is held.
 func (c *Commands) sendLocked(id string, d *downstream, now time.Time) {
 	if d.pending {
-		d.step = min(2*d.step, c.interval)
+		d.step = min(2*d.step, fastCap, c.interval)
 	} else {
 		d.step = c.interval
 	}
@@ -159,7 +164,8 @@ func (c *Commands) sendLocked(id string, d *downstream, now time.Time) {
 	seq := d.seq + 1
 	payload, _ := json.Marshal(device.Telemetry{DeviceID: id, Seq: seq, SentAt: now.UnixNano()})
 	if c.dev.PublishTo(d.topic, payload) == nil {
-		return // not connected: nothing sent
+		c.reconnect() // the broker dropped the sender: nothing sent until it is back
+		return
 	}
 	d.seq = seq
 	d.log.sent = append(d.log.sent, sentCmd{seq, now})
@@ -177,7 +183,9 @@ func (c *Commands) Nudge() {
 	defer c.mu.Unlock()
 	now := time.Now()
 	for _, d := range c.devs {
-		d.pending, d.step, d.next = true, fastStep/2, now
+		if d.listens { // one that never subscribed is sent to at the usual cadence
+			d.pending, d.step, d.next = true, fastStep/2, now
+		}
 	}
 }
 
@@ -198,6 +206,9 @@ func (c *Commands) resume() {
 // poke sends to device id at once if it is waiting for a command since the
 // heal.
 func (c *Commands) poke(id string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if d := c.devs[id]; d != nil && d.pending {
@@ -231,39 +242,70 @@ func (c *Commands) receipt(id string, seq int64, at time.Time) {
 	}
 }
 
-// Observe follows the broker's log: a device's connect or subscribe sends
-// it a command at once if it is waiting for one; its subscriptions and
-// sessions are kept; an acknowledgement of a command is its receipt, for
-// clients that are seen from the broker's side only.
+// Observe follows the broker's log. A device's connect, or a SUBSCRIBE to
+// its command topic, sends it a command at once if it is waiting for one;
+// its subscriptions and sessions are kept; an acknowledgement of a command
+// is its receipt, for clients seen from the broker's side only.
+// Subscriptions and acknowledgements count for the device whose command
+// topic they are about, whichever client made them (a client may take its
+// commands on a connection of its own); sessions are the device's own.
 func (c *Commands) Observe(e brokerlog.Event) {
 	if c == nil {
 		return
 	}
-	c.mu.Lock()
-	d := c.devs[e.ClientID]
-	if d == nil {
-		c.mu.Unlock()
-		return
-	}
+	var poke []string
+	var got string
 	var seq int64
+	c.mu.Lock()
 	switch e.Kind {
-	case brokerlog.Subscribe:
-		if slices.ContainsFunc(e.Topics, func(f string) bool { return topicMatch(f, d.topic) }) {
-			d.listens = true
-			d.log.subscribes = append(d.log.subscribes, e.At)
+	case brokerlog.Connect:
+		if c.devs[e.ClientID] != nil {
+			poke = append(poke, e.ClientID)
 		}
 	case brokerlog.Connack:
-		d.log.connacks = append(d.log.connacks, sessionAt{e.At, e.SessionPresent})
+		if d := c.devs[e.ClientID]; d != nil {
+			d.log.connacks = append(d.log.connacks, sessionAt{e.At, e.SessionPresent})
+		}
+	case brokerlog.Subscribe:
+		for _, id := range c.subscribers(e.Topics) {
+			d := c.devs[id]
+			d.listens = true
+			d.log.subscribes = append(d.log.subscribes, e.At)
+			poke = append(poke, id)
+		}
 	case brokerlog.Ack:
-		seq = d.digests[e.Digest]
+		if id, ok := deviceOfTopic(e.Topic); ok && c.devs[id] != nil && c.devs[id].topic == e.Topic {
+			got, seq = id, c.devs[id].digests[e.Digest]
+		}
 	}
 	c.mu.Unlock()
-	switch {
-	case e.Kind == brokerlog.Connect || e.Kind == brokerlog.Subscribe:
-		c.poke(e.ClientID)
-	case seq != 0:
-		c.receipt(e.ClientID, seq, e.At)
+	for _, id := range poke {
+		c.poke(id)
 	}
+	if seq != 0 {
+		c.receipt(got, seq, e.At)
+	}
+}
+
+// subscribers are the devices whose command topic one of filters matches;
+// c.mu is held. A filter that names a device (no wildcard in its id) is
+// looked up, not matched against every device.
+func (c *Commands) subscribers(filters []string) []string {
+	var out []string
+	for _, f := range filters {
+		if id, ok := deviceOfTopic(f); ok && !strings.ContainsAny(id, "+#") {
+			if d := c.devs[id]; d != nil && topicMatch(f, d.topic) && !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+			continue
+		}
+		for _, id := range c.ids {
+			if topicMatch(f, c.devs[id].topic) && !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
 }
 
 // Settled reports whether every command sent to a device since it last
@@ -380,7 +422,8 @@ func topicMatch(f, topic string) bool {
 // for it. Definitions (README "Timeline"):
 //
 //   - resubscribed_at: the first SUBSCRIBE to its commands the broker saw
-//     at or after reconnected_at.
+//     from the heal on (a client may take its commands on a connection of
+//     its own, which can come back before the one it publishes on).
 //   - session: the broker's first CONNACK to it from the heal on, if it
 //     reconnected: SessionResumed when the broker had its session.
 //   - first_c2d_at: the first command it received from the heal on (set
@@ -395,13 +438,13 @@ func topicMatch(f, topic string) bool {
 func downstreamOf(c *Cycle, cmds c2dLog, m Marks, reconnected time.Time) {
 	c.Listens = cmds.listens
 	from := m.healFrom()
-	if !reconnected.IsZero() {
-		for _, at := range cmds.subscribes {
-			if !at.Before(reconnected) {
-				c.ResubscribedAt = ns(at)
-				break
-			}
+	for _, at := range cmds.subscribes {
+		if !from.IsZero() && !at.Before(from) {
+			c.ResubscribedAt = ns(at)
+			break
 		}
+	}
+	if !reconnected.IsZero() {
 		for _, s := range cmds.connacks {
 			if !from.IsZero() && !s.at.Before(from) {
 				c.Session = SessionNew

@@ -27,7 +27,7 @@ type Cycle struct {
 
 	// Downstream: commands (cloud-to-device messages) sent to the device.
 	Listens        bool   // the device subscribes to its commands (an external client may not: "no downstream")
-	ResubscribedAt int64  // its first SUBSCRIBE after it reconnected, as the broker saw it
+	ResubscribedAt int64  // its first SUBSCRIBE to its commands from the heal on, as the broker saw it
 	FirstC2DAt     int64  // the first command it received from ready_at on
 	Session        string // after it reconnected, whether the broker had its session: SessionResumed or SessionNew; empty when it did not reconnect
 	C2DSent        int    // commands sent to it in the cycle

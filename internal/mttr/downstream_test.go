@@ -69,16 +69,16 @@ func TestDownstreamRules(t *testing.T) {
 				t.Errorf("downstream %v %v, want 0", d, ok)
 			}
 		}},
-		{"resubscribed_at is the first SUBSCRIBE at or after reconnected_at", back, c2dLog{listens: true,
-			subscribes: []time.Time{at(1_000), at(17_305), at(17_400)}}, func(t *testing.T, c Cycle) {
-			if ms(c.ResubscribedAt) != 17_305 {
-				t.Errorf("resubscribed_at %d, want 17305", ms(c.ResubscribedAt))
+		{"resubscribed_at is the first SUBSCRIBE from the heal on", back, c2dLog{listens: true,
+			subscribes: []time.Time{at(1_000), at(16_990), at(17_290), at(17_400)}}, func(t *testing.T, c Cycle) {
+			if ms(c.ResubscribedAt) != 17_290 {
+				t.Errorf("resubscribed_at %d, want 17290 (before its publishing connection was back, on one of its own)", ms(c.ResubscribedAt))
 			}
 		}},
-		{"no resubscribed_at without a reconnect", []obs{o(obsAcked, 17_300)}, c2dLog{listens: true,
-			subscribes: []time.Time{at(17_305)}}, func(t *testing.T, c Cycle) {
-			if c.ResubscribedAt != 0 || c.Session != "" {
-				t.Errorf("resubscribed_at %d session %q for a device that kept its connection", ms(c.ResubscribedAt), c.Session)
+		{"no session without a reconnect", []obs{o(obsAcked, 17_300)}, c2dLog{listens: true,
+			connacks: []sessionAt{{at(17_305), true}}}, func(t *testing.T, c Cycle) {
+			if c.Session != "" {
+				t.Errorf("session %q for a device that kept its connection", c.Session)
 			}
 		}},
 		{"session: the broker's first CONNACK from the heal on says whether it had the session", back, c2dLog{listens: true,
@@ -224,5 +224,38 @@ func TestRunDownstream(t *testing.T) {
 				t.Errorf("summary: not recovered %d, deaf %d; want %d", sum.NotRecovered, sum.Deaf, want)
 			}
 		})
+	}
+}
+
+// TestCommandsObserve follows the broker's log: a SUBSCRIBE counts for the
+// devices whose command topic it covers, whichever client made it; an
+// acknowledgement of a command is its receipt; a CONNACK is the device's
+// own session.
+func TestCommandsObserve(t *testing.T) {
+	c := &Commands{devs: map[string]*downstream{}}
+	for _, id := range []string{"a", "b"} {
+		c.ids = append(c.ids, id)
+		c.devs[id] = &downstream{topic: "devices/" + id + "/messages/devicebound/", digests: map[string]int64{"d-" + id: 7}}
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, e := range []brokerlog.Event{
+		{At: t0, Kind: brokerlog.Subscribe, ClientID: "a-commands", Topics: []string{"devices/a/messages/devicebound/#"}},
+		{At: t0.Add(time.Millisecond), Kind: brokerlog.Subscribe, ClientID: "x", Topics: []string{"devices/+/messages/events/"}},
+		{At: t0.Add(2 * time.Millisecond), Kind: brokerlog.Connack, ClientID: "a", SessionPresent: true},
+		{At: t0.Add(3 * time.Millisecond), Kind: brokerlog.Ack, ClientID: "a-commands", Topic: "devices/a/messages/devicebound/", Digest: "d-a"},
+		{At: t0.Add(4 * time.Millisecond), Kind: brokerlog.Ack, ClientID: "b", Topic: "devices/b/messages/events/", Digest: "d-b"},
+	} {
+		c.Observe(e)
+	}
+	a, b := c.log("a"), c.log("b")
+	if !a.listens || len(a.subscribes) != 1 || len(a.connacks) != 1 || !a.connacks[0].present || len(a.received) != 1 || a.received[0].seq != 7 {
+		t.Errorf("device a: %+v", a)
+	}
+	if b.listens || len(b.subscribes) != 0 || len(b.received) != 0 {
+		t.Errorf("device b: %+v (a telemetry subscription and an ack of another topic are not its commands)", b)
+	}
+	c.Observe(brokerlog.Event{At: t0, Kind: brokerlog.Subscribe, ClientID: "gw", Topics: []string{"devices/+/messages/devicebound/#"}})
+	if !c.log("b").listens {
+		t.Error("a wildcard subscription to every device's commands does not count for b")
 	}
 }

@@ -40,6 +40,9 @@ type driver struct {
 	interval time.Duration
 	notify   func()
 	nudge    chan struct{}
+	// listening is called when the device can take commands again: it
+	// reconnected, or renewed its subscription.
+	listening func()
 
 	mu       sync.Mutex
 	log      []obs
@@ -106,6 +109,9 @@ func (d *driver) run(ctx context.Context) {
 				if d.lostAt.Swap(0) != 0 {
 					d.publish(ctx) // do not let the timer inflate recovery
 				}
+				d.listening() // a session the broker kept
+			case device.Subscribed:
+				d.listening() // nor the commands' cadence the downstream
 			}
 		}
 	}
@@ -227,7 +233,8 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel = cancel
 	for _, d := range devs {
-		dr := &driver{dev: d, interval: interval, notify: notify, nudge: make(chan struct{}, 1)}
+		id := d.ID()
+		dr := &driver{dev: d, interval: interval, notify: notify, nudge: make(chan struct{}, 1), listening: func() { f.cmds.poke(id) }}
 		f.drivers = append(f.drivers, dr)
 		f.wg.Go(func() { dr.run(runCtx) })
 	}

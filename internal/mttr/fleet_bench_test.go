@@ -20,43 +20,61 @@ import (
 // process's peak resident memory, the time to connect the fleet and the
 // recovery. Run one size per process for a clean peak:
 //
-//	go test ./internal/mttr -run '^$' -bench 'Fleet/devices=1000$' -benchtime 1x
+//	go test ./internal/mttr -run '^$' -bench 'Fleet/devices=1000/commands=on$' -benchtime 1x
 func BenchmarkFleet(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
-		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) {
-			timings := device.Timings{
-				KeepAlive: 15 * time.Second, PingTimeout: 10 * time.Second, ConnectTimeout: 30 * time.Second,
-				MaxReconnectInterval: time.Second, ConnectRetryInterval: time.Second,
-			}
-			for b.Loop() {
-				br := startProcBroker(b)
-				devs, ver := configs(br.addr, br.tls, n, timings)
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-				start := time.Now()
-				fleet, err := Connect(ctx, FleetSpec{Devices: devs, Verifier: ver, Interval: 3 * time.Second})
-				if err != nil {
-					b.Fatal(err)
-				}
-				connected := time.Since(start)
-				var got collected
-				plan := Plan{Cycles: 1, KeepRunning: time.Second, KeepDead: time.Second, RecoveryTimeout: 2 * time.Minute, QoS: 1}
-				sum, err := Experiment{Plan: plan, Fault: br, Devices: fleet, Sink: got.sink, Progress: io.Discard}.Run(ctx)
-				if err != nil {
-					b.Fatal(err)
-				}
-				fleet.Close()
-				cancel()
-				if len(got.rows) != n || sum.NotRecovered != 0 {
-					b.Fatalf("%d rows for %d devices, %d not recovered", len(got.rows), n, sum.NotRecovered)
-				}
-				b.ReportMetric(connected.Seconds(), "connect-s")
-				b.ReportMetric(summarize(sum.Recoveries).Median, "recovery-median-ms")
-				b.ReportMetric(summarize(sum.Recoveries).Max, "recovery-max-ms")
-			}
-			b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
-			b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
-		})
+		for _, commands := range []string{"off", "on"} {
+			b.Run(fmt.Sprintf("devices=%d/commands=%s", n, commands), func(b *testing.B) { benchFleet(b, n, commands == "on") })
+		}
 	}
+}
+
+// benchFleet is one BenchmarkFleet case: n devices, with commands sent to
+// them every 2 s (the default MTTR_C2D_INTERVAL) or not.
+func benchFleet(b *testing.B, n int, commands bool) {
+	timings := device.Timings{
+		KeepAlive: 15 * time.Second, PingTimeout: 10 * time.Second, ConnectTimeout: 30 * time.Second,
+		MaxReconnectInterval: time.Second, ConnectRetryInterval: time.Second,
+	}
+	for b.Loop() {
+		br := startProcBroker(b)
+		devs, ver := configs(br.addr, br.tls, n, timings)
+		spec := FleetSpec{Devices: devs, Verifier: ver, Interval: 3 * time.Second}
+		if commands {
+			for i := range devs {
+				devs[i].Resubscribe = true
+			}
+			spec.Cloud = ver
+			spec.Cloud.Identity.DeviceID = CloudID("dev")
+			spec.CommandInterval = 2 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		start := time.Now()
+		fleet, err := Connect(ctx, spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		connected := time.Since(start)
+		var got collected
+		plan := Plan{Cycles: 1, KeepRunning: time.Second, KeepDead: time.Second, RecoveryTimeout: 2 * time.Minute, QoS: 1}
+		sum, err := Experiment{Plan: plan, Fault: br, Devices: fleet, Sink: got.sink, Progress: io.Discard}.Run(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fleet.Close()
+		cancel()
+		if len(got.rows) != n || sum.NotRecovered != 0 {
+			b.Fatalf("%d rows for %d devices, %d not recovered", len(got.rows), n, sum.NotRecovered)
+		}
+		b.ReportMetric(connected.Seconds(), "connect-s")
+		b.ReportMetric(summarize(sum.Recoveries).Median, "recovery-median-ms")
+		b.ReportMetric(summarize(sum.Recoveries).Max, "recovery-max-ms")
+		if commands {
+			b.ReportMetric(summarize(sum.Downstreams).Median, "downstream-median-ms")
+		}
+	}
+	b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
+	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
 }
 
 // peakRSSMB reads VmHWM, the process's peak resident set, from /proc.

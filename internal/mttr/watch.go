@@ -113,8 +113,8 @@ func (w *Watch) Observe(e brokerlog.Event) {
 	}
 	cmds := w.cmds
 	w.mu.Unlock()
+	cmds.Observe(e) // commands may be taken on a connection of another id
 	if ok {
-		cmds.Observe(e)
 		w.notify()
 	}
 }

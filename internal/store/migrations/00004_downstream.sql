@@ -4,7 +4,7 @@
 -- back.
 --   listens         1 when the device subscribes to its commands; an
 --                   external client that never does has no downstream
---   resubscribed_at its first SUBSCRIBE to them after it reconnected, as
+--   resubscribed_at its first SUBSCRIBE to them from the heal on, as
 --                   the broker saw it
 --   first_c2d_at    the first command it received from the heal on
 --   session         after it reconnected: 'resumed' when the broker had
