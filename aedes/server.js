@@ -31,6 +31,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import tls from 'node:tls'
 import { Aedes } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 
 // Clients whose id starts with this are the broker's own warm-up
 // connections; they are not logged.
@@ -82,47 +83,59 @@ broker.on('connackSent', (packet, client) => own(client) || log('connack', {
   sessionPresent: !!packet.sessionPresent,
   returnCode: packet.returnCode ?? 0
 }))
-// What the broker delivered with QoS 1 to each connection, in order, and
-// the message ids of the PUBACKs it received: a client acknowledges in
-// order (MQTT 3.1.1, 4.6), so each acknowledgement is of the oldest
-// delivery not yet acknowledged. aedes keeps delivered packets only for
-// persistent sessions, and tells its 'ack' listeners nothing else.
-const delivered = new WeakMap() // client -> [{ topic, digest }]
-const pubacks = new WeakMap() // client -> [messageId]
-function queue (map, client) {
-  let q = map.get(client)
-  if (!q) {
-    q = []
-    map.set(client, q)
-  }
-  return q
-}
+// The QoS 1 and 2 messages the broker wrote to each connection, by message
+// id, read from the bytes it writes (handle): a PUBACK names the message
+// it acknowledges by that id alone, and aedes keeps delivered messages
+// only for persistent sessions, and tells its 'ack' listeners nothing
+// else. A connection's map loses each entry at its PUBACK.
+const written = new WeakMap() // socket -> Map(messageId -> { topic, digest })
+const pubacks = new WeakMap() // client -> [messageId], in the order their 'ack' events come
 function digest (payload) {
   return createHash('sha256').update(payload ?? Buffer.alloc(0)).digest('hex').slice(0, 16)
 }
 function watched (client) {
   return client != null && client.id !== verifierId && !own(client)
 }
-broker.authorizeForward = (client, packet) => {
-  const sub = client.subscriptions?.[packet.topic] // aedes downgrades only on an exact match
-  if (packet.qos > 0 && watched(client) && !(sub && sub.qos === 0)) {
-    queue(delivered, client).push({ topic: packet.topic, digest: digest(packet.payload) })
+// Writes to socket also go through an MQTT parser that notes each QoS > 0
+// PUBLISH. (MQTT 3.1.1 framing; a 5.0 client's publishes carry
+// properties the parser is told of once the client has connected.)
+function noteWrites (socket) {
+  const out = new Map()
+  written.set(socket, out)
+  const parser = mqttPacket.parser({ protocolVersion: 4 })
+  parser.on('packet', (p) => {
+    if (p.cmd === 'publish' && p.qos > 0) out.set(p.messageId, { topic: p.topic, digest: digest(p.payload) })
+  })
+  parser.on('error', () => {}) // a frame we cannot read is not ours to fail on
+  const write = socket.write.bind(socket)
+  socket.write = (chunk, ...rest) => {
+    if (chunk && chunk.length) parser.parse(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk))
+    return write(chunk, ...rest)
   }
-  return packet
+  socket.mttrParser = parser
 }
+broker.on('client', (client) => {
+  if (client.conn?.mttrParser && client.version) client.conn.mttrParser.settings.protocolVersion = client.version
+})
 const clearMessageId = broker.persistence.outgoingClearMessageId.bind(broker.persistence)
 broker.persistence.outgoingClearMessageId = (client, packet, ...rest) => {
-  if (packet && packet.cmd === 'puback' && watched(client)) queue(pubacks, client).push(packet.messageId)
+  if (packet && packet.cmd === 'puback') {
+    let q = pubacks.get(client)
+    if (!q) pubacks.set(client, (q = []))
+    q.push(packet.messageId)
+  }
   return clearMessageId(client, packet, ...rest)
 }
 broker.on('ack', (packet, client) => {
+  const messageId = pubacks.get(client)?.shift()
+  const out = client?.conn ? written.get(client.conn) : undefined
+  const d = out?.get(messageId)
+  out?.delete(messageId)
   if (!watched(client)) return
-  const d = queue(delivered, client).shift()
-  const messageId = queue(pubacks, client).shift()
   log('ack', {
     clientId: client.id,
-    topic: d ? d.topic : (packet ? packet.topic : null),
     messageId: messageId ?? (packet ? packet.messageId : null),
+    topic: d ? d.topic : (packet ? packet.topic : null),
     digest: d ? d.digest : (packet ? digest(packet.payload) : null)
   })
 })
@@ -141,6 +154,7 @@ try {
 
 function handle (socket) {
   socket.setNoDelay(true)
+  noteWrites(socket)
   broker.handle(socket)
 }
 

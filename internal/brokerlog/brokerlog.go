@@ -53,6 +53,12 @@ func Stamp(read, own time.Time) time.Time {
 	return read
 }
 
+// Subscription is one topic filter of a SUBSCRIBE.
+type Subscription struct {
+	Topic string `json:"topic"`
+	QoS   int    `json:"qos"`
+}
+
 // Event is one broker event.
 type Event struct {
 	At        time.Time // the engine's timestamp of the line, or the broker's own ts (ms) when that is missing or the engine's lags
@@ -63,25 +69,24 @@ type Event struct {
 	MessageID int
 	QoS       int
 	Digest    string // of a publish or an ack: Digest of the payload, when the broker logs it
-	// Topics are a subscribe's topic filters.
-	Topics []string
+	// Subscriptions are a subscribe's topic filters with the QoS the broker
+	// granted (128: refused).
+	Subscriptions []Subscription
 	// SessionPresent is a connack's flag: the broker had the client's
 	// session (its subscriptions) when it connected.
 	SessionPresent bool
 }
 
 type line struct {
-	TS        int64   `json:"ts"`
-	Event     string  `json:"event"`
-	ClientID  *string `json:"clientId"`
-	Topic     string  `json:"topic"`
-	MessageID *int    `json:"messageId"`
-	QoS       int     `json:"qos"`
-	Digest    string  `json:"digest"`
-	Topics    []struct {
-		Topic string `json:"topic"`
-	} `json:"topics"`
-	SessionPresent bool `json:"sessionPresent"`
+	TS             int64          `json:"ts"`
+	Event          string         `json:"event"`
+	ClientID       *string        `json:"clientId"`
+	Topic          string         `json:"topic"`
+	MessageID      *int           `json:"messageId"`
+	QoS            int            `json:"qos"`
+	Digest         string         `json:"digest"`
+	Topics         []Subscription `json:"topics"`
+	SessionPresent bool           `json:"sessionPresent"`
 }
 
 // Parse reads one log line, optionally prefixed by the engine's RFC 3339
@@ -105,9 +110,7 @@ func Parse(b []byte) (e Event, ok bool) {
 		return Event{}, false
 	}
 	e = Event{At: engineTime, EngineAt: engineTime, Kind: l.Event, Topic: l.Topic, QoS: l.QoS, Digest: l.Digest, SessionPresent: l.SessionPresent}
-	for _, t := range l.Topics {
-		e.Topics = append(e.Topics, t.Topic)
-	}
+	e.Subscriptions = l.Topics
 	own := time.Time{}
 	if l.TS > 0 {
 		own = time.UnixMilli(l.TS)

@@ -92,3 +92,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestParseDownstreamEvents reads the lines the downstream needs: a
+// subscribe's filters with their granted QoS, a connack's session flag and
+// an ack's message.
+func TestParseDownstreamEvents(t *testing.T) {
+	sub, ok := Parse([]byte(`{"ts":1800000000000,"event":"subscribe","clientId":"d","topics":[{"topic":"devices/d/messages/devicebound/#","qos":1},{"topic":"$iothub/twin/res/#","qos":0}]}`))
+	if !ok || len(sub.Subscriptions) != 2 || sub.Subscriptions[0] != (Subscription{"devices/d/messages/devicebound/#", 1}) || sub.Subscriptions[1].QoS != 0 {
+		t.Errorf("subscribe: %+v %v", sub, ok)
+	}
+	ca, ok := Parse([]byte(`{"ts":1800000000001,"event":"connack","clientId":"d","sessionPresent":true,"returnCode":0}`))
+	if !ok || ca.Kind != Connack || !ca.SessionPresent {
+		t.Errorf("connack: %+v %v", ca, ok)
+	}
+	ack, ok := Parse([]byte(`{"ts":1800000000002,"event":"ack","clientId":"d","messageId":7,"topic":"devices/d/messages/devicebound/","digest":"00ff00ff00ff00ff"}`))
+	if !ok || ack.Kind != Ack || ack.MessageID != 7 || ack.Topic != "devices/d/messages/devicebound/" || ack.Digest != "00ff00ff00ff00ff" {
+		t.Errorf("ack: %+v %v", ack, ok)
+	}
+}

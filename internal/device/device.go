@@ -73,6 +73,9 @@ type Event struct {
 	At      time.Time
 	Attempt int   // attempt number for Connecting
 	Err     error // reason for ConnectFailed and Lost, when paho gives one
+	// SessionPresent is, for Connected, the CONNACK's flag: the broker had
+	// the device's session (its subscriptions among it).
+	SessionPresent bool
 }
 
 // eventBuffer is how many events may wait unread before new ones are dropped.
@@ -89,6 +92,7 @@ type Device struct {
 	resubscribe atomic.Pointer[subscription] // Subscribe's, renewed after every reconnect
 	commands    atomic.Pointer[subscription] // Listen's, renewed when cfg.Resubscribe
 	connackAt   atomic.Int64                 // Unix ns the newest connection's first packet (CONNACK) arrived
+	sessionOn   atomic.Bool                  // the newest CONNACK's session-present flag
 	brokenAt    atomic.Int64                 // Unix ns the newest connection's first read error
 }
 
@@ -139,21 +143,32 @@ func (d *Device) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 		return nil, err
 	}
 	d.connackAt.Store(0)
+	d.sessionOn.Store(false)
 	d.brokenAt.Store(0)
 	return &stampedConn{Conn: conn, d: d}, nil
 }
 
-// stampedConn records the first read and the first read error.
+// stampedConn records the first read (the CONNACK, whose session-present
+// flag it reads too) and the first read error.
 type stampedConn struct {
 	net.Conn
 	d             *Device
 	first, broken atomic.Bool
+	head          []byte // the connection's first bytes, until the CONNACK's flags are in
 }
 
 func (c *stampedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.first.Swap(true) {
 		c.d.connackAt.Store(time.Now().UnixNano())
+	}
+	if len(c.head) < 3 && n > 0 {
+		// CONNACK: 0x20, remaining length 2, acknowledge flags (bit 0:
+		// session present), return code.
+		c.head = append(c.head, p[:min(n, 3-len(c.head))]...)
+		if len(c.head) == 3 && c.head[0] == 0x20 {
+			c.d.sessionOn.Store(c.head[2]&1 == 1)
+		}
 	}
 	if err != nil && !c.broken.Swap(true) {
 		c.d.brokenAt.Store(time.Now().UnixNano())
@@ -170,7 +185,7 @@ func (d *Device) notify(_ paho.Client, n paho.ConnectionNotification) {
 	case paho.ConnectionNotificationFailed:
 		e.Kind, e.Err = ConnectFailed, n.Reason
 	case paho.ConnectionNotificationConnected:
-		e.Kind = Connected
+		e.Kind, e.SessionPresent = Connected, d.sessionOn.Load()
 		if at := d.connackAt.Load(); at != 0 {
 			e.At = time.Unix(0, at)
 		}
@@ -333,8 +348,8 @@ func (d *Device) onConnect(c paho.Client) {
 	if s := d.commands.Load(); s != nil && d.cfg.Resubscribe {
 		tok := s.send(c)
 		go func() { // paho waits for its callbacks: do not block it
-			if tok.Wait() && tok.Error() == nil {
-				d.emit(Event{Kind: Subscribed, At: time.Now()})
+			if tok.WaitTimeout(d.cfg.Timings.ConnectTimeout) && tok.Error() == nil {
+				d.emit(Event{Kind: Subscribed, At: time.Now()}) // when paho handed over the SUBACK
 			}
 		}()
 	}

@@ -156,3 +156,37 @@ func TestDroppedEvents(t *testing.T) {
 		t.Errorf("%d events buffered, want %d", got, eventBuffer)
 	}
 }
+
+// TestSessionPresent reads the CONNACK's session-present flag from the
+// connection: a device that asks to keep its session finds it on its
+// second connection to the same broker, and a restarted broker has none.
+func TestSessionPresent(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	cfg := testConfig(b)
+	cfg.CleanSession = false
+	connect := func() Event {
+		d, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		ctx := ctxT(t)
+		if err := d.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return next(ctx, t, d, Connected)
+	}
+	if e := connect(); e.SessionPresent {
+		t.Error("a first connection found a session")
+	}
+	if e := connect(); !e.SessionPresent {
+		t.Error("the session kept by the broker was not seen")
+	}
+	b.Close()
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if e := connect(); e.SessionPresent {
+		t.Error("a restarted broker's CONNACK read as session present")
+	}
+}

@@ -46,7 +46,7 @@ func TestDockerDownstreamPaho(t *testing.T) {
 				}
 				switch resubscribe {
 				case "onconnect":
-					if !downOK || down > up+100*time.Millisecond || r.C2DLost != 0 || r.ResubscribedAt == 0 || r.Session != mttr.SessionNew || r.Error != "" {
+					if !downOK || down > up+100*time.Millisecond || r.C2DLost != 0 || r.C2DDuplicated != 0 || r.ResubscribedAt == 0 || r.Session != mttr.SessionNew || r.Error != "" {
 						t.Errorf("cycle %d: downstream %v %v against upstream %v, lost %d, resubscribed %d, session %q, error %q",
 							r.Cycle, down, downOK, up, r.C2DLost, r.ResubscribedAt, r.Session, r.Error)
 					}
@@ -103,7 +103,7 @@ func TestDockerDownstreamExternal(t *testing.T) {
 				if r.Listens != tt.listens || !r.UpstreamRecovered() || r.Recovered() != tt.back || downOK != (tt.listens && tt.back) {
 					t.Error(desc)
 				}
-				if tt.listens && tt.back && (r.ResubscribedAt == 0 || r.C2DReceived == 0 || r.C2DLost != 0) {
+				if tt.listens && tt.back && (r.ResubscribedAt == 0 || r.C2DReceived == 0 || r.C2DLost != 0 || r.C2DDuplicated != 0) {
 					t.Errorf("%s; resubscribed %d, received %d, lost %d", desc, r.ResubscribedAt, r.C2DReceived, r.C2DLost)
 				}
 			}

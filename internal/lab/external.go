@@ -101,18 +101,26 @@ type externalWatch struct {
 	sup atomic.Pointer[client.Supervisor]
 }
 
+// clientRun is what startExternal needs of the run.
+type clientRun struct {
+	id               int64
+	base             device.Identity // the devices' identity, DeviceID the first one's
+	blog             *mttr.BrokerLog
+	verifier, sender device.Config // the verifier's and the commands' sender's, from mttr.Verifier
+}
+
 // startExternal starts one external client per device of w and returns
 // once every client has published through the broker at least once.
-func (l *Lab) startExternal(ctx context.Context, w *externalWatch, blog *mttr.BrokerLog, runID int64, id device.Identity, verifier, cloud device.Config, cleanup *cleanups) error {
-	cfg := l.Config
-	if err := w.ConnectVerifier(ctx, verifier); err != nil {
+func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun, cleanup *cleanups) error {
+	cfg, runID, id := l.Config, run.id, run.base
+	if err := w.ConnectVerifier(ctx, run.verifier); err != nil {
 		return err
 	}
 	cleanup.add(w.Close)
-	if err := w.ConnectCommands(ctx, cloud, cfg.C2DInterval); err != nil {
+	if err := l.refuseTaken(ctx, run.blog, run.verifier.Identity.DeviceID, append(w.IDs(), run.sender.Identity.DeviceID)); err != nil {
 		return err
 	}
-	if err := l.refuseTaken(ctx, blog, verifier.Identity.DeviceID, w.IDs()); err != nil {
+	if err := w.ConnectCommands(ctx, run.sender, cfg.C2DInterval); err != nil {
 		return err
 	}
 
@@ -159,7 +167,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, blog *mttr.Br
 
 	wait, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
-	for !w.Recovered(started) {
+	for !w.Published(started) {
 		select {
 		case <-w.Changed():
 		case <-wait.Done():

@@ -7,9 +7,9 @@ import (
 )
 
 // bytesPerDevice is the tool's memory per connected paho device, from
-// BenchmarkFleet (package mttr): 10 000 devices peaked at 1007 MB of RSS,
-// 1 000 at 112–125 MB.
-const bytesPerDevice = 100 << 10
+// BenchmarkFleet (package mttr), with commands: 10 000 devices peaked at
+// 1181–1223 MB of RSS, 1 000 at 115–132 MB.
+const bytesPerDevice = 120 << 10
 
 // ownFiles and ownPorts are what the tool keeps for itself beside its
 // devices: the database, the engine, logs, readiness probes, the verifier.

@@ -156,12 +156,12 @@ func TestFleetFits(t *testing.T) {
 		want     string // "" for none
 	}{
 		{10000, false, m, ""},
-		{19744, false, m, ""},
+		{19744, false, host.Limits{Files: 20000, Ports: 28232, Available: 24 << 30}, ""},
 		{19745, false, m, "MTTR_DEVICES=19745: this machine can run at most 19744: each device needs an open file, and the limit is 20000 (ulimit -Hn)"},
 		{1000000, false, m, "at most 19744"},
 		{20000, false, host.Limits{Files: 1 << 20, Ports: 20256}, ""},
 		{20001, false, host.Limits{Files: 1 << 20, Ports: 20256}, "MTTR_DEVICES=20001: this machine can run at most 20000: each device needs a local port toward the broker, and the range has 20256"},
-		{20001, false, host.Limits{Files: 1 << 20, Available: 1 << 30}, "each device takes about 100 KiB of memory, and 1.0 GiB is available"},
+		{20001, false, host.Limits{Files: 1 << 20, Available: 1 << 30}, "each device takes about 120 KiB of memory, and 1.0 GiB is available"},
 		{20001, true, host.Limits{Files: 1 << 20, Available: 1 << 30}, ""}, // an external client's memory is its own
 		{1000000, false, host.Limits{}, ""}, // nothing known: nothing refused
 	} {

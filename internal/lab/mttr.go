@@ -172,7 +172,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	cloud.CleanSession = true // it only sends
 	var fleet mttr.Devices
 	if watch != nil {
-		if err := l.startExternal(ctx, watch, blog, runID, id, verifier, cloud, cleanup); err != nil {
+		if err := l.startExternal(ctx, watch, clientRun{id: runID, base: id, blog: blog, verifier: verifier, sender: cloud}, cleanup); err != nil {
 			return mttr.Summary{}, err
 		}
 		fleet = watch.Watch
@@ -183,7 +183,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 			ids[i] = mttr.DeviceID(id.DeviceID, i)
 			devices[i] = l.deviceConfig(id, ids[i], tlsConf)
 		}
-		if err := l.refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, ids); err != nil {
+		if err := l.refuseTaken(ctx, blog, mqttprobe.ProbeClientPrefix, append(ids, cloud.Identity.DeviceID)); err != nil {
 			return mttr.Summary{}, err
 		}
 		f, err := mttr.Connect(ctx, mttr.FleetSpec{Devices: devices, Verifier: verifier, Interval: cfg.SendInterval, Progress: l.Out,

@@ -13,10 +13,10 @@ import (
 	"github.com/mttrlab/mttr/internal/device"
 )
 
-// fastStep is the first interval of the fast cadence after a heal; it
-// doubles up to fastCap (or the command interval, if shorter). The cadence
-// is only what remains when no event says a device can take a command:
-// its reconnect, or its subscription, sends one at once.
+// The fast cadence after a heal starts at fastStep and doubles up to
+// fastCap (or the command interval, if shorter). It is only what remains
+// when no event says a device can take a command: its reconnect, or its
+// subscription, sends one at once.
 const (
 	fastStep = 20 * time.Millisecond
 	fastCap  = 200 * time.Millisecond
@@ -25,48 +25,76 @@ const (
 // tickStep is how often the sender looks for commands that are due.
 const tickStep = 10 * time.Millisecond
 
+// acceptWait bounds the wait for the broker's PUBACK of a command; one not
+// acknowledged by then does not count as sent.
+const acceptWait = 10 * time.Second
+
+// CommandsSpec is what StartCommands needs.
+type CommandsSpec struct {
+	Sender   device.Config // from Verifier: its identity names the sender's client id
+	Devices  []device.Identity
+	Interval time.Duration // between commands to a device
+	// SeenFromBroker says the devices are external clients, known only from
+	// the broker's log: a device listens once the log shows it subscribe
+	// to its commands with QoS 1, and receives a command when the log shows
+	// it acknowledge it. Our own devices listen from the start and report
+	// their receipts themselves (Received).
+	SeenFromBroker bool
+	Notify         func() // signalled on every receipt
+}
+
 // Commands is the cloud side of the downstream. Its own connection sends
 // every device a command (a cloud-to-device message with QoS 1 on its
 // command topic, carrying a sequence number) every interval, and after
-// each heal at a fast cadence until the device has received one again:
-// at once when the broker's log shows the device connect or subscribe,
-// and then after 20 ms, 40 ms, ... up to the interval, so that the
-// cadence is not what is measured. It keeps what it sent and what was
-// received, and what the broker saw of each device's subscriptions and
-// sessions, for the cycle rows (c2dLog).
+// each heal faster until the device has received one again: to every
+// device the moment the broker answers again (and the sender is back), to
+// a device the moment it reconnects or subscribes again, and otherwise
+// after 20 ms, 40 ms, ... up to 200 ms, so that the cadence is not what is
+// measured. Publishing happens on one goroutine of its own, never under a
+// lock and never in the callers. A command counts as sent once the broker
+// acknowledged it. It keeps what it sent and what was received, and what
+// the broker saw of each device's subscriptions and sessions, for the
+// cycle rows (c2dLog).
 type Commands struct {
-	dev      *device.Device
-	interval time.Duration
-	notify   func()
-	verifier // the reconnect of its own connection after a restart
+	spec     CommandsSpec
+	verifier // the sender's connection, and its reconnect after a restart
+	wake     chan struct{}
+	stop     context.CancelFunc
+	ctx      context.Context
+	done     chan struct{}
 
-	mu   sync.Mutex
-	devs map[string]*downstream
-	ids  []string
-
-	stop context.CancelFunc
-	done chan struct{}
+	mu     sync.Mutex
+	devs   map[string]*downstream
+	ids    []string
+	backs  []time.Time // when the sender's connection came back
+	closed bool
 }
 
 // downstream is what is known of one device's commands.
 type downstream struct {
 	topic   string // where its commands go
-	listens bool   // it subscribed to a filter that matches topic
+	listens bool
 	seq     int64
 	log     c2dLog
-	// digests names each command sent by its payload, for receipts known
-	// only from the broker's acknowledgement log.
-	digests map[string]int64
+	handed  map[int64]handed  // commands handed to the sender, by seq
+	digests map[string]int64  // by the payload's digest, for receipts known from the broker's acknowledgements
+	waiting map[int64]sentCmd // sent and not received yet
 
 	pending bool // a heal happened and nothing was received since
 	step    time.Duration
 	next    time.Time
 }
 
-// sentCmd is one command sent.
+// handed is a command handed to the sender's connection.
+type handed struct {
+	at     time.Time
+	digest string
+}
+
+// sentCmd is one command sent (acknowledged by the broker).
 type sentCmd struct {
 	seq int64
-	at  time.Time
+	at  time.Time // when it was handed over
 }
 
 // receipt is one command received.
@@ -75,50 +103,52 @@ type receipt struct {
 	at  time.Time
 }
 
-// sessionAt is a connack of the broker to a device.
+// sessionAt is a CONNACK of the broker to a device.
 type sessionAt struct {
 	at      time.Time
 	present bool
 }
 
 // c2dLog is what is known of one device's commands: what was sent, each
-// receipt, and what the broker saw of its subscriptions and sessions.
+// receipt, what the broker saw of its subscriptions and sessions, and when
+// the sender's own connection came back.
 type c2dLog struct {
 	listens    bool
 	sent       []sentCmd
 	received   []receipt
-	subscribes []time.Time // SUBSCRIBEs matching its command topic
+	subscribes []time.Time // SUBSCRIBEs of its commands, with QoS 1 or 2
 	connacks   []sessionAt
+	senderBack []time.Time
+	unmatched  int // acknowledgements of commands that match none sent
 }
 
 // CloudID is the client id of the commands' sender for a device id base.
 func CloudID(base string) string { return base + "-cloud" }
 
-// StartCommands connects the sender (cfg, from Verifier, whose identity
-// names the sender) and starts sending commands every interval to each of
-// devices, by id. listening says the devices subscribe to their commands
-// for sure (our own); otherwise a device counts as listening once the
-// broker's log shows it subscribe to them (Observe). notify is signalled
-// on every receipt.
-func StartCommands(ctx context.Context, cfg device.Config, devices []device.Identity, interval time.Duration, listening bool, notify func()) (*Commands, error) {
-	dev, err := device.New(cfg)
+// StartCommands connects the sender and starts sending commands to the
+// devices of spec.
+func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
+	dev, err := device.New(spec.Sender)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("commands: %w", err)
 	}
 	if err := dev.Connect(ctx); err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
-	c := &Commands{dev: dev, interval: interval, notify: notify, devs: map[string]*downstream{}, done: make(chan struct{})}
+	c := &Commands{spec: spec, wake: make(chan struct{}, 1), devs: map[string]*downstream{}, done: make(chan struct{})}
 	c.verifier = newVerifier(c.resume)
 	c.verifier.dev = dev
 	now := time.Now()
-	for _, id := range devices {
+	for i, id := range spec.Devices {
 		c.ids = append(c.ids, id.DeviceID)
-		c.devs[id.DeviceID] = &downstream{topic: id.CommandTopic(), listens: listening, digests: map[string]int64{}, next: now}
+		// Spread over the interval, so that the devices' commands do not all
+		// leave in one tick.
+		next := now.Add(spec.Interval * time.Duration(i) / time.Duration(len(spec.Devices)))
+		c.devs[id.DeviceID] = &downstream{topic: id.CommandTopic(), listens: !spec.SeenFromBroker,
+			handed: map[int64]handed{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}, next: next}
 	}
-	var runCtx context.Context
-	runCtx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
-	go c.run(runCtx)
+	c.ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
+	go c.run()
 	return c, nil
 }
 
@@ -127,93 +157,156 @@ func (c *Commands) Close() {
 	if c == nil {
 		return
 	}
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.stop()
 	<-c.done
 	c.verifier.close()
 }
 
-func (c *Commands) run(ctx context.Context) {
+// outgoing is a command to publish.
+type outgoing struct {
+	id, topic string
+	seq       int64
+	payload   []byte
+	at        time.Time
+	fast      bool // sent while the device was waiting for one after a heal: it may have had no subscription yet
+}
+
+func (c *Commands) run() {
 	defer close(c.done)
 	tick := time.NewTicker(tickStep)
 	defer tick.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-c.ctx.Done():
 			return
-		case now := <-tick.C:
+		case <-tick.C:
+		case <-c.wake:
+		}
+		for _, o := range c.due(time.Now()) {
+			p := c.dev.PublishTo(o.topic, o.payload)
+			if p == nil {
+				continue // not connected: nothing sent; the sender comes back at the next heal or settle
+			}
 			c.mu.Lock()
-			for _, id := range c.ids {
-				if d := c.devs[id]; !now.Before(d.next) {
-					c.sendLocked(id, d, now)
-				}
+			if d := c.devs[o.id]; d != nil {
+				d.handed[o.seq] = handed{o.at, brokerlog.Digest(o.payload)}
+				d.digests[brokerlog.Digest(o.payload)] = o.seq
 			}
 			c.mu.Unlock()
+			go c.accepted(p, o)
 		}
 	}
 }
 
-// sendLocked sends d its next command if the sender is connected, and
-// schedules the one after; c.mu is held.
-func (c *Commands) sendLocked(id string, d *downstream, now time.Time) {
-	if d.pending {
-		d.step = min(2*d.step, fastCap, c.interval)
-	} else {
-		d.step = c.interval
+// due returns the commands due at now, and schedules the next ones.
+func (c *Commands) due(now time.Time) []outgoing {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []outgoing
+	for _, id := range c.ids {
+		d := c.devs[id]
+		if now.Before(d.next) {
+			continue
+		}
+		if d.pending {
+			d.step = min(2*d.step, fastCap, c.spec.Interval)
+		} else {
+			d.step = c.spec.Interval
+		}
+		d.next = now.Add(d.step)
+		d.seq++
+		payload, _ := json.Marshal(device.Telemetry{DeviceID: id, Seq: d.seq, SentAt: now.UnixNano()})
+		out = append(out, outgoing{id, d.topic, d.seq, payload, now, d.pending})
 	}
-	d.next = now.Add(d.step)
-	seq := d.seq + 1
-	payload, _ := json.Marshal(device.Telemetry{DeviceID: id, Seq: seq, SentAt: now.UnixNano()})
-	if c.dev.PublishTo(d.topic, payload) == nil {
-		c.reconnect() // the broker dropped the sender: nothing sent until it is back
-		return
-	}
-	d.seq = seq
-	d.log.sent = append(d.log.sent, sentCmd{seq, now})
-	d.digests[brokerlog.Digest(payload)] = seq
+	return out
 }
 
-// Nudge starts the fast cadence for every device, after a heal, once the
-// broker answers again; it brings the sender back if the broker dropped it.
+// accepted records o as sent once the broker acknowledged it.
+func (c *Commands) accepted(p *device.Pending, o outgoing) {
+	ctx, cancel := context.WithTimeout(c.ctx, acceptWait)
+	defer cancel()
+	if _, err := p.Wait(ctx); err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.devs[o.id]; d != nil {
+		s := sentCmd{o.seq, o.at}
+		d.log.sent = append(d.log.sent, s)
+		if !o.fast && !slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq }) {
+			d.waiting[o.seq] = s
+		}
+	}
+}
+
+// wakeUp has the sending goroutine look for due commands now.
+func (c *Commands) wakeUp() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// fastLocked makes d due now at the start of the fast cadence; c.mu is held.
+func fastLocked(d *downstream, now time.Time) {
+	d.step, d.next = fastStep/2, now
+}
+
+// Nudge starts the fast cadence for every device that listens, after a
+// heal, once the broker answers again: a command to each at once, and the
+// sender brought back if the broker dropped it.
 func (c *Commands) Nudge() {
 	if c == nil {
 		return
 	}
-	c.reconnect()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := time.Now()
 	for _, d := range c.devs {
 		if d.listens { // one that never subscribed is sent to at the usual cadence
-			d.pending, d.step, d.next = true, fastStep/2, now
+			d.pending = true
+			fastLocked(d, now)
 		}
+	}
+	closed := c.closed
+	c.mu.Unlock()
+	c.wakeUp()
+	if !closed {
+		c.reconnect()
 	}
 }
 
-// resume sends at once to every device still waiting, when the sender is
-// connected again.
+// resume runs when the sender is connected again: every device still
+// waiting gets a command at once.
 func (c *Commands) resume() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := time.Now()
-	for _, id := range c.ids {
-		if d := c.devs[id]; d.pending {
-			d.step = fastStep / 2
-			c.sendLocked(id, d, now)
+	c.backs = append(c.backs, now)
+	for _, d := range c.devs {
+		if d.pending {
+			fastLocked(d, now)
 		}
 	}
+	c.mu.Unlock()
+	c.wakeUp()
 }
 
-// poke sends to device id at once if it is waiting for a command since the
-// heal.
+// poke sends device id a command at once if it is waiting for one since
+// the heal. It never blocks.
 func (c *Commands) poke(id string) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d := c.devs[id]; d != nil && d.pending {
-		d.step = fastStep / 2
-		c.sendLocked(id, d, time.Now())
+	d := c.devs[id]
+	if d != nil && d.pending {
+		fastLocked(d, time.Now())
+	}
+	c.mu.Unlock()
+	if d != nil && d.pending {
+		c.wakeUp()
 	}
 }
 
@@ -231,24 +324,27 @@ func (c *Commands) receipt(id string, seq int64, at time.Time) {
 	d := c.devs[id]
 	if d != nil {
 		d.log.received = append(d.log.received, receipt{seq, at})
+		delete(d.waiting, seq)
 		if d.pending {
 			d.pending = false
-			d.next = at.Add(c.interval)
+			d.next = at.Add(c.spec.Interval)
+			clear(d.waiting) // sent before it listened again: the broker dropped what did not arrive
 		}
 	}
 	c.mu.Unlock()
-	if d != nil && c.notify != nil {
-		c.notify()
+	if d != nil && c.spec.Notify != nil {
+		c.spec.Notify()
 	}
 }
 
 // Observe follows the broker's log. A device's connect, or a SUBSCRIBE to
-// its command topic, sends it a command at once if it is waiting for one;
-// its subscriptions and sessions are kept; an acknowledgement of a command
-// is its receipt, for clients seen from the broker's side only.
-// Subscriptions and acknowledgements count for the device whose command
-// topic they are about, whichever client made them (a client may take its
-// commands on a connection of its own); sessions are the device's own.
+// its commands, sends it a command at once if it is waiting for one; its
+// subscriptions and sessions are kept. Seen from the broker only, a
+// SUBSCRIBE with QoS 1 or 2 makes it listen, and an acknowledgement of a
+// command is its receipt. Subscriptions and acknowledgements count for
+// the device whose command topic they are about, whichever client made
+// them (a client may take its commands on a connection of its own);
+// sessions are the device's own.
 func (c *Commands) Observe(e brokerlog.Event) {
 	if c == nil {
 		return
@@ -267,15 +363,24 @@ func (c *Commands) Observe(e brokerlog.Event) {
 			d.log.connacks = append(d.log.connacks, sessionAt{e.At, e.SessionPresent})
 		}
 	case brokerlog.Subscribe:
-		for _, id := range c.subscribers(e.Topics) {
+		for _, id := range c.subscribers(e.Subscriptions) {
 			d := c.devs[id]
-			d.listens = true
+			if c.spec.SeenFromBroker {
+				d.listens = true
+			}
 			d.log.subscribes = append(d.log.subscribes, e.At)
 			poke = append(poke, id)
 		}
 	case brokerlog.Ack:
+		if !c.spec.SeenFromBroker {
+			break // our devices say what they received, at the moment they did
+		}
 		if id, ok := deviceOfTopic(e.Topic); ok && c.devs[id] != nil && c.devs[id].topic == e.Topic {
-			got, seq = id, c.devs[id].digests[e.Digest]
+			if seq = c.devs[id].digests[e.Digest]; seq != 0 {
+				got = id
+			} else {
+				c.devs[id].log.unmatched++
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -287,47 +392,60 @@ func (c *Commands) Observe(e brokerlog.Event) {
 	}
 }
 
-// subscribers are the devices whose command topic one of filters matches;
-// c.mu is held. A filter that names a device (no wildcard in its id) is
-// looked up, not matched against every device.
-func (c *Commands) subscribers(filters []string) []string {
+// subscribers are the devices whose command topic one of subs matches
+// with QoS 1 or 2; c.mu is held. A filter that names a device (no wildcard
+// in its id) is looked up; one that cannot match a command topic (its
+// first level is not "devices", "+" or "#") is passed over; others are
+// matched against every device.
+func (c *Commands) subscribers(subs []brokerlog.Subscription) []string {
 	var out []string
-	for _, f := range filters {
-		if id, ok := deviceOfTopic(f); ok && !strings.ContainsAny(id, "+#") {
-			if d := c.devs[id]; d != nil && topicMatch(f, d.topic) && !slices.Contains(out, id) {
-				out = append(out, id)
+	add := func(id string) {
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	for _, s := range subs {
+		if s.QoS != 1 && s.QoS != 2 {
+			continue // QoS 0: receipts cannot be seen; 128: refused
+		}
+		first, _, _ := strings.Cut(s.Topic, "/")
+		if first != "devices" && first != "+" && first != "#" {
+			continue
+		}
+		if id, ok := deviceOfTopic(s.Topic); ok && !strings.ContainsAny(id, "+#") {
+			if d := c.devs[id]; d != nil && topicMatch(s.Topic, d.topic) {
+				add(id)
 			}
 			continue
 		}
 		for _, id := range c.ids {
-			if topicMatch(f, c.devs[id].topic) && !slices.Contains(out, id) {
-				out = append(out, id)
+			if topicMatch(s.Topic, c.devs[id].topic) {
+				add(id)
 			}
 		}
 	}
 	return out
 }
 
-// Settled reports whether every command sent to a device since it last
-// had a command again after a heal has been received: nothing it can
-// receive is in flight.
-func (c *Commands) Settled() bool {
+// Settled reports whether no command is in flight to a device that
+// listens again: every one sent before cutoff, and less than an interval
+// ago, has been received. It brings the sender back if the broker dropped
+// it, since the broker is up while a cycle settles.
+func (c *Commands) Settled(cutoff time.Time) bool {
 	if c == nil {
 		return true
+	}
+	if !c.back() {
+		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range c.devs {
-		if d.pending || len(d.log.received) == 0 {
+		if !d.listens || d.pending {
 			continue
 		}
-		back := d.log.received[len(d.log.received)-1].at
-		got := map[int64]bool{}
-		for _, r := range d.log.received {
-			got[r.seq] = true
-		}
-		for _, s := range d.log.sent {
-			if s.at.After(back) && !got[s.seq] && time.Since(s.at) < c.interval {
+		for _, s := range d.waiting {
+			if s.at.Before(cutoff) && time.Since(s.at) < c.spec.Interval {
 				return false
 			}
 		}
@@ -354,8 +472,7 @@ func (c *Commands) ReceivedSince(t time.Time) bool {
 	return true
 }
 
-// log returns a copy of device id's log; listens is as the run knows it
-// now.
+// log returns a copy of device id's log.
 func (c *Commands) log(id string) c2dLog {
 	if c == nil {
 		return c2dLog{}
@@ -370,27 +487,35 @@ func (c *Commands) log(id string) c2dLog {
 	l.listens = d.listens
 	l.sent, l.received = slices.Clone(l.sent), slices.Clone(l.received)
 	l.subscribes, l.connacks = slices.Clone(l.subscribes), slices.Clone(l.connacks)
+	l.senderBack = slices.Clone(c.backs)
 	return l
 }
 
-// Forget drops what happened before t.
+// Forget drops what happened before t, and ends the fast cadence: a device
+// still waiting for a command when its cycle ended gets them at the usual
+// cadence again.
 func (c *Commands) Forget(t time.Time) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.backs = slices.DeleteFunc(c.backs, func(at time.Time) bool { return at.Before(t) })
 	for _, d := range c.devs {
+		d.pending = false
 		old := map[int64]bool{}
-		for _, s := range d.log.sent {
-			if s.at.Before(t) {
-				old[s.seq] = true
+		for seq, h := range d.handed {
+			if h.at.Before(t) {
+				old[seq] = true
+				delete(d.handed, seq)
+				delete(d.waiting, seq)
 			}
 		}
 		d.log.sent = slices.DeleteFunc(d.log.sent, func(s sentCmd) bool { return old[s.seq] })
 		d.log.received = slices.DeleteFunc(d.log.received, func(r receipt) bool { return r.at.Before(t) || old[r.seq] })
 		d.log.subscribes = slices.DeleteFunc(d.log.subscribes, func(at time.Time) bool { return at.Before(t) })
 		d.log.connacks = slices.DeleteFunc(d.log.connacks, func(s sessionAt) bool { return s.at.Before(t) })
+		d.log.unmatched = 0
 		for k, seq := range d.digests {
 			if old[seq] {
 				delete(d.digests, k)
@@ -418,23 +543,27 @@ func topicMatch(f, topic string) bool {
 
 // downstreamOf fills c's downstream fields from what is known of the
 // device's commands (cmds), with m's moments; reconnected is when the
-// device reconnected (zero if it did not), ready when the broker was back
-// for it. Definitions (README "Timeline"):
+// device reconnected (zero if it did not). c.ReadyAt, c.FirstC2DAt (from
+// firstCommand) and, for our own devices, c.Session must be set.
+// Definitions (README "Timeline"):
 //
 //   - resubscribed_at: the first SUBSCRIBE to its commands the broker saw
 //     from the heal on (a client may take its commands on a connection of
 //     its own, which can come back before the one it publishes on).
-//   - session: the broker's first CONNACK to it from the heal on, if it
-//     reconnected: SessionResumed when the broker had its session.
-//   - first_c2d_at: the first command it received from the heal on (set
-//     by firstCommand, before ready_at is known).
-//   - c2d_sent: commands sent to it in [Start, End); c2d_received: those
-//     of them received, once or more; c2d_duplicated: the extra copies;
-//     c2d_lost: those of them sent while it demonstrably listened, and
-//     never received: from the first command it received in the cycle
-//     until we began injecting the fault, and from first_c2d_at on. What
-//     was sent otherwise, while it had no subscription or the broker was
-//     going away, the broker drops by design.
+//   - commands_back_at: when the sender's own connection came back from the
+//     heal on (zero when it kept it): downstream counts from it, if later
+//     than ready_at, since no command could be sent before.
+//   - session: seen from the broker, its first CONNACK to the device from
+//     the heal on, if it reconnected.
+//   - c2d_sent: commands the broker acknowledged to the sender that were
+//     handed over in [Start, End); c2d_received: those of them received,
+//     once or more; c2d_duplicated: the extra copies; c2d_lost: those of
+//     them sent while it demonstrably listened, and never received: from
+//     the first command it received in the cycle until we began injecting
+//     the fault, and from first_c2d_at on; and, when the broker kept its
+//     session (SessionResumed), in between too, since the broker then
+//     queues them. What was sent otherwise, while it had no subscription
+//     or the broker was going away, the broker drops by design.
 func downstreamOf(c *Cycle, cmds c2dLog, m Marks, reconnected time.Time) {
 	c.Listens = cmds.listens
 	from := m.healFrom()
@@ -444,13 +573,16 @@ func downstreamOf(c *Cycle, cmds c2dLog, m Marks, reconnected time.Time) {
 			break
 		}
 	}
-	if !reconnected.IsZero() {
+	for _, at := range cmds.senderBack {
+		if !from.IsZero() && !at.Before(from) {
+			c.CommandsBackAt = ns(at)
+			break
+		}
+	}
+	if c.Session == "" && !reconnected.IsZero() {
 		for _, s := range cmds.connacks {
 			if !from.IsZero() && !s.at.Before(from) {
-				c.Session = SessionNew
-				if s.present {
-					c.Session = SessionResumed
-				}
+				c.Session = sessionName(s.present)
 				break
 			}
 		}
@@ -459,15 +591,17 @@ func downstreamOf(c *Cycle, cmds c2dLog, m Marks, reconnected time.Time) {
 	for _, r := range cmds.received {
 		got[r.seq]++
 	}
-	// When it listened: from its first receipt in the cycle up to Inject,
-	// and from first_c2d_at on.
 	listenedFrom := firstCommand(cmds, m.Start)
 	backAt := m.End
 	if c.FirstC2DAt != 0 {
 		backAt = time.Unix(0, c.FirstC2DAt)
 	}
+	kept := c.Session == SessionResumed
 	listened := func(at time.Time) bool {
-		return (!listenedFrom.IsZero() && !at.Before(listenedFrom) && at.Before(m.Inject)) || !at.Before(backAt)
+		if listenedFrom.IsZero() || at.Before(listenedFrom) {
+			return false
+		}
+		return at.Before(m.Inject) || kept || !at.Before(backAt)
 	}
 	for _, s := range cmds.sent {
 		if s.at.Before(m.Start) || !s.at.Before(m.End) {
@@ -481,6 +615,14 @@ func downstreamOf(c *Cycle, cmds c2dLog, m Marks, reconnected time.Time) {
 			c.C2DLost++
 		}
 	}
+}
+
+// sessionName is the Session value of a CONNACK's session-present flag.
+func sessionName(present bool) string {
+	if present {
+		return SessionResumed
+	}
+	return SessionNew
 }
 
 // firstCommand is the first command received at or after from.

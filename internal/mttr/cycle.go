@@ -28,7 +28,8 @@ type Cycle struct {
 	// Downstream: commands (cloud-to-device messages) sent to the device.
 	Listens        bool   // the device subscribes to its commands (an external client may not: "no downstream")
 	ResubscribedAt int64  // its first SUBSCRIBE to its commands from the heal on, as the broker saw it
-	FirstC2DAt     int64  // the first command it received from ready_at on
+	CommandsBackAt int64  // our sender of commands had its connection back after the heal; 0 if it kept it
+	FirstC2DAt     int64  // the first command it received from the heal on
 	Session        string // after it reconnected, whether the broker had its session: SessionResumed or SessionNew; empty when it did not reconnect
 	C2DSent        int    // commands sent to it in the cycle
 	C2DReceived    int    // of those, received (once or more)
@@ -90,13 +91,16 @@ func (c Cycle) BackAt() int64 {
 func (c Cycle) Path() (time.Duration, bool) { return span(c.BackAt(), c.ReadyAt) }
 
 // Downstream is how long, once the broker was back, the device took to
-// receive a command again: ready_at to first_c2d_at. Absent for a device
-// that does not listen.
+// receive a command again: from ready_at, or from commands_back_at when our
+// sender of commands was back only later (nothing could be sent before),
+// to first_c2d_at. A command that waited in a frozen broker can arrive a
+// few milliseconds before the probe's answer: it is then slightly below
+// zero. Absent for a device that does not listen.
 func (c Cycle) Downstream() (time.Duration, bool) {
-	if !c.Listens {
+	if !c.Listens || c.ReadyAt == 0 {
 		return 0, false
 	}
-	return span(c.ReadyAt, c.FirstC2DAt)
+	return span(max(c.ReadyAt, c.CommandsBackAt), c.FirstC2DAt)
 }
 
 // UpstreamRecovered reports whether the device had a message acknowledged
@@ -120,6 +124,10 @@ func (c Cycle) DownstreamRecovered() bool {
 // Recovered reports whether both directions were back: the device's
 // messages were acknowledged again, and it received commands again.
 func (c Cycle) Recovered() bool { return c.UpstreamRecovered() && c.DownstreamRecovered() }
+
+// Deaf reports a device whose messages were acknowledged again while its
+// commands did not come back.
+func (c Cycle) Deaf() bool { return c.UpstreamRecovered() && !c.DownstreamRecovered() }
 
 // notRecovered says which direction did not come back within end − healed
 // ("not recovered within 2m0s"), or nothing when both did.

@@ -28,9 +28,10 @@ const (
 
 // obs is one timestamped observation of a device.
 type obs struct {
-	kind obsKind
-	at   time.Time
-	seq  int64
+	kind    obsKind
+	at      time.Time
+	seq     int64
+	session bool // of obsConnected: the broker had the device's session
 }
 
 // driver runs one device: it publishes on a timer, publishes at once after
@@ -55,8 +56,12 @@ type driver struct {
 }
 
 func (d *driver) record(kind obsKind, at time.Time, seq int64) {
+	d.recordObs(obs{kind: kind, at: at, seq: seq})
+}
+
+func (d *driver) recordObs(o obs) {
 	d.mu.Lock()
-	d.log = append(d.log, obs{kind, at, seq})
+	d.log = append(d.log, o)
 	d.mu.Unlock()
 	d.notify()
 }
@@ -105,7 +110,7 @@ func (d *driver) run(ctx context.Context) {
 			case device.Connecting:
 				d.record(obsAttempt, e.At, 0)
 			case device.Connected:
-				d.record(obsConnected, e.At, 0)
+				d.recordObs(obs{kind: obsConnected, at: e.At, session: e.SessionPresent})
 				if d.lostAt.Swap(0) != 0 {
 					d.publish(ctx) // do not let the timer inflate recovery
 				}
@@ -185,7 +190,7 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 		for i, d := range devices {
 			ids[i] = d.Identity
 		}
-		if f.cmds, err = StartCommands(ctx, spec.Cloud, ids, spec.CommandInterval, true, notify); err != nil {
+		if f.cmds, err = StartCommands(ctx, CommandsSpec{Sender: spec.Cloud, Devices: ids, Interval: spec.CommandInterval, Notify: notify}); err != nil {
 			vdev.Close()
 			return nil, err
 		}
@@ -361,10 +366,11 @@ func (f *Fleet) Recovered(t time.Time) bool {
 
 // Settled reports whether no message is in flight and the verifier has
 // caught up: it has seen every acknowledged message except those it had
-// already missed when the previous cycle ended (missed). A verifier that is
-// away is brought back (see verifier.back).
-func (f *Fleet) Settled(_ time.Time, qos byte, missed int64) bool {
-	if f.inflight() > 0 || !f.verifier.back() || !f.cmds.Settled() {
+// already missed when the previous cycle ended (missed); and no command
+// sent before cutoff is in flight. A verifier that is away is brought back
+// (see verifier.back).
+func (f *Fleet) Settled(_, cutoff time.Time, qos byte, missed int64) bool {
+	if f.inflight() > 0 || !f.verifier.back() || !f.cmds.Settled(cutoff) {
 		return false
 	}
 	return qos == 0 || f.Unverified() <= missed

@@ -51,9 +51,9 @@ type Devices interface {
 	// Recovered reports whether every device has had a PUBACK after t.
 	Recovered(t time.Time) bool
 	// Settled reports whether nothing the devices sent since since is in
-	// flight any more; missed is what Unverified was when the previous
-	// cycle ended.
-	Settled(since time.Time, qos byte, missed int64) bool
+	// flight any more, nor any command sent before cutoff; missed is what
+	// Unverified was when the previous cycle ended.
+	Settled(since, cutoff time.Time, qos byte, missed int64) bool
 	// Unverified counts acknowledged messages the verifier never saw.
 	Unverified() int64
 	// Rows builds cycle n's row for every device.
@@ -262,7 +262,8 @@ func awaitRecovery(ctx context.Context, fault Fault, fleet Devices, healed time.
 func settle(ctx context.Context, fleet Devices, plan Plan, since time.Time, missed int64) {
 	t := time.NewTimer(plan.SettleTimeout)
 	defer t.Stop()
-	for !fleet.Settled(since, plan.QoS, missed) {
+	cutoff := time.Now()
+	for !fleet.Settled(since, cutoff, plan.QoS, missed) {
 		select {
 		case <-fleet.Changed():
 		case <-t.C:

@@ -45,9 +45,9 @@ func (s *Summary) add(rows []Cycle) {
 		}
 		if !r.Recovered() {
 			s.NotRecovered++
-			if r.UpstreamRecovered() {
-				s.Deaf++
-			}
+		}
+		if r.Deaf() {
+			s.Deaf++
 		}
 		if d, ok := r.Detection(); ok {
 			s.Detections = append(s.Detections, d)

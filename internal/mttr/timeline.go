@@ -73,9 +73,9 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 //   - last_ack_before_at: its last PUBACK before Inject.
 //   - reconnect_attempts: attempts it started after losing the connection
 //     and before it got it back.
-//   - first_c2d_at: the first command it received from the heal on (which
-//     also shows the broker answering through its path, for ready_at);
-//     the other downstream fields as downstreamOf defines them.
+//   - session: the session-present flag of the CONNACK that reconnected it.
+//   - first_c2d_at: the first command it received from the heal on; the
+//     other downstream fields as downstreamOf defines them.
 //
 // "From the heal on" is from when we began healing (Marks.healFrom). Messages
 // count in the cycle they were published in, [Start, End).
@@ -84,6 +84,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 	from := m.healFrom()
 	var lost, reconnected, firstAck, lastAckBefore, deviceReady, attempt time.Time
 	attempts := 0
+	session := ""
 	for _, o := range log {
 		switch o.kind {
 		case obsLost:
@@ -98,7 +99,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 		case obsConnected:
 			if !from.IsZero() && !o.at.Before(from) {
 				if !lost.IsZero() && reconnected.IsZero() {
-					reconnected = o.at
+					reconnected, session = o.at, sessionName(o.session)
 				}
 				deviceReady = earliest(deviceReady, o.at)
 			}
@@ -112,12 +113,11 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 			}
 		}
 	}
-	firstC2D := firstCommand(cmds, from)
-	ready := m.readyFor(earliest(deviceReady, firstC2D), reconnected, attempt)
+	ready := m.readyFor(deviceReady, reconnected, attempt)
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt = ns(lost), ns(reconnected), ns(firstAck)
 	c.LastAckBeforeAt, c.ReadyAt = ns(lastAckBefore), ns(ready)
 	c.ReconnectAttempts = attempts
-	c.FirstC2DAt = ns(firstC2D)
+	c.FirstC2DAt, c.Session = ns(firstCommand(cmds, from)), session
 	downstreamOf(&c, cmds, m, reconnected)
 
 	var seqs []int64

@@ -2,6 +2,7 @@ package mttr
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -64,18 +65,19 @@ func (w *Watch) ConnectCommands(ctx context.Context, cfg device.Config, interval
 	for i, id := range w.ids {
 		ids[i] = device.Identity{DeviceID: id}
 	}
-	cmds, err := StartCommands(ctx, cfg, ids, interval, false, w.notify)
+	cmds, err := StartCommands(ctx, CommandsSpec{Sender: cfg, Devices: ids, Interval: interval, SeenFromBroker: true, Notify: w.notify})
 	if err != nil {
 		return err
 	}
 	w.mu.Lock()
 	w.cmds = cmds
-	evs := w.events
+	var seen []brokerlog.Event // what the broker saw of them so far
+	for _, id := range w.ids {
+		seen = append(seen, w.events[id]...)
+	}
 	w.mu.Unlock()
-	for _, id := range w.ids { // what the broker saw of them so far
-		for _, e := range evs[id] {
-			cmds.Observe(e)
-		}
+	for _, e := range seen {
+		cmds.Observe(e)
 	}
 	return nil
 }
@@ -144,23 +146,28 @@ func (w *Watch) Nudge() {
 // client at or after t, and every client that listens has acknowledged a
 // command since.
 func (w *Watch) Recovered(t time.Time) bool {
+	return w.Published(t) && w.commands().ReceivedSince(t)
+}
+
+// Published reports whether the broker has received a PUBLISH from every
+// client at or after t.
+func (w *Watch) Published(t time.Time) bool {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	for _, id := range w.ids {
 		if w.lastPub[id].Before(t) {
-			w.mu.Unlock()
 			return false
 		}
 	}
-	cmds := w.cmds
-	w.mu.Unlock()
-	return cmds.ReceivedSince(t)
+	return true
 }
 
 // Settled reports whether the verifier has received every message the
-// broker received from the clients since since. What is in flight inside a
-// client is invisible.
-func (w *Watch) Settled(since time.Time, _ byte, _ int64) bool {
-	if !w.commands().Settled() {
+// broker received from the clients since since, and no command sent
+// before cutoff is in flight. What is in flight inside a client is
+// invisible.
+func (w *Watch) Settled(since, cutoff time.Time, _ byte, _ int64) bool {
+	if !w.commands().Settled(cutoff) {
 		return false
 	}
 	if w.verifier == nil {
@@ -232,7 +239,8 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 			}
 			return w.verifier.take(id, digests)
 		}
-		row := brokerTimeline(n, id, w.events[id], delivered, m, w.cmds.log(id))
+		cmds := w.cmds.log(id)
+		row := brokerTimeline(n, id, w.events[id], delivered, m, cmds)
 		notes := w.exits[id]
 		delete(w.exits, id)
 		switch {
@@ -240,6 +248,9 @@ func (w *Watch) Rows(n int, m Marks, note string) []Cycle {
 			notes = append([]string{note}, notes...)
 		case row.notRecovered(m) != "":
 			notes = append([]string{row.notRecovered(m)}, notes...)
+		}
+		if cmds.unmatched > 0 {
+			notes = append(notes, fmt.Sprintf("%d acknowledgements of commands that match none sent", cmds.unmatched))
 		}
 		row.Error = strings.Join(notes, "; ")
 		rows = append(rows, row)
@@ -303,10 +314,9 @@ func brokerTimeline(n int, id string, evs []brokerlog.Event, delivered func(dige
 			}
 		}
 	}
-	firstC2D := firstCommand(cmds, from)
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt, c.LastAckBeforeAt = ns(lost), ns(reconnected), ns(firstAck), ns(lastBefore)
-	c.ReadyAt = ns(m.readyFor(earliest(earliest(reconnected, firstAck), firstC2D), reconnected, time.Time{}))
-	c.FirstC2DAt = ns(firstC2D)
+	c.ReadyAt = ns(m.readyFor(earliest(reconnected, firstAck), reconnected, time.Time{}))
+	c.FirstC2DAt = ns(firstCommand(cmds, from))
 	downstreamOf(&c, cmds, m, reconnected)
 	c.Delivered = delivered(published(evs, m.Start, m.End))
 	return c

@@ -158,11 +158,11 @@ func TestWatchDeliveredByDigest(t *testing.T) {
 	pub(990, "m3") // just before the cycle ends; its copy arrives after
 	got(101, "m1")
 	got(201, "m2")
-	if w.Settled(t0, 1, 0) {
+	if w.Settled(t0, time.Now(), 1, 0) {
 		t.Error("settled while m3 has not reached the verifier")
 	}
 	got(1_005, "m3")
-	if !w.Settled(t0, 1, 0) {
+	if !w.Settled(t0, time.Now(), 1, 0) {
 		t.Error("not settled after every copy arrived")
 	}
 	rows := w.Rows(1, Marks{Start: t0, Inject: t0.Add(500 * time.Millisecond), HealedAt: t0.Add(900 * time.Millisecond), End: t0.Add(time.Second)}, "")

@@ -211,7 +211,7 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
 	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
 	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "published", "acknowledged", "delivered", "lost",
-	"duplicated", "listens", "resubscribed_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
+	"duplicated", "listens", "resubscribed_at", "commands_back_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
 	"c2d_duplicated", "error"}
 
 // writeCSV writes one row per cycle and device of runs; empty cells are NULL.
@@ -228,7 +228,7 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
 				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated),
-				strconv.FormatBool(c.Listens), ts(c.ResubscribedAt), ts(c.FirstC2DAt), c.Session, msCell(c.Downstream()),
+				strconv.FormatBool(c.Listens), ts(c.ResubscribedAt), ts(c.CommandsBackAt), ts(c.FirstC2DAt), c.Session, msCell(c.Downstream()),
 				strconv.Itoa(c.C2DSent), strconv.Itoa(c.C2DReceived), strconv.Itoa(c.C2DLost), strconv.Itoa(c.C2DDuplicated), c.Error}
 			if err := cw.Write(rec); err != nil {
 				return err
@@ -320,6 +320,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		Duplicated        int      `json:"duplicated"`
 		Listens           bool     `json:"listens"`
 		ResubscribedAt    *int64   `json:"resubscribed_at"`
+		CommandsBackAt    *int64   `json:"commands_back_at"`
 		FirstC2DAt        *int64   `json:"first_c2d_at"`
 		Session           string   `json:"session,omitempty"`
 		DownstreamMS      *float64 `json:"downstream_ms"`
@@ -332,5 +333,5 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		t(c.ReconnectedAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
 		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
-		c.Listens, t(c.ResubscribedAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})
+		c.Listens, t(c.ResubscribedAt), t(c.CommandsBackAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})
 }

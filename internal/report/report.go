@@ -266,9 +266,9 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 			s.Recovered++
 		} else {
 			s.NotRecovered++
-			if c.UpstreamRecovered() {
-				s.Deaf++
-			}
+		}
+		if c.Deaf() {
+			s.Deaf++
 		}
 		s.C2DSent += c.C2DSent
 		s.C2DReceived += c.C2DReceived

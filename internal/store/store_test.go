@@ -46,7 +46,7 @@ func TestRunLifecycle(t *testing.T) {
 			ListeningAt: 2_080_000_000, HeldUntilAt: 2_090_000_000, ReadyAt: 2_100_000_000,
 			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
 			Published: 4, Acknowledged: 4, Delivered: 4,
-			Listens: true, ResubscribedAt: 2_605_000_000, FirstC2DAt: 2_610_000_000, Session: mttr.SessionNew,
+			Listens: true, ResubscribedAt: 2_605_000_000, CommandsBackAt: 2_102_000_000, FirstC2DAt: 2_610_000_000, Session: mttr.SessionNew,
 			C2DSent: 5, C2DReceived: 3, C2DLost: 1, C2DDuplicated: 1},
 		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "interrupted before recovery", Interrupted: true},
 	}
@@ -258,8 +258,10 @@ func TestGeneratedColumnsMirrorMethods(t *testing.T) {
 	deaf.FirstC2DAt = 0
 	noDownstream := full
 	noDownstream.Listens = false
+	senderLate := full
+	senderLate.CommandsBackAt = 2.1e9
 	var rows []mttr.Cycle
-	for i, c := range []mttr.Cycle{full, resumed, deaf, noDownstream, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
+	for i, c := range []mttr.Cycle{full, resumed, deaf, noDownstream, senderLate, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
 		c.Cycle, c.Device = 1, fmt.Sprintf("d-%d", i)
 		rows = append(rows, c)
 	}

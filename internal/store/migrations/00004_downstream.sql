@@ -6,13 +6,17 @@
 --                   external client that never does has no downstream
 --   resubscribed_at its first SUBSCRIBE to them from the heal on, as
 --                   the broker saw it
+--   commands_back_at the sender of commands had its connection back after
+--                   the heal (NULL when it kept it)
 --   first_c2d_at    the first command it received from the heal on
 --   session         after it reconnected: 'resumed' when the broker had
 --                   its session, 'new' when it had none
 --   c2d_sent, c2d_received, c2d_lost, c2d_duplicated  counts of the cycle
---   downstream_ms   first_c2d_at - ready_at
+--   downstream_ms   first_c2d_at - ready_at, or - commands_back_at when
+--                   that is later (no command could be sent before)
 ALTER TABLE cycles ADD COLUMN listens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN resubscribed_at INTEGER;
+ALTER TABLE cycles ADD COLUMN commands_back_at INTEGER;
 ALTER TABLE cycles ADD COLUMN first_c2d_at INTEGER;
 ALTER TABLE cycles ADD COLUMN session TEXT;
 ALTER TABLE cycles ADD COLUMN c2d_sent INTEGER NOT NULL DEFAULT 0;
@@ -20,7 +24,7 @@ ALTER TABLE cycles ADD COLUMN c2d_received INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN c2d_lost INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN c2d_duplicated INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN downstream_ms REAL
-    GENERATED ALWAYS AS (CASE WHEN listens = 1 THEN (first_c2d_at - ready_at) / 1e6 END) VIRTUAL;
+    GENERATED ALWAYS AS (CASE WHEN listens = 1 THEN (first_c2d_at - max(ready_at, coalesce(commands_back_at, 0))) / 1e6 END) VIRTUAL;
 
 -- +goose Down
 ALTER TABLE cycles DROP COLUMN downstream_ms;
@@ -30,5 +34,6 @@ ALTER TABLE cycles DROP COLUMN c2d_received;
 ALTER TABLE cycles DROP COLUMN c2d_sent;
 ALTER TABLE cycles DROP COLUMN session;
 ALTER TABLE cycles DROP COLUMN first_c2d_at;
+ALTER TABLE cycles DROP COLUMN commands_back_at;
 ALTER TABLE cycles DROP COLUMN resubscribed_at;
 ALTER TABLE cycles DROP COLUMN listens;
