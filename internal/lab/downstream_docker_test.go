@@ -77,8 +77,7 @@ func TestDockerDownstreamPaho(t *testing.T) {
 // recovers on its upstream alone.
 func TestDockerDownstreamExternal(t *testing.T) {
 	dockertest.Engine(t)
-	commands := pythonClient(t, "paho_commands.py")
-	silent := pythonClient(t, "paho_client.py")
+	client := pythonClient(t, "paho_client.py")
 	base, _ := newLab(t, "localhost")
 	build(t, base)
 	for _, tt := range []struct {
@@ -86,9 +85,9 @@ func TestDockerDownstreamExternal(t *testing.T) {
 		listens   bool
 		back      bool
 	}{
-		{"resubscribes", commands, true, true},
-		{"subscribes once", "RESUBSCRIBE=0 " + commands, true, false},
-		{"never subscribes", silent, false, true},
+		{"resubscribes", "COMMANDS=onconnect " + client, true, true},
+		{"subscribes once", "COMMANDS=once " + client, true, false},
+		{"never subscribes", client, false, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			l := downstreamRun(t, base)

@@ -15,19 +15,7 @@ import (
 // TestDownstreamRules has a case for every downstream rule of the README's
 // Timeline section; each fails when its rule breaks.
 func TestDownstreamRules(t *testing.T) {
-	t0 := time.Unix(1_800_000_000, 0)
-	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	ms := func(ns int64) int {
-		if ns == 0 {
-			return 0
-		}
-		return int(time.Duration(ns-t0.UnixNano()) / time.Millisecond)
-	}
-	// Inject at 10 s, the fault at 10.005 s, healing began at 17 s and
-	// returned at 17.05 s, the probe's CONNACK came at 17.2 s; the cycle
-	// ended at 18 s.
-	m := Marks{Start: at(0), Inject: at(10_000), FaultAt: at(10_005), Heal: at(17_000), HealedAt: at(17_050),
-		ProbeAt: at(17_200), End: at(18_000)}
+	_, at, ms, m := ruleClock()
 	o := func(kind obsKind, ms int) obs { return obs{kind: kind, at: at(ms)} }
 	// A device that lost its connection, reconnected at 17.3 s and had its
 	// first PUBACK at 17.31 s.

@@ -7,21 +7,28 @@ import (
 	"github.com/mttrlab/mttr/internal/brokerlog"
 )
 
-// TestTimelineRules has a case for every rule of the README's Timeline
-// section; each fails when its rule breaks.
-func TestTimelineRules(t *testing.T) {
-	t0 := time.Unix(1_800_000_000, 0)
-	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	ms := func(ns int64) int {
+// ruleClock is the clock of the timeline rules' tests: t0, at(ms) after
+// it, and ms(ns) back; and a cycle in which we began injecting at 10 s, the
+// fault took effect at 10.005 s, healing began at 17 s and returned at
+// 17.05 s, the probe's CONNACK came at 17.2 s, and which ended at 18 s.
+func ruleClock() (t0 time.Time, at func(int) time.Time, ms func(int64) int, m Marks) {
+	t0 = time.Unix(1_800_000_000, 0)
+	at = func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ms = func(ns int64) int {
 		if ns == 0 {
 			return 0
 		}
 		return int(time.Duration(ns-t0.UnixNano()) / time.Millisecond)
 	}
-	// Inject at 10 s, the fault took effect at 10.005 s, healing began at
-	// 17 s and returned at 17.05 s, the probe's CONNACK came at 17.2 s.
-	m := Marks{Start: at(0), Inject: at(10_000), FaultAt: at(10_005), Heal: at(17_000), HealedAt: at(17_050),
+	m = Marks{Start: at(0), Inject: at(10_000), FaultAt: at(10_005), Heal: at(17_000), HealedAt: at(17_050),
 		ProbeAt: at(17_200), End: at(18_000)}
+	return t0, at, ms, m
+}
+
+// TestTimelineRules has a case for every rule of the README's Timeline
+// section; each fails when its rule breaks.
+func TestTimelineRules(t *testing.T) {
+	_, at, ms, m := ruleClock()
 	o := func(kind obsKind, ms int, seq int64) obs { return obs{kind: kind, at: at(ms), seq: seq} }
 	none := func([]int64) map[int64]int { return nil }
 	tests := []struct {

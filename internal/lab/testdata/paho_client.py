@@ -3,7 +3,11 @@
 
 It reads the MTTR_* contract from its environment, connects over TLS
 trusting only MTTR_CA_FILE, publishes telemetry with QoS 1 every second
-and lets paho reconnect on its own.
+and lets paho reconnect on its own. COMMANDS says what it does about its
+commands (MTTR_C2D_TOPIC): "onconnect" subscribes with QoS 1 in its
+on-connect handler, so after every reconnect, as an IoT device SDK does;
+"once" on its first connection only, as a naive application does (with a
+clean session it is deaf after a reconnect); unset, it never subscribes.
 """
 import json
 import os
@@ -17,6 +21,7 @@ port = int(os.environ["MTTR_BROKER_PORT"])
 device = os.environ["MTTR_DEVICE_ID"]
 topic = os.environ["MTTR_TOPIC"]
 keep_alive = int(os.environ["MTTR_KEEP_ALIVE_SECONDS"])
+commands = os.environ.get("COMMANDS", "")
 
 try:  # paho-mqtt 2.x
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device)
@@ -26,6 +31,23 @@ tls = ssl.create_default_context(cafile=os.environ["MTTR_CA_FILE"])
 client.tls_set_context(tls)
 client.username_pw_set(f"{host}/{device}/?api-version=2021-04-12")
 client.reconnect_delay_set(min_delay=1, max_delay=2)
+
+subscribed = False
+
+
+def on_connect(c, userdata, flags, *rest):
+    global subscribed
+    if commands == "onconnect" or (commands == "once" and not subscribed):
+        c.subscribe(os.environ["MTTR_C2D_TOPIC"], qos=1)
+        subscribed = True
+
+
+def on_message(c, userdata, msg):
+    print(f"{device}: command on {msg.topic}: {msg.payload.decode(errors='replace')}", flush=True)
+
+
+client.on_connect = on_connect
+client.on_message = on_message
 client.connect_async(host, port, keepalive=keep_alive)
 client.loop_start()
 print(f"{device}: publishing to {topic} on {host}:{port}", flush=True)
