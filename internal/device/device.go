@@ -228,6 +228,15 @@ func (d *Device) Connect(ctx context.Context) error {
 	return nil
 }
 
+// ConnackAt is when the newest connection's CONNACK arrived, as read from
+// the socket; zero before the first one.
+func (d *Device) ConnackAt() time.Time {
+	if at := d.connackAt.Load(); at != 0 {
+		return time.Unix(0, at)
+	}
+	return time.Time{}
+}
+
 // IsConnectionOpen reports whether the device has a live connection now
 // (paho's IsConnected is also true while it reconnects).
 func (d *Device) IsConnectionOpen() bool { return d.client.IsConnectionOpen() }

@@ -161,7 +161,7 @@ func TestFleetFits(t *testing.T) {
 		{1000000, false, m, "at most 19744"},
 		{20000, false, host.Limits{Files: 1 << 20, Ports: 20256}, ""},
 		{20001, false, host.Limits{Files: 1 << 20, Ports: 20256}, "MTTR_DEVICES=20001: this machine can run at most 20000: each device needs a local port toward the broker, and the range has 20256"},
-		{20001, false, host.Limits{Files: 1 << 20, Available: 1 << 30}, "each device takes about 120 KiB of memory, and 1.0 GiB is available"},
+		{20001, false, host.Limits{Files: 1 << 20, Available: 1 << 30}, "each device takes about 140 KiB of memory, and 1.0 GiB is available"},
 		{20001, true, host.Limits{Files: 1 << 20, Available: 1 << 30}, ""}, // an external client's memory is its own
 		{1000000, false, host.Limits{}, ""}, // nothing known: nothing refused
 	} {

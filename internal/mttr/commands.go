@@ -46,11 +46,13 @@ type CommandsSpec struct {
 // Commands is the cloud side of the downstream. Its own connection sends
 // every device a command (a cloud-to-device message with QoS 1 on its
 // command topic, carrying a sequence number) every interval, and after
-// each heal faster until the device has received one again: to every
-// device the moment the broker answers again (and the sender is back), to
-// a device the moment it reconnects or subscribes again, and otherwise
-// after 20 ms, 40 ms, ... up to 200 ms, so that the cadence is not what is
-// measured. Publishing happens on one goroutine of its own, never under a
+// each heal faster until the device has received one again, so that the
+// cadence is not what is measured: to every device the moment the broker
+// answers again (and the sender is back); to a device the moment it
+// reconnects or subscribes again, and from then on after 20 ms, 40 ms, ...
+// up to 200 ms. A device not seen back gets them at the usual cadence:
+// commands to a fleet still in its backoff would only load the broker the
+// devices are reconnecting to. Publishing happens on one goroutine of its own, never under a
 // lock and never in the callers. A command counts as sent once the broker
 // acknowledged it. It keeps what it sent and what was received, and what
 // the broker saw of each device's subscriptions and sessions, for the
@@ -81,6 +83,7 @@ type downstream struct {
 	waiting map[int64]sentCmd // sent and not received yet
 
 	pending bool // a heal happened and nothing was received since
+	seen    bool // pending, and it was seen reconnecting or subscribing: the fast cadence
 	step    time.Duration
 	next    time.Time
 }
@@ -211,7 +214,7 @@ func (c *Commands) due(now time.Time) []outgoing {
 		if now.Before(d.next) {
 			continue
 		}
-		if d.pending {
+		if d.seen {
 			d.step = min(2*d.step, fastCap, c.spec.Interval)
 		} else {
 			d.step = c.spec.Interval
@@ -252,12 +255,12 @@ func (c *Commands) wakeUp() {
 
 // fastLocked makes d due now at the start of the fast cadence; c.mu is held.
 func fastLocked(d *downstream, now time.Time) {
-	d.step, d.next = fastStep/2, now
+	d.seen, d.step, d.next = true, fastStep/2, now
 }
 
-// Nudge starts the fast cadence for every device that listens, after a
-// heal, once the broker answers again: a command to each at once, and the
-// sender brought back if the broker dropped it.
+// Nudge runs after a heal, once the broker answers again: every device
+// that listens waits for a command and gets one at once, and the sender is
+// brought back if the broker dropped it.
 func (c *Commands) Nudge() {
 	if c == nil {
 		return
@@ -266,8 +269,7 @@ func (c *Commands) Nudge() {
 	now := time.Now()
 	for _, d := range c.devs {
 		if d.listens { // one that never subscribed is sent to at the usual cadence
-			d.pending = true
-			fastLocked(d, now)
+			d.pending, d.seen, d.next = true, false, now
 		}
 	}
 	closed := c.closed
@@ -279,14 +281,21 @@ func (c *Commands) Nudge() {
 }
 
 // resume runs when the sender is connected again: every device still
-// waiting gets a command at once.
+// waiting gets a command at once. The sender counts as back from its
+// CONNACK, which under load can be long before its Connect returns: it may
+// publish in between, and a command received before the sender was back
+// would make a negative downstream.
 func (c *Commands) resume() {
 	c.mu.Lock()
 	now := time.Now()
-	c.backs = append(c.backs, now)
+	back := now
+	if at := c.verifier.dev.ConnackAt(); !at.IsZero() && at.Before(now) {
+		back = at
+	}
+	c.backs = append(c.backs, back)
 	for _, d := range c.devs {
 		if d.pending {
-			fastLocked(d, now)
+			d.next = now
 		}
 	}
 	c.mu.Unlock()
@@ -294,7 +303,7 @@ func (c *Commands) resume() {
 }
 
 // poke sends device id a command at once if it is waiting for one since
-// the heal. It never blocks.
+// the heal, and starts its fast cadence. It never blocks.
 func (c *Commands) poke(id string) {
 	if c == nil {
 		return
@@ -326,7 +335,7 @@ func (c *Commands) receipt(id string, seq int64, at time.Time) {
 		d.log.received = append(d.log.received, receipt{seq, at})
 		delete(d.waiting, seq)
 		if d.pending {
-			d.pending = false
+			d.pending, d.seen = false, false
 			d.next = at.Add(c.spec.Interval)
 			clear(d.waiting) // sent before it listened again: the broker dropped what did not arrive
 		}
@@ -502,7 +511,7 @@ func (c *Commands) Forget(t time.Time) {
 	defer c.mu.Unlock()
 	c.backs = slices.DeleteFunc(c.backs, func(at time.Time) bool { return at.Before(t) })
 	for _, d := range c.devs {
-		d.pending = false
+		d.pending, d.seen = false, false
 		old := map[int64]bool{}
 		for seq, h := range d.handed {
 			if h.at.Before(t) {

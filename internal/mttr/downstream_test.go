@@ -226,6 +226,11 @@ func TestRunDownstream(t *testing.T) {
 				if !ok || down > up+100*time.Millisecond || r.C2DLost != 0 || r.C2DDuplicated != 0 || r.Error != "" {
 					t.Errorf("cycle %d %s: downstream %v %v (upstream %v), lost %d, duplicated %d, error %q", r.Cycle, r.Device, down, ok, up, r.C2DLost, r.C2DDuplicated, r.Error)
 				}
+				// The broker restarted, so the sender came back too; from its
+				// CONNACK on, no command can have arrived before it was back.
+				if r.CommandsBackAt == 0 || down < 0 {
+					t.Errorf("cycle %d %s: sender back at %d, downstream %v; want back after the heal and a downstream ≥ 0", r.Cycle, r.Device, r.CommandsBackAt, down)
+				}
 			}
 			if want := map[bool]int{true: 0, false: 6}[resubscribe]; sum.NotRecovered != want || sum.Deaf != want {
 				t.Errorf("summary: not recovered %d, deaf %d; want %d", sum.NotRecovered, sum.Deaf, want)
@@ -293,38 +298,45 @@ func TestCommandsObserve(t *testing.T) {
 }
 
 // TestCommandsCadence follows the sender's schedule on a clock of its own:
-// the usual interval; after a heal (Nudge), at once and then after 20 ms,
-// 40 ms, ... up to 200 ms; a device's reconnect or subscription (poke)
-// sends at once; a receipt goes back to the usual interval.
+// the usual interval; after a heal (Nudge), one at once and then the usual
+// interval while the device is not seen back; its reconnect or
+// subscription (poke) sends at once and then after 20 ms, 40 ms, ... up to
+// 200 ms; a receipt goes back to the usual interval.
 func TestCommandsCadence(t *testing.T) {
 	c := &Commands{spec: CommandsSpec{Interval: time.Second}, devs: map[string]*downstream{}, ids: []string{"a"}}
 	t0 := time.Unix(1_800_000_000, 0)
 	d := &downstream{topic: "devices/a/messages/devicebound/", listens: true, next: t0, handed: map[int64]handed{}, waiting: map[int64]sentCmd{}}
 	c.devs["a"] = d
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
-	sends := func(ms int) int { return len(c.due(at(ms))) }
-	if sends(0) != 1 || sends(999) != 0 || sends(1000) != 1 {
-		t.Fatal("the usual cadence is not one command a second")
-	}
-	// A heal at 1500 ms: at once, then 20, 40, 80, 160, 200, 200 ms apart.
-	c.Nudge()
-	d.next = at(1500) // Nudge used the wall clock; this test's clock is t0's
-	want := []int{1500, 1520, 1560, 1640, 1800, 2000, 2200}
-	for ms := 1500; ms <= 2200; ms++ {
-		got := sends(ms)
-		if expect := map[bool]int{true: 1, false: 0}[slices.Contains(want, ms)]; got != expect {
-			t.Fatalf("at %d ms: %d commands, want %d (fast cadence %v)", ms, got, expect, want)
+	// schedule checks that commands leave at exactly the times in want
+	// (ms) within [from, to].
+	schedule := func(from, to int, want ...int) {
+		t.Helper()
+		for ms := from; ms <= to; ms++ {
+			got := len(c.due(at(ms)))
+			if expect := map[bool]int{true: 1, false: 0}[slices.Contains(want, ms)]; got != expect {
+				t.Fatalf("at %d ms: %d commands, want %d (commands at %v)", ms, got, expect, want)
+			}
 		}
 	}
-	// The device subscribes again at 2250 ms: a command at once, and the
-	// fast cadence from the start.
+	schedule(0, 1499, 0, 1000)
+	// A heal at 1500 ms, the device still in its backoff: one command at
+	// once, then the usual cadence.
+	c.Nudge()
+	d.next = at(1500) // Nudge used the wall clock; this test's clock is t0's
+	schedule(1500, 2249, 1500)
+	// It reconnects at 2250 ms: at once, then 20, 40, 80, 160, 200, 200 ms
+	// apart.
 	c.poke("a")
 	d.next = at(2250)
-	if sends(2250) != 1 || sends(2269) != 0 || sends(2270) != 1 {
-		t.Error("a poke does not send at once and restart the fast cadence")
-	}
-	c.receipt("a", d.seq, at(2275))
-	if d.pending || !d.next.Equal(at(3275)) {
-		t.Errorf("after a receipt: pending %v, next at %v; want the usual cadence, at 3275 ms", d.pending, d.next.Sub(t0))
+	schedule(2250, 2950, 2250, 2270, 2310, 2390, 2550, 2750, 2950)
+	// It subscribes again at 2960 ms: at once, and the fast cadence from
+	// the start.
+	c.poke("a")
+	d.next = at(2960)
+	schedule(2960, 2980, 2960, 2980)
+	c.receipt("a", d.seq, at(2985))
+	if d.pending || d.seen || !d.next.Equal(at(3985)) {
+		t.Errorf("after a receipt: pending %v, fast %v, next at %v; want the usual cadence, at 3985 ms", d.pending, d.seen, d.next.Sub(t0))
 	}
 }

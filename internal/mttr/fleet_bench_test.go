@@ -69,12 +69,29 @@ func benchFleet(b *testing.B, n int, commands bool) {
 		b.ReportMetric(connected.Seconds(), "connect-s")
 		b.ReportMetric(summarize(sum.Recoveries).Median, "recovery-median-ms")
 		b.ReportMetric(summarize(sum.Recoveries).Max, "recovery-max-ms")
+		b.ReportMetric(summarize(afterConnack(got.rows, func(c Cycle) int64 { return c.FirstAckAt })).Median, "ack-after-connack-median-ms")
 		if commands {
 			b.ReportMetric(summarize(sum.Downstreams).Median, "downstream-median-ms")
+			b.ReportMetric(summarize(afterConnack(got.rows, func(c Cycle) int64 { return c.FirstC2DAt })).Median, "c2d-after-connack-median-ms")
 		}
 	}
 	b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
 	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
+}
+
+// afterConnack is, per device-cycle, the time from the device's CONNACK
+// to the event at(c): after the CONNACK the device has one round trip to
+// make in either direction (a PUBLISH, or a SUBSCRIBE before the command
+// can come), so what lies beyond it there is the bed's (the sender, the
+// broker, the machine under a reconnecting fleet).
+func afterConnack(rows []Cycle, at func(Cycle) int64) []time.Duration {
+	var ds []time.Duration
+	for _, c := range rows {
+		if t := at(c); c.ReconnectedAt != 0 && t != 0 {
+			ds = append(ds, time.Duration(t-c.ReconnectedAt))
+		}
+	}
+	return ds
 }
 
 // peakRSSMB reads VmHWM, the process's peak resident set, from /proc.
