@@ -379,6 +379,11 @@ func (d *Device) Close() { d.client.Disconnect(250) }
 // wait bridges a paho token to ctx.
 func wait(ctx context.Context, tok paho.Token) error {
 	select {
+	case <-tok.Done(): // done counts even when ctx ended too
+		return tok.Error()
+	default:
+	}
+	select {
 	case <-tok.Done():
 		return tok.Error()
 	case <-ctx.Done():

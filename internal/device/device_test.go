@@ -190,3 +190,26 @@ func TestSessionPresent(t *testing.T) {
 		t.Error("a restarted broker's CONNACK read as session present")
 	}
 }
+
+// doneToken is a paho token that completed without error.
+type doneToken struct{ done chan struct{} }
+
+func (t doneToken) Wait() bool                     { return true }
+func (t doneToken) WaitTimeout(time.Duration) bool { return true }
+func (t doneToken) Done() <-chan struct{}          { return t.done }
+func (t doneToken) Error() error                   { return nil }
+
+// TestWaitPrefersDone: a message acknowledged before its deadline counts
+// even when the deadline has passed by the time it is asked (a wait that
+// chose at random between the two would fail about half of these).
+func TestWaitPrefersDone(t *testing.T) {
+	tok := doneToken{make(chan struct{})}
+	close(tok.done)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for i := range 64 {
+		if err := wait(ctx, tok); err != nil {
+			t.Fatalf("try %d: %v, want the acknowledgement", i, err)
+		}
+	}
+}

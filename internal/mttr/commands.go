@@ -61,15 +61,17 @@ type Commands struct {
 	spec     CommandsSpec
 	verifier // the sender's connection, and its reconnect after a restart
 	wake     chan struct{}
+	queued   chan struct{} // signalled when unacked has new commands for collect
 	stop     context.CancelFunc
 	ctx      context.Context
 	done     chan struct{}
 
-	mu     sync.Mutex
-	devs   map[string]*downstream
-	ids    []string
-	backs  []time.Time // when the sender's connection came back
-	closed bool
+	mu      sync.Mutex
+	devs    map[string]*downstream
+	ids     []string
+	backs   []time.Time // when the sender's connection came back
+	unacked []unacked   // handed over, for collect
+	closed  bool
 }
 
 // downstream is what is known of one device's commands.
@@ -138,7 +140,7 @@ func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
 	if err := dev.Connect(ctx); err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
-	c := &Commands{spec: spec, wake: make(chan struct{}, 1), devs: map[string]*downstream{}, done: make(chan struct{})}
+	c := &Commands{spec: spec, wake: make(chan struct{}, 1), queued: make(chan struct{}, 1), devs: map[string]*downstream{}, done: make(chan struct{})}
 	c.verifier = newVerifier(c.resume)
 	c.verifier.dev = dev
 	now := time.Now()
@@ -152,6 +154,7 @@ func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
 	}
 	c.ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
 	go c.run()
+	go c.collect()
 	return c, nil
 }
 
@@ -198,8 +201,12 @@ func (c *Commands) run() {
 				d.handed[o.seq] = handed{o.at, brokerlog.Digest(o.payload)}
 				d.digests[brokerlog.Digest(o.payload)] = o.seq
 			}
+			c.unacked = append(c.unacked, unacked{p, o})
 			c.mu.Unlock()
-			go c.accepted(p, o)
+			select {
+			case c.queued <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -227,9 +234,44 @@ func (c *Commands) due(now time.Time) []outgoing {
 	return out
 }
 
-// accepted records o as sent once the broker acknowledged it.
+// unacked is a command handed to the sender's connection, waiting for the
+// broker's PUBACK.
+type unacked struct {
+	p *device.Pending
+	o outgoing
+}
+
+// collect waits for the PUBACKs of the commands handed over, in the order
+// they were handed over (the order the broker acknowledges them on the one
+// connection), on one goroutine: a goroutine per command would cost a
+// fleet's burst after a heal a stack each.
+func (c *Commands) collect() {
+	for {
+		c.mu.Lock()
+		q := c.unacked
+		c.unacked = nil
+		c.mu.Unlock()
+		if len(q) == 0 {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-c.queued:
+			}
+			continue
+		}
+		for _, u := range q {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.accepted(u.p, u.o)
+		}
+	}
+}
+
+// accepted records o as sent once the broker acknowledged it, within
+// acceptWait of its hand-over.
 func (c *Commands) accepted(p *device.Pending, o outgoing) {
-	ctx, cancel := context.WithTimeout(c.ctx, acceptWait)
+	ctx, cancel := context.WithDeadline(c.ctx, o.at.Add(acceptWait))
 	defer cancel()
 	if _, err := p.Wait(ctx); err != nil {
 		return
