@@ -75,7 +75,7 @@ func benchFleet(b *testing.B, n int, commands bool) {
 			b.ReportMetric(summarize(afterConnack(got.rows, func(c Cycle) int64 { return c.FirstC2DAt })).Median, "c2d-after-connack-median-ms")
 		}
 	}
-	b.ReportMetric(peakRSSMB(b), "peak-RSS-MB")
+	b.ReportMetric(peakRSS(b), "peak-RSS-B")
 	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
 }
 
@@ -94,8 +94,9 @@ func afterConnack(rows []Cycle, at func(Cycle) int64) []time.Duration {
 	return ds
 }
 
-// peakRSSMB reads VmHWM, the process's peak resident set, from /proc.
-func peakRSSMB(b *testing.B) float64 {
+// peakRSS reads VmHWM, the process's peak resident set, from /proc, in
+// bytes (benchstat shows them in MiB).
+func peakRSS(b *testing.B) float64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		b.Skip("no /proc/self/status")
@@ -105,7 +106,7 @@ func peakRSSMB(b *testing.B) float64 {
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return kb / 1024
+			return kb * 1024
 		}
 	}
 	return 0
