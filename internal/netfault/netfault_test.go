@@ -1,0 +1,103 @@
+package netfault
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func TestParseLink(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Link
+		err  string
+	}{
+		{in: "", want: Link{}},
+		{in: "latency=300ms,jitter=50ms,loss=1%,rate=384kbit", want: Link{Latency: 300 * time.Millisecond, Jitter: 50 * time.Millisecond, Loss: 0.01, Rate: 48000}},
+		{in: " rate = 1mbit , latency=0s", want: Link{Rate: 125000}},
+		{in: "3G", want: Profiles["3g"]},
+		{in: "loss=100%", want: Link{Loss: 1}},
+		{in: "latency", err: "want key=value"},
+		{in: "delay=1s", err: `unknown key "delay"`},
+		{in: "latency=fast", err: "not a duration"},
+		{in: "latency=1.5ms", err: "whole milliseconds"},
+		{in: "latency=2m", err: "want 0 to 1m0s"},
+		{in: "latency=10ms,jitter=20ms", err: "jitter 20ms is more than latency 10ms"},
+		{in: "loss=30", err: "want a percentage"},
+		{in: "loss=101%", err: "want 0% to 100%"},
+		{in: "rate=64", err: "want a rate"},
+		{in: "rate=1bit", err: "want 8kbit to 8000gbit"},
+	} {
+		got, err := ParseLink(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseLink(%q) = %+v, %v; want error containing %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseLink(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+		if back, err := ParseLink(got.String()); err != nil || back != got {
+			t.Errorf("ParseLink(%q) = %+v, %v; String() %q does not read back", tc.in, back, err, got.String())
+		}
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]int64{"64kbit": 8000, "1Mbit": 125000, "100kbps": 100000, "2gbit": 250_000_000, "8000bit": 1000} {
+		if got, err := ParseRate(in); err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for b, want := range map[int64]string{8000: "64kbit", 125000: "1mbit", 1001: "8008bit"} {
+		if got := FormatRate(b); got != want {
+			t.Errorf("FormatRate(%d) = %q; want %q", b, got, want)
+		}
+	}
+}
+
+// TestScript checks each filter's nftables script against a golden file:
+// what it drops, rejects or lets through, each way.
+func TestScript(t *testing.T) {
+	for name, f := range map[string]Filter{
+		"clear":          {},
+		"blackhole":      {Blackhole: true},
+		"reset":          {Reset: true},
+		"loss":           {Loss: []float64{0.3}},
+		"link-and-fault": {Loss: []float64{0.015, 1}, Blackhole: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := f.Script(8883)
+			path := filepath.Join("testdata", name+".nft")
+			if *update {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != string(want) {
+				t.Errorf("script:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestIs(t *testing.T) {
+	for _, f := range Faults {
+		if !Is(f) {
+			t.Errorf("Is(%q) = false", f)
+		}
+	}
+	if Is("stop") || Filtered(Latency) || Filtered(Bandwidth) || !Filtered(Blackhole) || !Filtered(Loss) || !Filtered(Reset) {
+		t.Error("Is/Filtered: wrong mechanism for a fault")
+	}
+}
