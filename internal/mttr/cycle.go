@@ -22,6 +22,7 @@ type Cycle struct {
 	HeldUntilAt     int64 // the network path last held a connection toward the broker (SYN sent, no answer) after it was back
 	ReadyAt         int64 // the broker first answered through the devices' path
 	ReconnectedAt   int64 // the device's own CONNACK after the fault
+	AttemptAt       int64 // it began the reconnect attempt that got it back; 0 when unknown (an external client)
 	FirstAckAt      int64 // the device's first acknowledged message after the fault
 	LastAckBeforeAt int64 // its last acknowledged message before the fault
 

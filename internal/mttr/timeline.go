@@ -73,6 +73,7 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 //   - last_ack_before_at: its last PUBACK before Inject.
 //   - reconnect_attempts: attempts it started after losing the connection
 //     and before it got it back.
+//   - attempt_at: when it began the last of them, the one that got it back.
 //   - session: the session-present flag of the CONNACK that reconnected it.
 //   - first_c2d_at: the first command it received from the heal on; the
 //     other downstream fields as downstreamOf defines them.
@@ -117,6 +118,9 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 	c.LostAt, c.ReconnectedAt, c.FirstAckAt = ns(lost), ns(reconnected), ns(firstAck)
 	c.LastAckBeforeAt, c.ReadyAt = ns(lastAckBefore), ns(ready)
 	c.ReconnectAttempts = attempts
+	if !reconnected.IsZero() {
+		c.AttemptAt = ns(attempt)
+	}
 	c.FirstC2DAt, c.Session = ns(firstCommand(cmds, from)), session
 	downstreamOf(&c, cmds, m, reconnected)
 

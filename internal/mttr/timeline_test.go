@@ -86,12 +86,19 @@ func TestTimelineRules(t *testing.T) {
 				t.Errorf("last_ack_before_at %d, want 9000", ms(c.LastAckBeforeAt))
 			}
 		}},
-		{"reconnect_attempts counts attempts between the loss and the reconnect", []obs{
+		{"reconnect_attempts counts attempts between the loss and the reconnect; attempt_at is the last", []obs{
 			o(obsAttempt, 1_000, 0), o(obsLost, 10_020, 0), o(obsAttempt, 11_000, 0), o(obsAttempt, 13_000, 0),
 			o(obsAttempt, 17_250, 0), o(obsConnected, 17_300, 0), o(obsAttempt, 17_900, 0),
 		}, none, func(t *testing.T, c Cycle) {
-			if c.ReconnectAttempts != 3 {
-				t.Errorf("reconnect_attempts %d, want 3", c.ReconnectAttempts)
+			if c.ReconnectAttempts != 3 || ms(c.AttemptAt) != 17_250 {
+				t.Errorf("reconnect_attempts %d attempt_at %d, want 3 17250", c.ReconnectAttempts, ms(c.AttemptAt))
+			}
+		}},
+		{"no attempt_at without a reconnect", []obs{
+			o(obsLost, 10_020, 0), o(obsAttempt, 11_000, 0),
+		}, none, func(t *testing.T, c Cycle) {
+			if c.AttemptAt != 0 {
+				t.Errorf("attempt_at %d, want none", ms(c.AttemptAt))
 			}
 		}},
 		{"messages count in the cycle they were published in", []obs{
