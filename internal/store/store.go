@@ -60,7 +60,8 @@ func dsn(path string, readOnly bool) string {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
 	}
-	return "file:" + path + "?" + q.Encode()
+	// The path is a URI's: a %, ? or # in a file name must be escaped.
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
 func provider(db *sql.DB) (*goose.Provider, error) {

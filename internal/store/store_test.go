@@ -128,6 +128,35 @@ func TestCommitPerCycleVisibleToReader(t *testing.T) {
 	}
 }
 
+// A path whose names hold what a URI reserves is a path like any other,
+// and nothing is written anywhere else.
+func TestOddPaths(t *testing.T) {
+	for _, name := range []string{"loss=100%", "a?b#c", "with space", "%41"} {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "mttr.db")
+		s, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if _, err := s.StartRun(t.Context(), sampleRun()); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		s.Close()
+		r, err := OpenReadOnly(t.Context(), path)
+		if err != nil {
+			t.Fatalf("%s: read-only: %v", path, err)
+		}
+		r.Close()
+		entries, _ := os.ReadDir(filepath.Dir(dir))
+		if len(entries) != 1 {
+			t.Errorf("%s: the directory around it holds %d entries, want only %q", path, len(entries), name)
+		}
+	}
+}
+
 func TestReopenKeepsData(t *testing.T) {
 	s, path := open(t)
 	id, err := s.StartRun(t.Context(), sampleRun())
