@@ -43,6 +43,7 @@ type Cycle struct {
 	Interrupted bool
 
 	ReconnectAttempts int
+	PubackMedian      time.Duration // median publish-to-PUBACK time of the cycle's acknowledged messages; 0 when none (an external client)
 	Published         int
 	Acknowledged      int
 	Delivered         int

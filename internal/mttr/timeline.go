@@ -1,6 +1,7 @@
 package mttr
 
 import (
+	"slices"
 	"time"
 )
 
@@ -74,6 +75,8 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 //   - reconnect_attempts: attempts it started after losing the connection
 //     and before it got it back.
 //   - attempt_at: when it began the last of them, the one that got it back.
+//   - puback_median: the median time from publishing to PUBACK of the
+//     cycle's acknowledged messages (the lower middle of an even count).
 //   - session: the session-present flag of the CONNACK that reconnected it.
 //   - first_c2d_at: the first command it received from the heal on; the
 //     other downstream fields as downstreamOf defines them.
@@ -125,14 +128,24 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 	downstreamOf(&c, cmds, m, reconnected)
 
 	var seqs []int64
+	published := make(map[int64]time.Time)
 	acked := make(map[int64]bool)
+	var waits []time.Duration
 	for _, o := range log {
 		switch {
 		case o.kind == obsPublished && !o.at.Before(m.Start) && o.at.Before(m.End):
 			seqs = append(seqs, o.seq)
+			published[o.seq] = o.at
 		case o.kind == obsAcked:
+			if p, ok := published[o.seq]; ok && !acked[o.seq] {
+				waits = append(waits, o.at.Sub(p))
+			}
 			acked[o.seq] = true
 		}
+	}
+	if len(waits) > 0 {
+		slices.Sort(waits)
+		c.PubackMedian = waits[(len(waits)-1)/2]
 	}
 	seen := delivered(seqs)
 	for _, s := range seqs {

@@ -111,6 +111,19 @@ func TestTimelineRules(t *testing.T) {
 					c.Published, c.Acknowledged, c.Delivered, c.Duplicated, c.Lost)
 			}
 		}},
+		{"puback_median is over the cycle's acknowledged messages, each acked once", []obs{
+			o(obsPublished, -5, 1), o(obsAcked, 100, 1), // before the cycle: not counted
+			o(obsPublished, 1_000, 2), o(obsAcked, 1_010, 2), o(obsAcked, 1_900, 2), // acked twice: the first counts
+			o(obsPublished, 2_000, 3), o(obsAcked, 2_400, 3),
+			o(obsPublished, 3_000, 4), o(obsAcked, 3_030, 4),
+			o(obsPublished, 4_000, 5), o(obsAcked, 4_500, 5),
+			o(obsPublished, 5_000, 6), // never acked
+		}, none, func(t *testing.T, c Cycle) {
+			// waits 10, 400, 30, 500 ms: the lower middle is 30 ms.
+			if c.PubackMedian != 30*time.Millisecond {
+				t.Errorf("puback_median %v, want 30ms", c.PubackMedian)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -210,7 +210,7 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
 	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "attempt_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
-	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "published", "acknowledged", "delivered", "lost",
+	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "puback_median_ms", "published", "acknowledged", "delivered", "lost",
 	"duplicated", "listens", "resubscribed_at", "commands_back_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
 	"c2d_duplicated", "error"}
 
@@ -226,7 +226,7 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.HeldUntilAt), ts(c.ReadyAt),
 				ts(c.ReconnectedAt), ts(c.AttemptAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
-				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
+				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), msCell(c.PubackMedian, c.PubackMedian > 0), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated),
 				strconv.FormatBool(c.Listens), ts(c.ResubscribedAt), ts(c.CommandsBackAt), ts(c.FirstC2DAt), c.Session, msCell(c.Downstream()),
 				strconv.Itoa(c.C2DSent), strconv.Itoa(c.C2DReceived), strconv.Itoa(c.C2DLost), strconv.Itoa(c.C2DDuplicated), c.Error}
@@ -314,6 +314,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		PathMS            *float64 `json:"path_ms"`
 		Interrupted       bool     `json:"interrupted"`
 		ReconnectAttempts int      `json:"reconnect_attempts"`
+		PubackMedianMS    *float64 `json:"puback_median_ms"`
 		Published         int      `json:"published"`
 		Acknowledged      int      `json:"acknowledged"`
 		Delivered         int      `json:"delivered"`
@@ -333,6 +334,6 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
 		t(c.ReconnectedAt), t(c.AttemptAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
-		c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
+		c.ReconnectAttempts, d(c.PubackMedian, c.PubackMedian > 0), c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
 		c.Listens, t(c.ResubscribedAt), t(c.CommandsBackAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})
 }

@@ -68,7 +68,9 @@ func fixture(t testing.TB) *store.Store {
 				c.LostAt = fault + 1e6
 				c.ReconnectedAt = c.ReadyAt + int64(rec*1e6) - 2e6
 				c.ReconnectAttempts = 1
+				c.AttemptAt = c.ReconnectedAt - 3e6
 			}
+			c.PubackMedian = time.Duration(n+4) * time.Millisecond
 			switch {
 			case math.IsInf(rec, 1):
 				c.FirstAckAt, c.Acknowledged, c.Delivered, c.Lost = 0, 1, 1, 5

@@ -5,6 +5,12 @@
 -- by a blackhole waits for its retransmission or its connect timeout).
 -- NULL when unknown (an external client, seen from the broker).
 ALTER TABLE cycles ADD COLUMN attempt_at INTEGER;
+-- puback_median_ns: the median time from publishing to PUBACK of the
+-- cycle's acknowledged messages: what the path costs a message (a slow
+-- link, a latency fault). NULL when none was acknowledged or the client
+-- is external.
+ALTER TABLE cycles ADD COLUMN puback_median_ns INTEGER;
 
 -- +goose Down
+ALTER TABLE cycles DROP COLUMN puback_median_ns;
 ALTER TABLE cycles DROP COLUMN attempt_at;
