@@ -291,13 +291,13 @@ func (e *Engine) Find(ctx context.Context, name string) (*Container, error) {
 	return e.inspect(ctx, name)
 }
 
-// Remove stops and removes our container called name and its network
-// namespace holder <name>-netns. It touches neither when either is not
-// ours (ErrNotOurs), and returns an error wrapping ErrNotFound when there
-// is neither.
+// Remove stops and removes our container called name, its netfilter
+// helper <name>-netfilter and its network namespace holder <name>-netns.
+// It touches none when one is not ours (ErrNotOurs), and returns an error
+// wrapping ErrNotFound when there is none.
 func (e *Engine) Remove(ctx context.Context, name string) error {
 	var ids []string
-	for _, ref := range []string{name, HolderName(name)} { // the broker before its holder
+	for _, ref := range []string{name, NetfilterName(name), HolderName(name)} { // those who join the holder first
 		info, err := e.own(ctx, ref)
 		if errors.Is(err, ErrNotFound) {
 			continue
@@ -317,15 +317,16 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
-// Discard force-removes the broker container called name and its holder,
-// both at once and without inspecting them first: they must be the
+// Discard force-removes the broker container called name, its netfilter
+// helper and its holder, all at once and without inspecting them first: they must be the
 // caller's own, made by Run. An engine that does not answer in time still
 // has both requests, and carries them out when it answers again: after
 // any start of the broker still waiting there, or at the same time.
 func (e *Engine) Discard(ctx context.Context, name string) error {
-	errs := make([]error, 2)
+	refs := []string{name, NetfilterName(name), HolderName(name)}
+	errs := make([]error, len(refs))
 	var wg sync.WaitGroup
-	for i, ref := range []string{name, HolderName(name)} {
+	for i, ref := range refs {
 		wg.Go(func() {
 			if err := e.containerRemove(ctx, ref, true); err != nil && !cerrdefs.IsNotFound(err) {
 				errs[i] = fmt.Errorf("remove container %s: %w", ref, err)

@@ -36,6 +36,9 @@ const (
 const (
 	RoleBroker = "broker" // the broker itself
 	RoleNetNS  = "netns"  // the holder of a broker's network namespace and port
+	// RoleNetfilter is the helper that changes the packet filter of a
+	// broker's network namespace (network faults).
+	RoleNetfilter = "netfilter"
 )
 
 // Engine is a connection to a Docker engine. Every call it makes is

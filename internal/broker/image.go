@@ -116,6 +116,11 @@ func readBuildStream(r io.Reader, out io.Writer) (string, error) {
 			}
 			continue
 		}
+		// An import reports the new image's id as its only status.
+		if m.Stream == "" && strings.HasPrefix(m.Status, "sha256:") {
+			id = strings.TrimSpace(m.Status)
+			continue
+		}
 		text := m.Stream
 		if text == "" && m.Status != "" {
 			text = m.Status + "\n"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 // Config is every setting the targets read, resolved.
@@ -46,6 +48,12 @@ type Config struct {
 	Fault                string        // MTTR_FAULT: how the broker goes away, one of Faults
 	Broker               string        // MTTR_BROKER: where the broker runs, one of Brokers
 	NetNS                string        // MTTR_NETNS: for docker, who owns the broker's network namespace, one of NetNSModes
+	Loss                 float64       // MTTR_LOSS: fraction of packets the loss fault drops each way
+	Latency              time.Duration // MTTR_LATENCY: delay the latency fault adds each way
+	Jitter               time.Duration // MTTR_JITTER: ± around MTTR_LATENCY
+	Rate                 int64         // MTTR_RATE: bytes per second the bandwidth fault allows each way
+	Link                 netfault.Link // MTTR_LINK: the whole run's path (latency, jitter, loss, rate)
+	NetfilterImage       string        // MTTR_NETFILTER_IMAGE: helper image with nft and ss, made when missing
 	PingTimeout          time.Duration // MTTR_PING_TIMEOUT: device waits this long for PINGRESP
 	ConnectTimeout       time.Duration // MTTR_CONNECT_TIMEOUT: one connection attempt of a device
 	MaxReconnectInterval time.Duration // MTTR_MAX_RECONNECT_INTERVAL: cap of paho's reconnect backoff
@@ -71,8 +79,12 @@ type Config struct {
 // Formats are the report formats MTTR_FORMAT accepts.
 var Formats = []string{"text", "markdown", "csv", "json"}
 
-// Faults are the ways MTTR_FAULT can take the broker away.
-var Faults = []string{"stop", "kill", "restart", "recreate", "pause", "disconnect"}
+// BrokerFaults are the ways MTTR_FAULT can take the broker away.
+var BrokerFaults = []string{"stop", "kill", "restart", "recreate", "pause", "disconnect"}
+
+// Faults are MTTR_FAULT's values: the broker faults, then the network
+// faults (package netfault), which leave the broker running.
+var Faults = append(slices.Clone(BrokerFaults), netfault.Faults...)
 
 // Brokers are where MTTR_BROKER can run the broker: a Docker container, or
 // a local Node process.
@@ -116,6 +128,10 @@ var Defaults = Config{
 	Fault:                "stop",
 	Broker:               "docker",
 	NetNS:                "holder",
+	Loss:                 0.3,
+	Latency:              500 * time.Millisecond,
+	Rate:                 64_000 / 8,
+	NetfilterImage:       broker.DefaultNetfilterImage,
 	PingTimeout:          10 * time.Second,
 	ConnectTimeout:       30 * time.Second,
 	MaxReconnectInterval: 10 * time.Minute,
@@ -167,6 +183,17 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.oneOf("MTTR_FAULT", &c.Fault, Faults)
 	r.oneOf("MTTR_BROKER", &c.Broker, Brokers)
 	r.oneOf("MTTR_NETNS", &c.NetNS, NetNSModes)
+	r.parse("MTTR_LOSS", func(v string) (err error) { c.Loss, err = netfault.ParseLoss(v); return })
+	r.parse("MTTR_LATENCY", func(v string) (err error) { c.Latency, err = netfault.ParseDelay(v); return })
+	r.parse("MTTR_JITTER", func(v string) (err error) { c.Jitter, err = netfault.ParseDelay(v); return })
+	r.parse("MTTR_RATE", func(v string) (err error) { c.Rate, err = netfault.ParseRate(v); return })
+	r.parse("MTTR_LINK", func(v string) (err error) {
+		if c.Link, err = netfault.ParseLink(v); err != nil {
+			err = fmt.Errorf("%q: %w", v, err)
+		}
+		return err
+	})
+	r.str("MTTR_NETFILTER_IMAGE", &c.NetfilterImage)
 	r.duration("MTTR_PING_TIMEOUT", &c.PingTimeout)
 	r.duration("MTTR_CONNECT_TIMEOUT", &c.ConnectTimeout)
 	r.duration("MTTR_MAX_RECONNECT_INTERVAL", &c.MaxReconnectInterval)
@@ -199,9 +226,21 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if _, port, err := net.SplitHostPort(c.BrokerAddr); err != nil || port == "" {
 		return Config{}, fmt.Errorf("MTTR_BROKER_ADDR=%q: want host:port", c.BrokerAddr)
 	}
+	switch {
+	case c.Fault == netfault.Loss && c.Loss == 0:
+		return Config{}, fmt.Errorf("MTTR_LOSS=0%%: MTTR_FAULT=loss would drop nothing")
+	case c.Fault == netfault.Latency && c.Latency == 0:
+		return Config{}, fmt.Errorf("MTTR_LATENCY=0s: MTTR_FAULT=latency would add nothing")
+	}
+	if c.Jitter > c.Latency {
+		return Config{}, fmt.Errorf("MTTR_JITTER=%s: more than MTTR_LATENCY=%s, and a packet cannot leave before it was sent", c.Jitter, c.Latency)
+	}
 	if c.Broker == "process" {
-		if !slices.Contains(ProcessFaults, c.Fault) {
-			return Config{}, fmt.Errorf("MTTR_FAULT=%s needs Docker: MTTR_BROKER=process supports %s", c.Fault, strings.Join(ProcessFaults, ", "))
+		if !slices.Contains(ProcessFaults, c.Fault) && !(netfault.Is(c.Fault) && !netfault.Filtered(c.Fault)) {
+			return Config{}, fmt.Errorf("MTTR_FAULT=%s needs Docker: MTTR_BROKER=process supports %s, %s and %s", c.Fault, strings.Join(ProcessFaults, ", "), netfault.Latency, netfault.Bandwidth)
+		}
+		if c.Link.Loss > 0 {
+			return Config{}, fmt.Errorf("MTTR_LINK=%s: loss %s", c.Link, netfault.ErrNoFilter)
 		}
 		c.NetNS = "" // a process has no Docker network namespace to hold
 	}
@@ -263,6 +302,18 @@ func (c Config) withinLimits() error {
 	return nil
 }
 
+// BrokerAddrPublished reports whether MTTR_BROKER_ADDR is the broker's
+// published port on this machine, MTTR_PORT at MTTR_HOST or a loopback
+// address, rather than an address of the user's choosing.
+func (c Config) BrokerAddrPublished() bool {
+	host, port, err := net.SplitHostPort(c.BrokerAddr)
+	if err != nil || port != strconv.Itoa(c.Port) {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return host == c.Host || host == "localhost" || err == nil && ip.IsLoopback()
+}
+
 // Vars returns every setting, resolved, keyed by its variable name, as it
 // may be stored and shown: the connection string's key is replaced by its
 // fingerprint.
@@ -296,6 +347,12 @@ func (c Config) Vars() map[string]string {
 		"MTTR_FAULT":                  c.Fault,
 		"MTTR_BROKER":                 c.Broker,
 		"MTTR_NETNS":                  c.NetNS,
+		"MTTR_LOSS":                   netfault.FormatLoss(c.Loss),
+		"MTTR_LATENCY":                d(c.Latency),
+		"MTTR_JITTER":                 d(c.Jitter),
+		"MTTR_RATE":                   netfault.FormatRate(c.Rate),
+		"MTTR_LINK":                   c.Link.String(),
+		"MTTR_NETFILTER_IMAGE":        c.NetfilterImage,
 		"MTTR_PING_TIMEOUT":           d(c.PingTimeout),
 		"MTTR_CONNECT_TIMEOUT":        d(c.ConnectTimeout),
 		"MTTR_MAX_RECONNECT_INTERVAL": d(c.MaxReconnectInterval),
@@ -354,9 +411,21 @@ func (r *reader) fail(name, value, why string) {
 	r.err = fmt.Errorf("%s=%q: %s", name, value, why)
 }
 
-func (r *reader) str(name string, dst *string) {
-	if v, ok := r.get(name); ok {
+// str sets dst when name is set, and reports whether it was.
+func (r *reader) str(name string, dst *string) bool {
+	v, ok := r.get(name)
+	if ok {
 		*dst = v
+	}
+	return ok
+}
+
+// parse hands name's value, when set, to set, whose error names the value.
+func (r *reader) parse(name string, set func(string) error) {
+	if v, ok := r.get(name); ok {
+		if err := set(v); err != nil {
+			r.err = fmt.Errorf("%s=%w", name, err)
+		}
 	}
 }
 

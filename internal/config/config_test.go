@@ -190,3 +190,27 @@ func TestVarsRedactKeyInClientCommand(t *testing.T) {
 		t.Errorf("MTTR_CLIENT_CMD stored as %q", cmd)
 	}
 }
+
+func TestBrokerAddrPublished(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"":                true, // derived: MTTR_HOST:MTTR_PORT
+		"localhost:8883":  true,
+		"127.0.0.1:8883":  true,
+		"[::1]:8883":      true,
+		"127.0.0.1:18883": false,
+		"172.17.0.2:8883": false,
+		"broker.lan:8883": false,
+	} {
+		vars := map[string]string{}
+		if addr != "" {
+			vars["MTTR_BROKER_ADDR"] = addr
+		}
+		c, err := Load(env(vars))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.BrokerAddrPublished(); got != want {
+			t.Errorf("MTTR_BROKER_ADDR=%q: published %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/mttrlab/mttr/internal/interrupt"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/netfault"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -167,9 +168,21 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		return mttr.Summary{}, err
 	}
 
+	probeAddr := cfg.BrokerAddr
+	var path *netPath
+	if l.networked() {
+		if path, err = l.openNetPath(ctx, bed, cleanup); err != nil {
+			return mttr.Summary{}, err
+		}
+		// This run's devices and external clients dial the path; the
+		// verifier, the sender of commands and the readiness probe reach the
+		// broker behind any link, so that its delays are the devices' alone.
+		l.Config.BrokerAddr, probeAddr = path.dial(), path.direct
+	}
 	verifier := mttr.Verifier(l.deviceConfig(id, verifierID, tlsConf))
 	cloud := mttr.Verifier(l.deviceConfig(id, mttr.CloudID(id.DeviceID), tlsConf))
 	cloud.CleanSession = true // it only sends
+	verifier.BrokerAddr, cloud.BrokerAddr = probeAddr, probeAddr
 	var fleet mttr.Devices
 	if watch != nil {
 		if err := l.startExternal(ctx, watch, clientRun{id: runID, base: id, blog: blog, verifier: verifier, sender: cloud}, cleanup); err != nil {
@@ -195,7 +208,12 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		ours.Store(f)
 		fleet = f
 	}
-	fault, err := bed.fault(ctx, cleanup)
+	var fault mttr.Fault
+	if netfault.Is(cfg.Fault) {
+		fault = l.newNetOutage(path, func(ctx context.Context) (time.Time, error) { return bed.waitReady(ctx, probeAddr) })
+	} else {
+		fault, err = bed.fault(ctx, cleanup, probeAddr)
+	}
 	if err != nil {
 		return mttr.Summary{}, err
 	}
@@ -218,7 +236,14 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
 	}
 	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
-	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Path: bed.path(), Progress: l.Out}.Run(ctx)
+	// Devices on a network path dial the broker's own address, past the
+	// path of Docker's that can hold a SYN; one that the fault holds is the
+	// device's own wait, part of its recovery.
+	held := bed.path()
+	if path != nil {
+		held = nil
+	}
+	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Path: held, Progress: l.Out}.Run(ctx)
 }
 
 // takenWait bounds the wait for the broker's log to show the connect that

@@ -17,6 +17,7 @@ import (
 	"github.com/mttrlab/mttr/internal/localbroker"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/netfault"
 	"github.com/mttrlab/mttr/internal/store"
 	"github.com/mttrlab/mttr/internal/synsent"
 )
@@ -31,8 +32,17 @@ type testBed interface {
 	// its removal with cleanup, and returns once it answers, with the time
 	// that took from its start.
 	start(ctx context.Context, runID int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error)
-	// fault prepares MTTR_FAULT against the broker start made.
-	fault(ctx context.Context, cleanup *cleanups) (mttr.Fault, error)
+	// fault prepares MTTR_FAULT, a broker fault, against the broker start
+	// made, probing its readiness at addr.
+	fault(ctx context.Context, cleanup *cleanups, addr string) (mttr.Fault, error)
+	// waitReady waits until the broker answers an MQTT CONNECT at addr.
+	waitReady(ctx context.Context, addr string) (time.Time, error)
+	// direct is the broker's own address, which a device reaches with no
+	// proxy between.
+	direct() (string, error)
+	// netfilter starts a helper that changes the packet filter in the
+	// broker's network namespace; cleanup removes it.
+	netfilter(ctx context.Context, cleanup *cleanups) (*broker.Netfilter, error)
 	// path watches connections the network path holds on the way to the
 	// broker, where it can; nil where it cannot.
 	path() mttr.HeldPath
@@ -86,6 +96,7 @@ type dockerBed struct {
 	c       *broker.Container
 	held    *synsent.Watch // nil unless the engine is on this Linux host
 	targets brokerAddrs
+	runID   int64
 }
 
 // brokerAddrs are the broker container's addresses on its Docker network
@@ -123,6 +134,7 @@ func (b *dockerBed) close() { b.eng.Close() }
 
 func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error) {
 	cfg := b.l.Config
+	b.runID = runID
 	b.spec = broker.RunSpec{
 		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
 		Labels: runLabels(runID), NetNS: cfg.NetNS, Env: env,
@@ -165,13 +177,44 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	return ready.Sub(c.StartedAt), nil
 }
 
-func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups) (mttr.Fault, error) {
-	o, err := b.eng.NewOutage(ctx, b.l.Config.Fault, b.c, b.spec, b.l.Config.BrokerAddr, b.tls)
+func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups, addr string) (mttr.Fault, error) {
+	o, err := b.eng.NewOutage(ctx, b.l.Config.Fault, b.c, b.spec, addr, b.tls)
 	if err != nil {
 		return nil, err
 	}
 	cleanup.add(o.Close)
 	return followedOutage{o, &b.targets}, nil
+}
+
+func (b *dockerBed) waitReady(ctx context.Context, addr string) (time.Time, error) {
+	return b.eng.WaitReady(ctx, b.c, addr, b.tls, mqttprobe.ProbeInterval)
+}
+
+// direct is the broker's address on its Docker network, which this
+// machine reaches when the engine runs on it.
+func (b *dockerBed) direct() (string, error) {
+	switch {
+	case !b.clk.Local:
+		return "", fmt.Errorf("the broker's own address is on the Docker engine's machine (DOCKER_HOST=%s): "+
+			"MTTR_FAULT=%s and MTTR_LINK need an engine on this machine, or MTTR_BROKER_ADDR set to an address that reaches the broker with no proxy between",
+			b.eng.Host(), b.l.Config.Fault)
+	case !b.c.IP.IsValid():
+		return "", fmt.Errorf("container %s has no address on a Docker network", b.c.Name)
+	}
+	return netip.AddrPortFrom(b.c.IP, broker.MQTTPort).String(), nil
+}
+
+func (b *dockerBed) netfilter(ctx context.Context, cleanup *cleanups) (*broker.Netfilter, error) {
+	cfg := b.l.Config
+	if err := b.eng.MakeNetfilterImage(ctx, cfg.NetfilterImage, b.l.Out); err != nil {
+		return nil, fmt.Errorf("%w (MTTR_NETFILTER_IMAGE)", err)
+	}
+	f, err := b.eng.RunNetfilter(ctx, b.c, cfg.NetfilterImage, runLabels(b.runID))
+	if err != nil {
+		return nil, err
+	}
+	// Discard, registered by start, removes it with the broker.
+	return f, nil
 }
 
 func (b *dockerBed) path() mttr.HeldPath {
@@ -262,8 +305,19 @@ func (p *processBed) start(ctx context.Context, _ int64, env []string, observe f
 // path is nil: a local process has no path of Docker's to hold anything.
 func (p *processBed) path() mttr.HeldPath { return nil }
 
-func (p *processBed) fault(context.Context, *cleanups) (mttr.Fault, error) {
+func (p *processBed) fault(_ context.Context, _ *cleanups, addr string) (mttr.Fault, error) {
 	return p.b.Outage(p.l.Config.Fault, p.tls)
+}
+
+func (p *processBed) waitReady(ctx context.Context, _ string) (time.Time, error) {
+	return p.b.WaitReady(ctx, p.tls, mqttprobe.ProbeInterval)
+}
+
+// direct is the process's own address: nothing stands between.
+func (p *processBed) direct() (string, error) { return p.b.Addr(), nil }
+
+func (p *processBed) netfilter(context.Context, *cleanups) (*broker.Netfilter, error) {
+	return nil, fmt.Errorf("MTTR_FAULT=%s: %w", p.l.Config.Fault, netfault.ErrNoFilter)
 }
 
 // notReady says why a new broker did not answer: the run was interrupted

@@ -1,0 +1,298 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/netfault"
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// netLab is a broker lab for network faults: its own broker image and
+// netfilter helper image, removed when the test ends.
+func netLab(t *testing.T) *Lab {
+	t.Helper()
+	eng := dockertest.Engine(t)
+	base, _ := newLab(t, "localhost")
+	base.Config.NetfilterImage = dockertest.Name("mttr-netfilter")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = eng.RemoveImage(ctx, base.Config.NetfilterImage)
+	})
+	build(t, base)
+	return base
+}
+
+// ms is a cycle's moment in the clock the timeline keeps.
+func at(ns int64) time.Time { return time.Unix(0, ns) }
+
+// synAfter is when a connection attempt begun at begin sends its first SYN
+// at or after t, if its SYNs were dropped until then. Linux retransmits an
+// unanswered SYN after 1 s, keeps that interval for the first
+// net.ipv4.tcp_syn_linear_timeouts retransmissions (4 since Linux 6.5; the
+// setting is absent before), then doubles it.
+func synAfter(t *testing.T, begin, after time.Time) time.Time {
+	t.Helper()
+	linear := 0
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_syn_linear_timeouts"); err == nil {
+		if linear, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			t.Fatalf("tcp_syn_linear_timeouts: %v", err)
+		}
+	}
+	rto := time.Second
+	for k := 1; ; k++ {
+		begin = begin.Add(rto)
+		if !begin.Before(after) {
+			return begin
+		}
+		if k > linear {
+			rto *= 2
+		}
+	}
+}
+
+// healSlack is how long before healed_at the rules may already have been
+// gone: the heal's exec in the helper returns after nft applied them.
+const healSlack = 200 * time.Millisecond
+
+// checkBlackholeCycle checks a cycle of a blackhole that outlasted
+// detection, for a device with keep-alive ka, ping timeout pt and connect
+// timeout ct:
+//   - detection in [ka, 1.5 ka + pt] (paho checks its keep-alive every
+//     ka/4 and, a ping sent, times it out at such a check), with a margin of
+//     250 ms for the scheduling of a loaded machine;
+//   - an attempt begun during the blackhole and still open at the heal
+//     keeps the device waiting until its next SYN or its connect timeout,
+//     whichever comes first: it cannot reconnect sooner;
+//   - an attempt begun after the heal reconnects at once (within 1 s: TCP,
+//     TLS and CONNECT on this machine).
+//
+// It returns whether the attempt was open at the heal.
+func checkBlackholeCycle(t *testing.T, c mttr.Cycle, ka, pt, ct time.Duration) bool {
+	t.Helper()
+	const margin = 250 * time.Millisecond
+	det, ok := c.Detection()
+	if !ok || det < ka || det > ka*3/2+pt+margin {
+		t.Errorf("cycle %d: detection %v (found %v), want in [%v, %v] (keep-alive %v, ping timeout %v, margin %v)",
+			c.Cycle, det, ok, ka, ka*3/2+pt+margin, ka, pt, margin)
+	}
+	if c.ReconnectedAt == 0 || c.AttemptAt == 0 {
+		t.Errorf("cycle %d: reconnected_at %d attempt_at %d: the device did not come back", c.Cycle, c.ReconnectedAt, c.AttemptAt)
+		return false
+	}
+	attempt, healed, back := at(c.AttemptAt), at(c.HealedAt), at(c.ReconnectedAt)
+	if attempt.Before(healed) {
+		wait := synAfter(t, attempt, healed.Add(-healSlack))
+		if end := attempt.Add(ct); end.Before(wait) {
+			wait = end
+		}
+		if back.Before(wait) {
+			t.Errorf("cycle %d: attempt begun %v before the heal reconnected %v after it, before its next SYN or connect timeout (%v after the heal)",
+				c.Cycle, healed.Sub(attempt), back.Sub(healed), wait.Sub(healed))
+		}
+		if rec, ok := c.Recovery(); !ok || rec < wait.Sub(at(c.ReadyAt)) {
+			t.Errorf("cycle %d: recovery %v, want ≥ %v: the wait on the open attempt", c.Cycle, rec, wait.Sub(at(c.ReadyAt)))
+		}
+		t.Logf("cycle %d: detection %v; attempt open at the heal (begun %v before), reconnected %v after the heal, recovery %v",
+			c.Cycle, det, healed.Sub(attempt), back.Sub(healed), dur(c.Recovery()))
+		return true
+	}
+	if took := back.Sub(attempt); took > time.Second {
+		t.Errorf("cycle %d: an attempt begun after the heal took %v to reconnect", c.Cycle, took)
+	}
+	t.Logf("cycle %d: detection %v; attempt begun %v after the heal, reconnected %v after it, recovery %v",
+		c.Cycle, det, attempt.Sub(healed), back.Sub(attempt), dur(c.Recovery()))
+	return false
+}
+
+func dur(d time.Duration, _ bool) time.Duration { return d }
+
+// TestDockerNetworkFaults runs each network fault against our paho device
+// with bounds from its settings.
+func TestDockerNetworkFaults(t *testing.T) {
+	base := netLab(t)
+	blackhole := func(l *Lab) {
+		l.Config.KeepAlive = 4 * time.Second
+		l.Config.PingTimeout = 2 * time.Second
+		// Detection is at most 1.5 × 4 s + 2 s = 8 s: the heal at 10 s
+		// finds the device in its first reconnect attempt.
+		l.Config.KeepDead = 10 * time.Second
+	}
+
+	t.Run("blackhole", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Blackhole)
+		blackhole(l)
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			if !checkBlackholeCycle(t, c, l.Config.KeepAlive, l.Config.PingTimeout, l.Config.ConnectTimeout) {
+				t.Errorf("cycle %d: no attempt was open at the heal, though detection ends before it", c.Cycle)
+			}
+			if c.Lost != 0 {
+				t.Errorf("cycle %d: %d QoS 1 messages lost", c.Cycle, c.Lost)
+			}
+		}
+	})
+
+	// With a connect timeout shorter than the SYN's first retransmission,
+	// no attempt begun in the blackhole can succeed: one open at the heal
+	// waits out what is left of its timeout, and the device gets back with
+	// the next, begun after the heal, within a connect timeout and a
+	// backoff of it (paho sleeps MTTR_MAX_RECONNECT_INTERVAL at most
+	// between attempts).
+	t.Run("blackhole/connect-timeout", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Blackhole)
+		blackhole(l)
+		l.Config.ConnectTimeout = 800 * time.Millisecond
+		l.Config.MaxReconnectInterval = 100 * time.Millisecond
+		l.Config.RestartCount = 3
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			if checkBlackholeCycle(t, c, l.Config.KeepAlive, l.Config.PingTimeout, l.Config.ConnectTimeout) {
+				t.Errorf("cycle %d: an attempt begun in the blackhole got the device back", c.Cycle)
+			}
+			const margin = 100 * time.Millisecond
+			if wait := at(c.AttemptAt).Sub(at(c.HealedAt)); wait > l.Config.ConnectTimeout+l.Config.MaxReconnectInterval+margin {
+				t.Errorf("cycle %d: the attempt that got the device back began %v after the heal, want ≤ %v + %v + %v",
+					c.Cycle, wait, l.Config.ConnectTimeout, l.Config.MaxReconnectInterval, margin)
+			}
+		}
+	})
+
+	// 100 % loss drops every packet of the flows, as a blackhole does.
+	t.Run("loss=100%", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Loss)
+		blackhole(l)
+		l.Config.Loss = 1
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			checkBlackholeCycle(t, c, l.Config.KeepAlive, l.Config.PingTimeout, l.Config.ConnectTimeout)
+		}
+	})
+
+	// Every connection gets a RST at once: the device knows within 50 ms
+	// (the bound, from when ss was started in the broker's
+	// namespace), and each attempt in keep-dead is refused at once, so it
+	// makes one per backoff (MTTR_MAX_RECONNECT_INTERVAL=1s) in it.
+	t.Run("reset", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Reset)
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			if det, ok := c.Detection(); !ok || det > 50*time.Millisecond {
+				t.Errorf("cycle %d: detection %v (found %v), want ≤ 50ms", c.Cycle, det, ok)
+			}
+			if min := int(l.Config.KeepDead / l.Config.MaxReconnectInterval); c.ReconnectAttempts < min {
+				t.Errorf("cycle %d: %d reconnect attempts in a %v reset with a %v backoff, want ≥ %d",
+					c.Cycle, c.ReconnectAttempts, l.Config.KeepDead, l.Config.MaxReconnectInterval, min)
+			}
+			if rec, ok := c.Recovery(); !ok || rec > l.Config.MaxReconnectInterval+time.Second {
+				t.Errorf("cycle %d: recovery %v, want ≤ %v + 1s", c.Cycle, rec, l.Config.MaxReconnectInterval)
+			}
+			t.Logf("cycle %d: detection %v, %d attempts, recovery %v", c.Cycle, dur(c.Detection()), c.ReconnectAttempts, dur(c.Recovery()))
+		}
+	})
+
+	// 200 ms each way during the fault: a message published in it waits at
+	// least 400 ms for its PUBACK. Keep-dead is four times keep-running, so
+	// that most of a cycle's messages are published in it (8 of about 12:
+	// the others before the fault and after the heal) and the median is one
+	// of theirs. The connection survives (keep-alive 15 s).
+	t.Run("latency", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Latency)
+		l.Config.Latency = 200 * time.Millisecond
+		l.Config.KeepDead = 4 * l.Config.KeepRunning
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			if c.PubackMedian < 2*l.Config.Latency {
+				t.Errorf("cycle %d: PUBACK median %v with %v latency each way, want ≥ %v", c.Cycle, c.PubackMedian, l.Config.Latency, 2*l.Config.Latency)
+			}
+			if c.LostAt != 0 || c.Lost != 0 {
+				t.Errorf("cycle %d: lost_at %d, %d messages lost: latency below keep-alive lost the connection", c.Cycle, c.LostAt, c.Lost)
+			}
+			t.Logf("cycle %d: PUBACK median %v, recovery %v", c.Cycle, c.PubackMedian, dur(c.Recovery()))
+		}
+	})
+
+	// A whole-run link of 200 ms each way, under a broker fault: every
+	// message waits at least 400 ms for its PUBACK, and recovery crosses
+	// the link at least three round trips after the broker is back (the TLS
+	// handshake, CONNECT, then a PUBLISH and its PUBACK).
+	t.Run("link/stop", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, "stop")
+		l.Config.Link = netfault.Link{Latency: 200 * time.Millisecond}
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		var vars map[string]string
+		if err := json.Unmarshal([]byte(run.ConfigJSON), &vars); err != nil || vars["MTTR_LINK"] != l.Config.Link.String() {
+			t.Errorf("config_json %s: MTTR_LINK missing", run.ConfigJSON)
+		}
+		rtt := 2 * l.Config.Link.Latency
+		for _, c := range rows {
+			if c.PubackMedian < rtt {
+				t.Errorf("cycle %d: PUBACK median %v on a %v link, want ≥ %v", c.Cycle, c.PubackMedian, l.Config.Link.Latency, rtt)
+			}
+			if rec, ok := c.Recovery(); !ok || rec < 3*rtt {
+				t.Errorf("cycle %d: recovery %v on a %v link, want ≥ %v", c.Cycle, rec, l.Config.Link.Latency, 3*rtt)
+			}
+			t.Logf("cycle %d: PUBACK median %v, recovery %v", c.Cycle, c.PubackMedian, dur(c.Recovery()))
+		}
+	})
+
+	// A rate limit slows each message by its size over the rate.
+	t.Run("bandwidth", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Bandwidth)
+		l.Config.Rate = 1000 // bytes/s
+		l.Config.KeepDead = 3 * l.Config.KeepRunning
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			t.Logf("cycle %d: PUBACK median %v, recovery %v", c.Cycle, c.PubackMedian, dur(c.Recovery()))
+		}
+	})
+}
+
+// checkNetRun checks what every network fault's run shares: completed,
+// its settings recorded, the broker never restarted, every cycle in order
+// and recovered.
+func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
+	t.Helper()
+	if run.Status != store.StatusCompleted {
+		t.Errorf("run status %s", run.Status)
+	}
+	var vars map[string]string
+	if err := json.Unmarshal([]byte(run.ConfigJSON), &vars); err != nil || vars["MTTR_FAULT"] != l.Config.Fault ||
+		vars["MTTR_LOSS"] != netfault.FormatLoss(l.Config.Loss) || vars["MTTR_LATENCY"] != l.Config.Latency.String() {
+		t.Errorf("config_json %s (%v)", run.ConfigJSON, err)
+	}
+	if len(rows) != l.Config.RestartCount {
+		t.Fatalf("%d cycle rows, want %d", len(rows), l.Config.RestartCount)
+	}
+	for _, c := range rows {
+		checkOrder(t, c)
+		if c.ListeningAt != 0 && netfault.Is(l.Config.Fault) {
+			t.Errorf("cycle %d: the broker restarted in a network fault", c.Cycle)
+		}
+		if c.Error != "" {
+			t.Errorf("cycle %d: %s", c.Cycle, c.Error)
+		}
+	}
+}

@@ -1,0 +1,225 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/link"
+	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/netfault"
+)
+
+// networked reports whether the run changes the path between the devices
+// and the broker: a network fault, or a link for the whole run.
+func (l *Lab) networked() bool {
+	return netfault.Is(l.Config.Fault) || l.Config.Link != (netfault.Link{})
+}
+
+// netPath is how the devices reach the broker in a networked run.
+//   - direct: the broker's own address, with no proxy of Docker's between,
+//     so that rules in its namespace act on the devices' own connections;
+//   - the netfilter helper in that namespace, when rules are needed;
+//   - the link, listening on loopback and forwarding to direct, when the
+//     path delays or slows: devices dial it.
+type netPath struct {
+	direct string
+	filter *broker.Netfilter
+	link   *link.Link
+	base   netfault.Link
+}
+
+// dial is where the devices dial.
+func (p *netPath) dial() string {
+	if p.link != nil {
+		return p.link.Addr()
+	}
+	return p.direct
+}
+
+// port is the broker's port as rules in its namespace see it.
+func (p *netPath) port() int {
+	_, port, _ := net.SplitHostPort(p.direct)
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+// openNetPath prepares the path of a networked run to the broker bed
+// started: the helper and the link's base rules and toxics. What it
+// starts, cleanup stops.
+func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (*netPath, error) {
+	cfg := l.Config
+	direct := cfg.BrokerAddr
+	if cfg.BrokerAddrPublished() {
+		var err error
+		if direct, err = bed.direct(); err != nil {
+			return nil, err
+		}
+	}
+	p := &netPath{direct: direct, base: cfg.Link}
+	if netfault.Filtered(cfg.Fault) || cfg.Link.Loss > 0 {
+		f, err := bed.netfilter(ctx, cleanup)
+		if err != nil {
+			return nil, err
+		}
+		p.filter = f
+		if cfg.Link.Loss > 0 {
+			if _, _, err := f.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port())); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if netfault.Is(cfg.Fault) && !netfault.Filtered(cfg.Fault) || cfg.Link.Delays() {
+		lk, err := link.Start("127.0.0.1:0", direct, cfg.Link)
+		if err != nil {
+			return nil, err
+		}
+		cleanup.add(lk.Close)
+		p.link = lk
+	}
+	how := "straight to the broker's address " + direct
+	if p.link != nil {
+		how = fmt.Sprintf("through the link %s to %s", p.link.Addr(), direct)
+	}
+	if s := cfg.Link.String(); s != "" {
+		how += ", link " + s
+	}
+	l.printf("devices dial %s\n", how)
+	return p, nil
+}
+
+// rules is f on top of the whole run's link.
+func (p *netPath) rules(f netfault.Filter) netfault.Filter {
+	if p.base.Loss > 0 {
+		f.Loss = append([]float64{p.base.Loss}, f.Loss...)
+	}
+	return f
+}
+
+// netOutage is a network fault: the broker keeps running, and what lies
+// between it and the devices changes. It implements mttr.Fault.
+type netOutage struct {
+	path   *netPath
+	fault  string
+	window netfault.Link // latency, jitter, loss or rate of the fault
+	ready  func(ctx context.Context) (time.Time, error)
+}
+
+// newNetOutage prepares MTTR_FAULT, a network fault, on path; ready probes
+// the broker the way the devices reach it, without the link's delays.
+func (l *Lab) newNetOutage(path *netPath, ready func(context.Context) (time.Time, error)) *netOutage {
+	cfg := l.Config
+	o := &netOutage{path: path, fault: cfg.Fault, ready: ready}
+	switch cfg.Fault {
+	case netfault.Loss:
+		o.window.Loss = cfg.Loss
+	case netfault.Latency:
+		o.window.Latency, o.window.Jitter = cfg.Latency, cfg.Jitter
+	case netfault.Bandwidth:
+		o.window.Rate = cfg.Rate
+	}
+	return o
+}
+
+// Inject starts the fault and returns when it took effect: for rules, once
+// nft had applied them (no device can notice a drop sooner); for reset,
+// when a connection of our own to the broker, idle beside the devices',
+// got its RST (ss destroys them all at once, each sending its peer a RST);
+// for the link, once its toxics are in place.
+func (o *netOutage) Inject(ctx context.Context) (time.Time, error) {
+	p := o.path
+	switch o.fault {
+	case netfault.Blackhole:
+		_, end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Blackhole: true}).Script(p.port()))
+		return end, err
+	case netfault.Loss:
+		_, end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Loss: []float64{o.window.Loss}}).Script(p.port()))
+		return end, err
+	case netfault.Reset:
+		rst, err := watchReset(ctx, p.direct)
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer rst.close()
+		if _, _, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Reset: true}).Script(p.port())); err != nil {
+			return time.Time{}, err
+		}
+		if _, _, err := p.filter.Abort(ctx, p.port()); err != nil {
+			return time.Time{}, err
+		}
+		return rst.wait(ctx)
+	case netfault.Latency, netfault.Bandwidth:
+		if err := p.link.Fault(o.window); err != nil {
+			return time.Time{}, err
+		}
+		return time.Now(), nil
+	}
+	return time.Time{}, fmt.Errorf("fault %s: not a network fault", o.fault)
+}
+
+// resetWatch is a TCP connection of ours to the broker, idle, that
+// notices the moment a reset reaches it, as a device's would.
+type resetWatch struct {
+	conn net.Conn
+	at   chan time.Time
+}
+
+// watchReset connects to addr and watches for the connection's end.
+func watchReset(ctx context.Context, addr string) (*resetWatch, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("reset: connect to %s: %w", addr, err)
+	}
+	w := &resetWatch{conn: conn, at: make(chan time.Time, 1)}
+	go func() {
+		var b [1]byte
+		conn.Read(b[:]) // it sends nothing: this returns when the connection ends
+		w.at <- time.Now()
+	}()
+	return w, nil
+}
+
+// wait returns when the connection ended, at most resetSeen from now.
+func (w *resetWatch) wait(ctx context.Context) (time.Time, error) {
+	t := time.NewTimer(resetSeen)
+	defer t.Stop()
+	select {
+	case at := <-w.at:
+		return at, nil
+	case <-t.C:
+		return time.Time{}, fmt.Errorf("reset: a connection to the broker was not reset within %s", resetSeen)
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+}
+
+func (w *resetWatch) close() { w.conn.Close() }
+
+// resetSeen bounds how long after ss returned a reset may reach us.
+const resetSeen = 2 * time.Second
+
+// Heal ends the fault and returns when that took effect.
+func (o *netOutage) Heal(ctx context.Context) (time.Time, error) {
+	p := o.path
+	if netfault.Filtered(o.fault) {
+		_, end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port()))
+		if err != nil {
+			return time.Time{}, fmt.Errorf("heal %s: %w", o.fault, err)
+		}
+		return end, nil
+	}
+	if err := p.link.Heal(ctx); err != nil {
+		return time.Time{}, fmt.Errorf("heal %s: %w", o.fault, err)
+	}
+	return time.Now(), nil
+}
+
+// Ready waits until the broker answers an MQTT CONNECT at the devices'
+// address.
+func (o *netOutage) Ready(ctx context.Context) (time.Time, error) { return o.ready(ctx) }
+
+var _ mttr.Fault = (*netOutage)(nil)
