@@ -3,12 +3,17 @@ package lab
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/netfault"
@@ -293,6 +298,67 @@ func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
 		}
 		if c.Error != "" {
 			t.Errorf("cycle %d: %s", c.Cycle, c.Error)
+		}
+	}
+}
+
+// TestDockerNetworkFaultLeftovers stops a run in the middle of each
+// network fault. After SIGINT the run cleans up; after SIGKILL, which runs
+// no clean-up, the next run (another container, the same database) does
+// before it starts: neither the broker, its namespace holder nor the
+// netfilter helper, whose namespace holds the fault's rules, is left. The
+// link lives in the run's process and ends with it.
+func TestDockerNetworkFaultLeftovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs mage")
+	}
+	eng := dockertest.Engine(t)
+	base := netLab(t)
+	compiled := filepath.Join(t.TempDir(), "mttr-lab")
+	compile := exec.Command("go", "tool", "mage", "-compile", compiled)
+	compile.Dir = "../.."
+	if out, err := compile.CombinedOutput(); err != nil {
+		t.Fatalf("mage -compile: %v\n%s", err, out)
+	}
+	gone := func(t *testing.T, l *Lab) {
+		t.Helper()
+		for _, name := range []string{l.Config.Container, broker.NetfilterName(l.Config.Container), broker.HolderName(l.Config.Container)} {
+			if _, err := eng.Find(t.Context(), name); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("container %s left behind (%v)", name, err)
+			}
+		}
+	}
+	for _, fault := range []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset} {
+		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+			t.Run(fault+"/"+sig.String(), func(t *testing.T) {
+				t.Parallel()
+				l := shortRun(t, base, fault)
+				l.Config.RestartCount = 1
+				l.Config.KeepDead = time.Minute
+				l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
+				c := startCommand(t, l, compiled, "mttr")
+				c.await(t, "cycle 1/1  fault in effect")
+				if err := syscall.Kill(c.cmd.Process.Pid, sig); err != nil {
+					t.Fatal(err)
+				}
+				if sig == syscall.SIGINT {
+					if code := c.exit(t); code == 0 {
+						t.Errorf("exit status 0; stderr:\n%s", c.stderr())
+					}
+					checkInterrupted(t, eng, l, "")
+					gone(t, l)
+					return
+				}
+				c.exit(t)
+				if _, err := eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
+					t.Fatalf("the killed run's helper is not there to be cleaned up: %v", err)
+				}
+				next := shortRun(t, base, "stop")
+				next.Config.DB = l.Config.DB
+				next.Config.RestartCount = 1
+				runMttr(t, next)
+				gone(t, l)
+			})
 		}
 	}
 }

@@ -139,6 +139,10 @@ func (e Experiment) Run(ctx context.Context) (Summary, error) {
 	return sum, nil
 }
 
+// longOutage is the keep-dead from which a cycle says when its fault took
+// effect, so that a long wait shows progress.
+const longOutage = 5 * time.Second
+
 // cycle runs one cycle. It returns rows whenever the fault was injected,
 // even when it fails or is interrupted after that.
 func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, error) {
@@ -172,6 +176,9 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	}
 	m.FaultAt = at
 	if inst, ok := fault.(Instant); !ok || !inst.Instant() {
+		if plan.KeepDead >= longOutage {
+			fmt.Fprintf(e.Progress, "cycle %d/%d  fault in effect, heals in %s\n", n, plan.Cycles, plan.KeepDead)
+		}
 		// Down for KeepDead from when the fault took effect.
 		if err := pause(ctx, time.Until(m.FaultAt.Add(plan.KeepDead))); err != nil {
 			// Interrupted while the broker is down: it stays down. Nothing
