@@ -21,6 +21,7 @@ import (
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/netfault"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -163,6 +164,22 @@ func TestDockerBrokerLifecycle(t *testing.T) {
 		t.Errorf("up printed no readiness line:\n%s", out)
 	}
 	sendUntil(t, l, 3)
+
+	// 200 ms each way: every message waits at least 400 ms for its PUBACK.
+	t.Run("send through a link", func(t *testing.T) {
+		slow := *l
+		slow.Config.Link = netfault.Link{Latency: 200 * time.Millisecond}
+		sum := sendUntil(t, &slow, 3)
+		for i, d := range sum.Latencies {
+			if d < 2*slow.Config.Link.Latency {
+				t.Errorf("message %d acknowledged in %v through a %v link, want ≥ %v", i+1, d, slow.Config.Link.Latency, 2*slow.Config.Link.Latency)
+			}
+		}
+		slow.Config.Link.Loss = 0.1
+		if _, err := slow.Send(t.Context()); err == nil || !strings.Contains(err.Error(), "MTTR_LINK=") {
+			t.Errorf("send with a lossy link: %v, want a refusal naming MTTR_LINK", err)
+		}
+	})
 
 	t.Run("certificate for another host is rejected", func(t *testing.T) {
 		other := certs.For(t.TempDir(), "localhost")

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/device"
+	"github.com/mttrlab/mttr/internal/link"
+	"github.com/mttrlab/mttr/internal/netfault"
 	"github.com/mttrlab/mttr/internal/stats"
 )
 
@@ -30,6 +32,22 @@ func (l *Lab) Send(ctx context.Context) (SendSummary, error) {
 	if err != nil {
 		return sum, err
 	}
+	// A link delays or slows the device's path as it would in a run.
+	addr, via := l.Config.BrokerAddr, ""
+	if lk := l.Config.Link; lk != (netfault.Link{}) {
+		if lk.Loss > 0 {
+			return sum, fmt.Errorf("MTTR_LINK=%s: loss acts in the broker's network namespace, which only mage mttr sets up; mage send takes latency, jitter and rate", lk)
+		}
+		path, err := link.Start("127.0.0.1:0", addr, lk)
+		if err != nil {
+			return sum, err
+		}
+		defer path.Close()
+		via = fmt.Sprintf(" through the link %s (%s)", path.Addr(), lk)
+		l2 := *l
+		l2.Config.BrokerAddr = path.Addr()
+		l = &l2
+	}
 	cfg := l.deviceConfig(id, id.DeviceID, tlsConf)
 	cfg.QoS = 1
 	dev, err := device.New(cfg)
@@ -43,8 +61,8 @@ func (l *Lab) Send(ctx context.Context) (SendSummary, error) {
 		return sum, err
 	}
 	defer dev.Close()
-	l.printf("device %s connected to %s (TLS name %s, keep-alive %s); a message every %s with QoS 1; Ctrl-C stops\n",
-		dev.ID(), l.Config.BrokerAddr, l.Config.Host, l.Config.KeepAlive, l.Config.SendInterval)
+	l.printf("device %s connected to %s%s (TLS name %s, keep-alive %s); a message every %s with QoS 1; Ctrl-C stops\n",
+		dev.ID(), addr, via, l.Config.Host, l.Config.KeepAlive, l.Config.SendInterval)
 
 	type result struct {
 		msg device.Message
