@@ -17,6 +17,8 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 // DefaultNetfilterImage is the helper image for network faults, made from
@@ -237,12 +239,17 @@ func (n *Netfilter) Apply(ctx context.Context, script string) (begin, end time.T
 	return begin, time.Now(), nil
 }
 
-// Abort destroys every TCP socket on port in the namespace, which sends
-// each peer a RST, and returns the moments around it as Apply does.
+// Abort destroys every TCP socket on port in the namespace but those whose
+// peer's port lies in own (the tool's own clients; none when zero), which
+// sends each peer a RST, and returns the moments around it as Apply does.
 //
 // begin is when the engine was asked to start ss, its exec already created.
-func (n *Netfilter) Abort(ctx context.Context, port int) (begin, end time.Time, err error) {
-	if _, err := n.execMarked(ctx, &begin, n.tools[1], "-K", "-t", fmt.Sprintf("sport = :%d", port)); err != nil {
+func (n *Netfilter) Abort(ctx context.Context, port int, own netfault.Ports) (begin, end time.Time, err error) {
+	filter := fmt.Sprintf("sport = :%d", port)
+	if own != (netfault.Ports{}) {
+		filter += fmt.Sprintf(" and not ( dport >= :%d and dport <= :%d )", own.Lo, own.Hi)
+	}
+	if _, err := n.execMarked(ctx, &begin, n.tools[1], "-K", "-t", filter); err != nil {
 		return begin, time.Time{}, fmt.Errorf("abort connections: %w", err)
 	}
 	return begin, time.Now(), nil

@@ -44,6 +44,9 @@ type Config struct {
 	// without it a device with a clean session reconnects deaf, as a naive
 	// paho application does (paho does not resubscribe by itself).
 	Resubscribe bool
+	// Dial opens the TCP connection under the TLS; nil dials from any
+	// local port.
+	Dial func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error)
 }
 
 // EventKind says what happened to a device's connection.
@@ -133,12 +136,39 @@ func New(cfg Config) (*Device, error) {
 	return d, nil
 }
 
+// dialVia opens the TCP connection with cfg.Dial and the TLS session over
+// it, both within the connect timeout.
+func (d *Device) dialVia(addr string, o paho.ClientOptions) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), o.ConnectTimeout)
+	defer cancel()
+	raw, err := d.cfg.Dial(ctx, net.Dialer{}, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := o.TLSConfig.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 // dial opens the TLS connection for paho and wraps it, so that the moment
 // the CONNACK arrives and the moment the connection breaks are stamped
 // where they happen, not when paho gets round to notifying us.
 func (d *Device) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout}
-	conn, err := tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
+	var conn net.Conn
+	var err error
+	if d.cfg.Dial == nil {
+		conn, err = tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
+	} else {
+		conn, err = d.dialVia(uri.Host, o)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func (l *Lab) clientEnv(runID int64, base device.Identity, deviceID string) ([]s
 	if err != nil {
 		return nil, err
 	}
-	_, port, err := net.SplitHostPort(cfg.BrokerAddr)
+	dial, port, err := net.SplitHostPort(cfg.BrokerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("MTTR_BROKER_ADDR=%q: %w", cfg.BrokerAddr, err)
 	}
@@ -46,6 +46,7 @@ func (l *Lab) clientEnv(runID int64, base device.Identity, deviceID string) ([]s
 		"MTTR_BROKER_HOST=" + cfg.Host,
 		"MTTR_BROKER_PORT=" + port,
 		"MTTR_BROKER_ADDR=" + cfg.BrokerAddr,
+		"MTTR_BROKER_DIAL_HOST=" + dial,
 		"MTTR_CA_FILE=" + ca,
 		"MTTR_DEVICE_ID=" + deviceID,
 		"MTTR_CONNECTION_STRING=" + fmt.Sprintf("HostName=%s;DeviceId=%s;SharedAccessKey=%s", id.HostName, id.DeviceID, id.SharedAccessKey),

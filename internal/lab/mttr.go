@@ -183,6 +183,9 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	cloud := mttr.Verifier(l.deviceConfig(id, mttr.CloudID(id.DeviceID), tlsConf))
 	cloud.CleanSession = true // it only sends
 	verifier.BrokerAddr, cloud.BrokerAddr = probeAddr, probeAddr
+	if path != nil { // the cloud's side: no fault of the devices' touches it
+		verifier.Dial, cloud.Dial = path.dialOwn, path.dialOwn
+	}
 	var fleet mttr.Devices
 	if watch != nil {
 		if err := l.startExternal(ctx, watch, clientRun{id: runID, base: id, blog: blog, verifier: verifier, sender: cloud}, cleanup); err != nil {
@@ -210,7 +213,9 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	}
 	var fault mttr.Fault
 	if netfault.Is(cfg.Fault) {
-		fault = l.newNetOutage(path, func(ctx context.Context) (time.Time, error) { return bed.waitReady(ctx, probeAddr) })
+		fault = l.newNetOutage(path, func(ctx context.Context) (time.Time, error) {
+			return mqttprobe.WaitVia(ctx, path.dialOwn, path.direct, tlsConf, mqttprobe.ProbeInterval, nil)
+		})
 	} else {
 		fault, err = bed.fault(ctx, cleanup, probeAddr)
 	}

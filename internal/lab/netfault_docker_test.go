@@ -277,7 +277,7 @@ func TestDockerNetworkFaults(t *testing.T) {
 
 // checkNetRun checks what every network fault's run shares: completed,
 // its settings recorded, the broker never restarted, every cycle in order
-// and recovered.
+// and recovered, the cloud's side untouched.
 func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
 	t.Helper()
 	if run.Status != store.StatusCompleted {
@@ -298,6 +298,11 @@ func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
 		}
 		if c.Error != "" {
 			t.Errorf("cycle %d: %s", c.Cycle, c.Error)
+		}
+		// The cloud's side (our sender of commands, the verifier) has its
+		// own path: a fault of the devices' path leaves it connected.
+		if netfault.Is(l.Config.Fault) && c.CommandsBackAt != 0 {
+			t.Errorf("cycle %d: the sender of commands lost its connection in a fault of the devices' path", c.Cycle)
 		}
 	}
 }
@@ -360,5 +365,100 @@ func TestDockerNetworkFaultLeftovers(t *testing.T) {
 				gone(t, l)
 			})
 		}
+	}
+}
+
+// readmeClient returns the README's example client whose text follows
+// marker: the Python script, saved in a file and run with python, or the
+// shell command given as MTTR_CLIENT_CMD. The examples are what client
+// authors copy, so they are what is tested.
+func readmeClient(t *testing.T, marker string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), marker)
+	if !ok {
+		t.Fatalf("README.md has no %q", marker)
+	}
+	if py, ok := strings.CutPrefix(strings.TrimLeft(rest, "\n"), "```python\n"); ok {
+		script, _, _ := strings.Cut(py, "```")
+		path := filepath.Join(t.TempDir(), "client.py")
+		if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return python(t) + " " + path
+	}
+	_, cmd, ok := strings.Cut(rest, "MTTR_CLIENT_CMD='")
+	cmd, _, ok2 := strings.Cut(cmd, "' go tool mage mttr")
+	if !ok || !ok2 {
+		t.Fatalf("README.md: no MTTR_CLIENT_CMD='…' after %q", marker)
+	}
+	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
+		if dockertest.Required() {
+			t.Fatal("MTTR_REQUIRE_DOCKER=1 but mosquitto_pub is not installed (Debian: mosquitto-clients)")
+		}
+		t.Skip("mosquitto_pub not installed")
+	}
+	return cmd
+}
+
+// TestDockerExternalNetworkFaults runs the README's example clients, which
+// nobody here wrote the MQTT stack of, under network faults, measured from
+// the broker's side. They dial the path's address and check the broker's
+// certificate chain, not its name there.
+func TestDockerExternalNetworkFaults(t *testing.T) {
+	base := netLab(t)
+	pyClient := readmeClient(t, "saved as `client.py`:")
+	shClient := readmeClient(t, "A shell loop around `mosquitto_pub`")
+	// The Python client reconnects after 1 to 2 s (reconnect_delay_set) and
+	// publishes every second; Linux retransmits a SYN the blackhole dropped
+	// within a second (its first retransmissions come 1 s apart).
+	const reconnectMax, publishEvery, synEvery, margin = 2 * time.Second, time.Second, time.Second, time.Second
+
+	t.Run("python/blackhole", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Blackhole)
+		l.Config.Client, l.Config.ClientCmd = "external", pyClient
+		l.Config.KeepAlive = 4 * time.Second
+		l.Config.KeepDead = 10 * time.Second
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			// The broker drops a client it has not heard from for 1.5 ×
+			// keep-alive: in the blackhole, it hears nothing from the fault
+			// on (the client's last message came at most a second before).
+			det, ok := c.Detection()
+			if !ok || det < l.Config.KeepAlive*3/2-publishEvery || det > l.Config.KeepAlive*3/2+margin {
+				t.Errorf("cycle %d: the broker saw the loss after %v (found %v), want within [%v, %v]", c.Cycle, det, ok,
+					l.Config.KeepAlive*3/2-publishEvery, l.Config.KeepAlive*3/2+margin)
+			}
+			if c.ReconnectedAt == 0 {
+				t.Errorf("cycle %d: no reconnect seen", c.Cycle)
+			}
+			if rec, ok := c.Recovery(); !ok || rec > reconnectMax+synEvery+publishEvery+margin {
+				t.Errorf("cycle %d: recovery %v, want ≤ %v", c.Cycle, rec, reconnectMax+synEvery+publishEvery+margin)
+			}
+			t.Logf("cycle %d: broker saw the loss after %v, recovery %v", c.Cycle, det, dur(c.Recovery()))
+		}
+	})
+
+	for _, tc := range []struct{ name, cmd string }{{"python", pyClient}, {"shell", shClient}} {
+		t.Run(tc.name+"/latency", func(t *testing.T) {
+			t.Parallel()
+			l := shortRun(t, base, netfault.Latency)
+			l.Config.Client, l.Config.ClientCmd = "external", tc.cmd
+			l.Config.Latency = 200 * time.Millisecond
+			l.Config.KeepDead = 3 * time.Second
+			run, rows := runMttr(t, l)
+			checkNetRun(t, l, run, rows)
+			for _, c := range rows {
+				if c.Published == 0 || c.Delivered < c.Published {
+					t.Errorf("cycle %d: published %d, delivered %d", c.Cycle, c.Published, c.Delivered)
+				}
+				t.Logf("cycle %d: published %d, recovery %v", c.Cycle, c.Published, dur(c.Recovery()))
+			}
+		})
 	}
 }

@@ -30,6 +30,15 @@ type netPath struct {
 	filter *broker.Netfilter
 	link   *link.Link
 	base   netfault.Link
+	// own are the local ports the tool's own clients dial from where rules
+	// act: the rules leave them alone (zero without rules).
+	own netfault.Ports
+}
+
+// dialOwn opens a connection of the tool's own (verifier, sender of
+// commands, readiness probe) to the broker, past the fault.
+func (p *netPath) dialOwn(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
+	return p.own.Dial(ctx, d, network, addr)
 }
 
 // dial is where the devices dial.
@@ -61,11 +70,15 @@ func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (
 	}
 	p := &netPath{direct: direct, base: cfg.Link}
 	if netfault.Filtered(cfg.Fault) || cfg.Link.Loss > 0 {
+		own, err := netfault.OwnPorts()
+		if err != nil {
+			return nil, fmt.Errorf("MTTR_FAULT=%s: %w", cfg.Fault, err)
+		}
 		f, err := bed.netfilter(ctx, cleanup)
 		if err != nil {
 			return nil, err
 		}
-		p.filter = f
+		p.filter, p.own = f, own
 		if cfg.Link.Loss > 0 {
 			if _, _, err := f.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port())); err != nil {
 				return nil, err
@@ -91,8 +104,9 @@ func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (
 	return p, nil
 }
 
-// rules is f on top of the whole run's link.
+// rules is f on top of the whole run's link, for the devices alone.
 func (p *netPath) rules(f netfault.Filter) netfault.Filter {
+	f.Own = p.own
 	if p.base.Loss > 0 {
 		f.Loss = append([]float64{p.base.Loss}, f.Loss...)
 	}
@@ -147,7 +161,7 @@ func (o *netOutage) Inject(ctx context.Context) (time.Time, error) {
 		if _, _, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Reset: true}).Script(p.port())); err != nil {
 			return time.Time{}, err
 		}
-		if _, _, err := p.filter.Abort(ctx, p.port()); err != nil {
+		if _, _, err := p.filter.Abort(ctx, p.port(), p.own); err != nil {
 			return time.Time{}, err
 		}
 		return rst.wait(ctx)

@@ -35,8 +35,6 @@ type testBed interface {
 	// fault prepares MTTR_FAULT, a broker fault, against the broker start
 	// made, probing its readiness at addr.
 	fault(ctx context.Context, cleanup *cleanups, addr string) (mttr.Fault, error)
-	// waitReady waits until the broker answers an MQTT CONNECT at addr.
-	waitReady(ctx context.Context, addr string) (time.Time, error)
 	// direct is the broker's own address, which a device reaches with no
 	// proxy between.
 	direct() (string, error)
@@ -186,10 +184,6 @@ func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups, addr string) (
 	return followedOutage{o, &b.targets}, nil
 }
 
-func (b *dockerBed) waitReady(ctx context.Context, addr string) (time.Time, error) {
-	return b.eng.WaitReady(ctx, b.c, addr, b.tls, mqttprobe.ProbeInterval)
-}
-
 // direct is the broker's address on its Docker network, which this
 // machine reaches when the engine runs on it.
 func (b *dockerBed) direct() (string, error) {
@@ -307,10 +301,6 @@ func (p *processBed) path() mttr.HeldPath { return nil }
 
 func (p *processBed) fault(_ context.Context, _ *cleanups, addr string) (mttr.Fault, error) {
 	return p.b.Outage(p.l.Config.Fault, p.tls)
-}
-
-func (p *processBed) waitReady(ctx context.Context, _ string) (time.Time, error) {
-	return p.b.WaitReady(ctx, p.tls, mqttprobe.ProbeInterval)
 }
 
 // direct is the process's own address: nothing stands between.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 )
 
@@ -23,12 +24,33 @@ const ProbeClientPrefix = "mttr-probe-"
 // CONNECT with a fresh probe client id and returns nil only when the broker
 // answers with a CONNACK that accepts it. It disconnects cleanly afterwards.
 func Probe(ctx context.Context, addr string, tlsConf *tls.Config) error {
-	d := tls.Dialer{Config: tlsConf}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	return ProbeVia(ctx, nil, addr, tlsConf)
+}
+
+// Dial opens a TCP connection, as net.Dialer.DialContext does.
+type Dial func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error)
+
+// ProbeVia is Probe over a TCP connection that dial opens (nil: from any
+// local port).
+func ProbeVia(ctx context.Context, dial Dial, addr string, tlsConf *tls.Config) error {
+	if dial == nil {
+		dial = func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}
+	}
+	raw, err := dial(ctx, net.Dialer{}, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
+	cfg := tlsConf.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	conn := tls.Client(raw, cfg)
 	defer conn.Close()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("probe: %w", err)
+	}
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
@@ -95,6 +117,12 @@ const maxProbes = 8
 // broker listened can take a SYN retransmission, about a second, to get
 // through). It returns the time the first accepting CONNACK arrived.
 func Wait(ctx context.Context, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
+	return WaitVia(ctx, nil, addr, tlsConf, interval, alive)
+}
+
+// WaitVia is Wait with probes over connections that dial opens (nil: from
+// any local port).
+func WaitVia(ctx context.Context, dial Dial, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -108,7 +136,7 @@ func Wait(ctx context.Context, addr string, tlsConf *tls.Config, interval time.D
 		go func() {
 			attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			err := Probe(attempt, addr, tlsConf)
+			err := ProbeVia(attempt, dial, addr, tlsConf)
 			results <- result{time.Now(), err}
 		}()
 	}

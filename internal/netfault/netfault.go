@@ -8,11 +8,16 @@
 package netfault
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	mrand "math/rand/v2"
+	"net"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -206,6 +211,10 @@ type Filter struct {
 	Blackhole bool      // drop every packet both ways, SYNs included: no RST, no FIN
 	Reset     bool      // answer every packet that reaches the broker's port with a RST
 	Loss      []float64 // independent random drops each way, as fractions
+	// Own are the local ports of the tool's own clients (the verifier, the
+	// sender of commands, the readiness probe): the cloud's side, whose
+	// path no fault of the devices' touches.
+	Own Ports
 }
 
 // Table is the nftables table the rules live in, in the broker's
@@ -219,6 +228,12 @@ func (f Filter) Script(port int) string {
 	// Creating the table first makes deleting it valid when it is absent.
 	fmt.Fprintf(&b, "add table inet %s\ndelete table inet %s\n", Table, Table)
 	var in, out []string
+	// Packets to the broker from the devices, and back to them.
+	to, from := fmt.Sprintf("tcp dport %d", port), fmt.Sprintf("tcp sport %d", port)
+	if f.Own != (Ports{}) {
+		to += fmt.Sprintf(" tcp sport != %s", f.Own)
+		from += fmt.Sprintf(" tcp dport != %s", f.Own)
+	}
 	for _, p := range f.Loss {
 		if p <= 0 {
 			continue
@@ -230,16 +245,16 @@ func (f Filter) Script(port int) string {
 			f.Blackhole = true
 			continue
 		}
-		in = append(in, fmt.Sprintf("tcp dport %d numgen random mod 10000 < %d drop", port, n))
-		out = append(out, fmt.Sprintf("tcp sport %d numgen random mod 10000 < %d drop", port, n))
+		in = append(in, fmt.Sprintf("%s numgen random mod 10000 < %d drop", to, n))
+		out = append(out, fmt.Sprintf("%s numgen random mod 10000 < %d drop", from, n))
 	}
 	if f.Blackhole {
-		in = append(in, fmt.Sprintf("tcp dport %d drop", port))
-		out = append(out, fmt.Sprintf("tcp sport %d drop", port))
+		in = append(in, to+" drop")
+		out = append(out, from+" drop")
 	}
 	if f.Reset {
 		// The RSTs leave through the output hook: nothing there drops them.
-		in = append(in, fmt.Sprintf("tcp dport %d reject with tcp reset", port))
+		in = append(in, to+" reject with tcp reset")
 	}
 	if len(in) == 0 {
 		return b.String()
@@ -265,3 +280,51 @@ func (f Filter) Script(port int) string {
 // ErrNoFilter is returned where a filtered fault meets a broker whose
 // network namespace cannot be entered (a local process).
 var ErrNoFilter = errors.New("needs the broker's own network namespace (MTTR_BROKER=docker)")
+
+// Ports is a band of local ports, [Lo, Hi].
+type Ports struct{ Lo, Hi int }
+
+func (p Ports) String() string { return fmt.Sprintf("%d-%d", p.Lo, p.Hi) }
+
+// ownBand is how many ports OwnPorts sets aside.
+const ownBand = 1000
+
+// OwnPorts is the band of local ports the tool's own clients connect from
+// in a run with a network fault: the 1000 ports below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range), or above it when there
+// is no room below, so that no device's connection, which the kernel
+// gives an ephemeral port, comes from one of them.
+func OwnPorts() (Ports, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return Ports{}, fmt.Errorf("the ephemeral port range: %w", err)
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return Ports{}, fmt.Errorf("the ephemeral port range %q: %w", strings.TrimSpace(string(b)), err)
+	}
+	switch {
+	case lo-ownBand >= 1024:
+		return Ports{lo - ownBand, lo - 1}, nil
+	case hi+ownBand <= 65535:
+		return Ports{hi + 1, hi + ownBand}, nil
+	}
+	return Ports{}, fmt.Errorf("the ephemeral port range %d-%d leaves no %d ports for the tool's own clients", lo, hi, ownBand)
+}
+
+// Dial connects to addr from a port of p, trying others while the one
+// drawn is taken. A zero p dials from any port.
+func (p Ports) Dial(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
+	if p == (Ports{}) {
+		return d.DialContext(ctx, network, addr)
+	}
+	var err error
+	for range 20 {
+		d.LocalAddr = &net.TCPAddr{Port: p.Lo + mrand.IntN(p.Hi-p.Lo+1)}
+		var c net.Conn
+		if c, err = d.DialContext(ctx, network, addr); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+	}
+	return nil, fmt.Errorf("no free local port in %s: %w", p, err)
+}

@@ -2,7 +2,10 @@ package netfault
 
 import (
 	"flag"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,6 +74,7 @@ func TestScript(t *testing.T) {
 		"reset":          {Reset: true},
 		"loss":           {Loss: []float64{0.3}},
 		"link-and-fault": {Loss: []float64{0.015, 1}, Blackhole: true},
+		"own-ports":      {Loss: []float64{0.3}, Reset: true, Own: Ports{31768, 32767}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got := f.Script(8883)
@@ -87,7 +91,53 @@ func TestScript(t *testing.T) {
 			if got != string(want) {
 				t.Errorf("script:\n%s\nwant:\n%s", got, want)
 			}
+			checkParses(t, got)
 		})
+	}
+}
+
+// checkParses has nft check a script, where nft and a network namespace
+// of our own (unshare -n) are at hand.
+func checkParses(t *testing.T, script string) {
+	t.Helper()
+	unshare, err1 := exec.LookPath("unshare")
+	nft, err2 := exec.LookPath("nft")
+	if err1 != nil || err2 != nil || exec.Command(unshare, "-n", "true").Run() != nil {
+		t.Log("no nft or no network namespace of our own here: the script is not checked by nft")
+		return
+	}
+	if out, err := exec.Command(unshare, "-n", nft, "-c", script).CombinedOutput(); err != nil {
+		t.Errorf("nft -c: %v\n%s", err, out)
+	}
+}
+
+// TestOwnPorts checks that the tool's own band lies outside the kernel's
+// ephemeral range, and that Dial connects from it.
+func TestOwnPorts(t *testing.T) {
+	p, err := OwnPorts()
+	if err != nil {
+		t.Skip(err)
+	}
+	b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	var lo, hi int
+	fmt.Sscan(string(b), &lo, &hi)
+	if p.Hi-p.Lo+1 != ownBand || p.Lo < 1024 || p.Hi > 65535 || (p.Hi >= lo && p.Lo <= hi) {
+		t.Errorf("own ports %s overlap the ephemeral range %d-%d or the privileged ports", p, lo, hi)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for range 3 {
+		c, err := p.Dial(t.Context(), net.Dialer{}, "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port := c.LocalAddr().(*net.TCPAddr).Port; port < p.Lo || port > p.Hi {
+			t.Errorf("dialled from port %d, outside %s", port, p)
+		}
+		c.Close()
 	}
 }
 

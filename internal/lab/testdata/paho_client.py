@@ -17,6 +17,7 @@ import time
 import paho.mqtt.client as mqtt
 
 host = os.environ["MTTR_BROKER_HOST"]
+dial = os.environ["MTTR_BROKER_DIAL_HOST"]
 port = int(os.environ["MTTR_BROKER_PORT"])
 device = os.environ["MTTR_DEVICE_ID"]
 topic = os.environ["MTTR_TOPIC"]
@@ -28,6 +29,11 @@ try:  # paho-mqtt 2.x
 except AttributeError:  # paho-mqtt 1.x
     client = mqtt.Client(client_id=device)
 tls = ssl.create_default_context(cafile=os.environ["MTTR_CA_FILE"])
+if dial != host:
+    # The path starts at an address, not at the certificate's name: check
+    # the chain (MTTR_CA_FILE holds only the broker's certificate), not the
+    # name.
+    tls.check_hostname = False
 client.tls_set_context(tls)
 client.username_pw_set(f"{host}/{device}/?api-version=2021-04-12")
 client.reconnect_delay_set(min_delay=1, max_delay=2)
@@ -48,9 +54,9 @@ def on_message(c, userdata, msg):
 
 client.on_connect = on_connect
 client.on_message = on_message
-client.connect_async(host, port, keepalive=keep_alive)
+client.connect_async(dial, port, keepalive=keep_alive)
 client.loop_start()
-print(f"{device}: publishing to {topic} on {host}:{port}", flush=True)
+print(f"{device}: publishing to {topic} on {dial}:{port}", flush=True)
 
 seq = 0
 while True:
