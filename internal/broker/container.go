@@ -24,6 +24,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 // MQTTPort is the broker's port inside the container.
@@ -320,7 +321,7 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 // Discard force-removes the broker container called name, its netfilter
 // helper and its holder, all at once and without inspecting them first: they must be the
 // caller's own, made by Run. An engine that does not answer in time still
-// has both requests, and carries them out when it answers again: after
+// has the requests, and carries them out when it answers again: after
 // any start of the broker still waiting there, or at the same time.
 func (e *Engine) Discard(ctx context.Context, name string) error {
 	refs := []string{name, NetfilterName(name), HolderName(name)}
@@ -422,6 +423,12 @@ func (e *Engine) Logs(ctx context.Context, ref string, tail int) (string, error)
 // verified by tlsConf, dialing addr (c.Addr() when empty) every interval.
 // It fails at once when the container dies, with its last log lines.
 func (e *Engine) WaitReady(ctx context.Context, c *Container, addr string, tlsConf *tls.Config, interval time.Duration) (time.Time, error) {
+	return e.WaitReadyVia(ctx, c, nil, addr, tlsConf, interval)
+}
+
+// WaitReadyVia is WaitReady with probes over connections that dial opens
+// (nil: from any local port).
+func (e *Engine) WaitReadyVia(ctx context.Context, c *Container, dial netfault.Dial, addr string, tlsConf *tls.Config, interval time.Duration) (time.Time, error) {
 	if addr == "" {
 		addr = c.Addr()
 	}
@@ -455,7 +462,7 @@ func (e *Engine) WaitReady(ctx context.Context, c *Container, addr string, tlsCo
 		}
 		return nil
 	}
-	at, err := mqttprobe.Wait(ctx, addr, tlsConf, interval, alive)
+	at, err := mqttprobe.WaitVia(ctx, dial, addr, tlsConf, interval, alive)
 	if p := died.Load(); p != nil {
 		return time.Time{}, *p
 	}

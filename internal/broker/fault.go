@@ -11,6 +11,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 // Fault modes, as MTTR_FAULT names them. All act on the broker container
@@ -38,6 +39,10 @@ const eventWait = 3 * time.Second
 // taking the moment a fault took effect from the engine's events where the
 // engine reports one. It implements mttr.Fault.
 type Outage struct {
+	// Dial opens the readiness probe's connections; nil: from any local
+	// port.
+	Dial netfault.Dial
+
 	eng      *Engine
 	mode     string
 	spec     RunSpec
@@ -196,7 +201,7 @@ func (o *Outage) refresh(ctx context.Context, id string) error {
 // Ready waits until the broker answers an MQTT CONNECT over verified TLS,
 // probing every ProbeInterval, and fails at once if the container dies.
 func (o *Outage) Ready(ctx context.Context) (time.Time, error) {
-	return o.eng.WaitReady(ctx, o.c, o.addr, o.tls, mqttprobe.ProbeInterval)
+	return o.eng.WaitReadyVia(ctx, o.c, o.Dial, o.addr, o.tls, mqttprobe.ProbeInterval)
 }
 
 // await returns the time of the next engine event with one of the actions

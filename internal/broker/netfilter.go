@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -49,7 +50,7 @@ func (e *Engine) MakeNetfilterImage(ctx context.Context, tag string, out io.Writ
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	files, paths, err := netfilterFiles()
+	files, paths, err := netfilterFiles(ctx)
 	if err != nil {
 		return fmt.Errorf("make image %s: %w", tag, err)
 	}
@@ -79,7 +80,7 @@ func (e *Engine) MakeNetfilterImage(ctx context.Context, tag string, out io.Writ
 // netfilterFiles lists the helper image's files: each tool and every
 // library ldd says it loads, at the paths it loads them from. paths are
 // the tools' own paths, in netfilterTools' order.
-func netfilterFiles() (files, paths []string, err error) {
+func netfilterFiles(ctx context.Context) (files, paths []string, err error) {
 	seen := map[string]bool{}
 	for _, tool := range netfilterTools {
 		p, err := exec.LookPath(tool)
@@ -90,7 +91,7 @@ func netfilterFiles() (files, paths []string, err error) {
 			return nil, nil, err
 		}
 		paths = append(paths, p)
-		libs, err := ldd(p)
+		libs, err := ldd(ctx, p)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -105,15 +106,19 @@ func netfilterFiles() (files, paths []string, err error) {
 }
 
 // ldd returns the absolute paths of the shared libraries bin loads, its
-// loader included.
-func ldd(bin string) ([]string, error) {
-	out, err := exec.Command("ldd", bin).Output()
+// loader included; a library it cannot find is an error, not an image
+// whose tool fails later.
+func ldd(ctx context.Context, bin string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "ldd", bin).Output()
 	if err != nil {
 		return nil, fmt.Errorf("ldd %s: %w", bin, err)
 	}
 	var libs []string
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
+		if strings.Contains(sc.Text(), "not found") {
+			return nil, fmt.Errorf("ldd %s: %s", bin, strings.TrimSpace(sc.Text()))
+		}
 		for _, f := range strings.Fields(sc.Text()) {
 			if strings.HasPrefix(f, "/") {
 				libs = append(libs, f)
@@ -169,7 +174,11 @@ type Netfilter struct {
 // replaced.
 func (e *Engine) RunNetfilter(ctx context.Context, c *Container, image string, labels map[string]string) (*Netfilter, error) {
 	name := NetfilterName(c.Name)
-	if err := e.Remove(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+	if old, err := e.own(ctx, name); err == nil {
+		if err := e.containerRemove(ctx, old.ID, true); err != nil && !cerrdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("run %s: remove the previous one: %w", name, err)
+		}
+	} else if !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("run %s: %w", name, err)
 	}
 	res, err := e.imageInspect(ctx, image)
@@ -229,36 +238,25 @@ func (n *Netfilter) findTools(ctx context.Context) error {
 }
 
 // Apply makes the namespace's packet filter run script (nft's syntax) in
-// one transaction, and returns the moments just before it asked and just
-// after nft had exited: the rules took effect in between.
-func (n *Netfilter) Apply(ctx context.Context, script string) (begin, end time.Time, err error) {
-	begin = time.Now()
+// one transaction, and returns the moment nft had exited: the rules were
+// in effect by then, and not before it was asked.
+func (n *Netfilter) Apply(ctx context.Context, script string) (time.Time, error) {
 	if _, err := n.exec(ctx, n.tools[0], script); err != nil {
-		return begin, time.Time{}, fmt.Errorf("packet filter: %w", err)
+		return time.Time{}, fmt.Errorf("packet filter: %w", err)
 	}
-	return begin, time.Now(), nil
+	return time.Now(), nil
 }
 
 // Abort destroys every TCP socket on port in the namespace but those whose
 // peer's port lies in own (the tool's own clients; none when zero), which
-// sends each peer a RST, and returns the moments around it as Apply does.
-//
-// begin is when the engine was asked to start ss, its exec already created.
-func (n *Netfilter) Abort(ctx context.Context, port int, own netfault.Ports) (begin, end time.Time, err error) {
+// sends each peer a RST.
+func (n *Netfilter) Abort(ctx context.Context, port int, own netfault.Ports) error {
 	filter := fmt.Sprintf("sport = :%d", port)
 	if own != (netfault.Ports{}) {
 		filter += fmt.Sprintf(" and not ( dport >= :%d and dport <= :%d )", own.Lo, own.Hi)
 	}
-	if _, err := n.execMarked(ctx, &begin, n.tools[1], "-K", "-t", filter); err != nil {
-		return begin, time.Time{}, fmt.Errorf("abort connections: %w", err)
-	}
-	return begin, time.Now(), nil
-}
-
-// Remove removes the helper (its rules stay until the namespace goes).
-func (n *Netfilter) Remove(ctx context.Context) error {
-	if err := n.eng.containerRemove(ctx, n.id, true); err != nil {
-		return fmt.Errorf("remove container %s: %w", n.name, err)
+	if _, err := n.exec(ctx, n.tools[1], "-K", "-t", filter); err != nil {
+		return fmt.Errorf("abort connections: %w", err)
 	}
 	return nil
 }
@@ -266,21 +264,12 @@ func (n *Netfilter) Remove(ctx context.Context) error {
 // exec runs cmd in the helper and returns its output; a command that
 // exits non-zero is an error carrying what it wrote.
 func (n *Netfilter) exec(ctx context.Context, cmd ...string) (string, error) {
-	return n.execMarked(ctx, nil, cmd...)
-}
-
-// execMarked is exec that sets *started, when started is not nil, to the
-// moment it asks the engine to start cmd.
-func (n *Netfilter) execMarked(ctx context.Context, started *time.Time, cmd ...string) (string, error) {
 	e := n.eng
 	created, err := call(ctx, e, "exec create", 0, func(ctx context.Context) (client.ExecCreateResult, error) {
 		return e.cli.ExecCreate(ctx, n.id, client.ExecCreateOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
 	})
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", cmd[0], err)
-	}
-	if started != nil {
-		*started = time.Now()
 	}
 	att, err := stream(ctx, e, "exec start", func(ctx context.Context) (client.ExecAttachResult, error) {
 		return e.cli.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})

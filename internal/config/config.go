@@ -51,6 +51,7 @@ type Config struct {
 	Loss                 float64       // MTTR_LOSS: fraction of packets the loss fault drops each way
 	Latency              time.Duration // MTTR_LATENCY: delay the latency fault adds each way
 	Jitter               time.Duration // MTTR_JITTER: ± around MTTR_LATENCY
+	IdleTimeout          time.Duration // MTTR_IDLE_TIMEOUT: the idle fault's path drops flows idle this long
 	Rate                 int64         // MTTR_RATE: bytes per second the bandwidth fault allows each way
 	Link                 netfault.Link // MTTR_LINK: the whole run's path (latency, jitter, loss, rate)
 	NetfilterImage       string        // MTTR_NETFILTER_IMAGE: helper image with nft and ss, made when missing
@@ -130,6 +131,7 @@ var Defaults = Config{
 	NetNS:                "holder",
 	Loss:                 0.3,
 	Latency:              500 * time.Millisecond,
+	IdleTimeout:          4 * time.Minute,
 	Rate:                 64_000 / 8,
 	NetfilterImage:       broker.DefaultNetfilterImage,
 	PingTimeout:          10 * time.Second,
@@ -185,6 +187,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.oneOf("MTTR_NETNS", &c.NetNS, NetNSModes)
 	r.parse("MTTR_LOSS", func(v string) (err error) { c.Loss, err = netfault.ParseLoss(v); return })
 	r.parse("MTTR_LATENCY", func(v string) (err error) { c.Latency, err = netfault.ParseDelay(v); return })
+	r.duration("MTTR_IDLE_TIMEOUT", &c.IdleTimeout)
 	r.parse("MTTR_JITTER", func(v string) (err error) { c.Jitter, err = netfault.ParseDelay(v); return })
 	r.parse("MTTR_RATE", func(v string) (err error) { c.Rate, err = netfault.ParseRate(v); return })
 	r.parse("MTTR_LINK", func(v string) (err error) {
@@ -231,6 +234,16 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, fmt.Errorf("MTTR_LOSS=0%%: MTTR_FAULT=loss would drop nothing")
 	case c.Fault == netfault.Latency && c.Latency == 0:
 		return Config{}, fmt.Errorf("MTTR_LATENCY=0s: MTTR_FAULT=latency would add nothing")
+	case c.Fault == netfault.Idle && c.IdleTimeout < time.Second:
+		return Config{}, fmt.Errorf("MTTR_IDLE_TIMEOUT=%s: at least 1s", c.IdleTimeout)
+	case c.Fault == netfault.Idle && c.SendInterval >= c.IdleTimeout:
+		return Config{}, fmt.Errorf("MTTR_SEND_INTERVAL=%s: not shorter than MTTR_IDLE_TIMEOUT=%s, so the path would drop the devices' flows between messages, outside the fault", c.SendInterval, c.IdleTimeout)
+	}
+	if c.Link != (netfault.Link{}) && c.NetNS == "plain" && !netfault.Is(c.Fault) && c.Broker != "process" {
+		return Config{}, fmt.Errorf("MTTR_LINK=%s with MTTR_NETNS=plain and MTTR_FAULT=%s: the broker's address and namespace, where the link leads and its rules live, go with the broker; use MTTR_NETNS=holder", c.Link, c.Fault)
+	}
+	if c.Link != (netfault.Link{}) && c.Fault == "disconnect" {
+		return Config{}, fmt.Errorf("MTTR_LINK=%s with MTTR_FAULT=disconnect: the broker may come back at another address, and the link would still lead to the old one", c.Link)
 	}
 	if c.Jitter > c.Latency {
 		return Config{}, fmt.Errorf("MTTR_JITTER=%s: more than MTTR_LATENCY=%s, and a packet cannot leave before it was sent", c.Jitter, c.Latency)
@@ -349,6 +362,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_NETNS":                  c.NetNS,
 		"MTTR_LOSS":                   netfault.FormatLoss(c.Loss),
 		"MTTR_LATENCY":                d(c.Latency),
+		"MTTR_IDLE_TIMEOUT":           d(c.IdleTimeout),
 		"MTTR_JITTER":                 d(c.Jitter),
 		"MTTR_RATE":                   netfault.FormatRate(c.Rate),
 		"MTTR_LINK":                   c.Link.String(),
@@ -412,12 +426,10 @@ func (r *reader) fail(name, value, why string) {
 }
 
 // str sets dst when name is set, and reports whether it was.
-func (r *reader) str(name string, dst *string) bool {
-	v, ok := r.get(name)
-	if ok {
+func (r *reader) str(name string, dst *string) {
+	if v, ok := r.get(name); ok {
 		*dst = v
 	}
-	return ok
 }
 
 // parse hands name's value, when set, to set, whose error names the value.

@@ -214,3 +214,43 @@ func TestBrokerAddrPublished(t *testing.T) {
 		}
 	}
 }
+
+// TestNetworkFaultSettings refuses what a network fault cannot do, naming
+// the variable, and takes what it can.
+func TestNetworkFaultSettings(t *testing.T) {
+	for _, tt := range []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{"MTTR_FAULT": "loss", "MTTR_LOSS": "0%"}, "MTTR_LOSS=0%: MTTR_FAULT=loss would drop nothing"},
+		{map[string]string{"MTTR_LOSS": "150%"}, `MTTR_LOSS="150%"`},
+		{map[string]string{"MTTR_FAULT": "latency", "MTTR_LATENCY": "0"}, "MTTR_LATENCY=0s: MTTR_FAULT=latency would add nothing"},
+		{map[string]string{"MTTR_LATENCY": "100ms", "MTTR_JITTER": "200ms"}, "MTTR_JITTER=200ms: more than MTTR_LATENCY=100ms"},
+		{map[string]string{"MTTR_RATE": "fast"}, `MTTR_RATE="fast"`},
+		{map[string]string{"MTTR_LINK": "latency=1h"}, `MTTR_LINK="latency=1h"`},
+		{map[string]string{"MTTR_LINK": "4g"}, `MTTR_LINK="4g"`},
+		{map[string]string{"MTTR_FAULT": "idle", "MTTR_IDLE_TIMEOUT": "500ms"}, "MTTR_IDLE_TIMEOUT=500ms: at least 1s"},
+		{map[string]string{"MTTR_FAULT": "idle", "MTTR_IDLE_TIMEOUT": "2s", "MTTR_SEND_INTERVAL": "3s"}, "MTTR_SEND_INTERVAL=3s: not shorter than MTTR_IDLE_TIMEOUT=2s"},
+		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "blackhole"}, "MTTR_FAULT=blackhole needs Docker"},
+		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "idle"}, "MTTR_FAULT=idle needs Docker"},
+		{map[string]string{"MTTR_NETNS": "plain", "MTTR_FAULT": "stop", "MTTR_LINK": "latency=10ms"}, "use MTTR_NETNS=holder"},
+		{map[string]string{"MTTR_FAULT": "disconnect", "MTTR_LINK": "latency=10ms"}, "MTTR_LINK=latency=10ms with MTTR_FAULT=disconnect"},
+		{map[string]string{"MTTR_BROKER": "process", "MTTR_LINK": "3g"}, "MTTR_LINK=" + "latency=100ms,jitter=20ms,loss=0.5%,rate=768kbit: loss needs"},
+	} {
+		_, err := Load(env(tt.vars))
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: error %v, want one line containing %q", tt.vars, err, tt.want)
+		}
+	}
+	for _, vars := range []map[string]string{
+		{"MTTR_BROKER": "process", "MTTR_FAULT": "latency"},
+		{"MTTR_BROKER": "process", "MTTR_FAULT": "stop", "MTTR_LINK": "latency=200ms,rate=1mbit"},
+		{"MTTR_FAULT": "idle", "MTTR_IDLE_TIMEOUT": "5s", "MTTR_SEND_INTERVAL": "1s"},
+		{"MTTR_FAULT": "loss", "MTTR_LOSS": "100%"},
+		{"MTTR_NETNS": "plain", "MTTR_FAULT": "blackhole", "MTTR_LINK": "latency=10ms"},
+	} {
+		if _, err := Load(env(vars)); err != nil {
+			t.Errorf("%v: %v", vars, err)
+		}
+	}
+}

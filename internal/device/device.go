@@ -15,6 +15,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 // Timings are the client's timing policy. Each one changes how fast a
@@ -46,7 +48,7 @@ type Config struct {
 	Resubscribe bool
 	// Dial opens the TCP connection under the TLS; nil dials from any
 	// local port.
-	Dial func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error)
+	Dial netfault.Dial
 }
 
 // EventKind says what happened to a device's connection.
@@ -136,27 +138,6 @@ func New(cfg Config) (*Device, error) {
 	return d, nil
 }
 
-// dialVia opens the TCP connection with cfg.Dial and the TLS session over
-// it, both within the connect timeout.
-func (d *Device) dialVia(addr string, o paho.ClientOptions) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), o.ConnectTimeout)
-	defer cancel()
-	raw, err := d.cfg.Dial(ctx, net.Dialer{}, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	cfg := o.TLSConfig.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName, _, _ = net.SplitHostPort(addr)
-	}
-	conn := tls.Client(raw, cfg)
-	if err := conn.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
 // dial opens the TLS connection for paho and wraps it, so that the moment
 // the CONNACK arrives and the moment the connection breaks are stamped
 // where they happen, not when paho gets round to notifying us.
@@ -167,7 +148,10 @@ func (d *Device) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	if d.cfg.Dial == nil {
 		conn, err = tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
 	} else {
-		conn, err = d.dialVia(uri.Host, o)
+		// paho gives its dial no context: the connect timeout bounds it.
+		ctx, cancel := context.WithTimeout(context.Background(), o.ConnectTimeout)
+		conn, err = netfault.DialTLS(ctx, d.cfg.Dial, uri.Host, o.TLSConfig)
+		cancel()
 	}
 	if err != nil {
 		return nil, err

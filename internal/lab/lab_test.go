@@ -59,6 +59,7 @@ func TestClientEnv(t *testing.T) {
 		"MTTR_BROKER_HOST=alohomora.net",
 		"MTTR_BROKER_PORT=18883",
 		"MTTR_BROKER_ADDR=127.0.0.1:18883",
+		"MTTR_BROKER_DIAL_HOST=127.0.0.1",
 		"MTTR_CA_FILE=" + ca,
 		"MTTR_DEVICE_ID=devicemtr-2",
 		"MTTR_CONNECTION_STRING=HostName=alohomora.net;DeviceId=devicemtr-2;SharedAccessKey=Zm9vYmFy",

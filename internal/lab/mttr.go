@@ -171,6 +171,10 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	probeAddr := cfg.BrokerAddr
 	var path *netPath
 	if l.networked() {
+		// The run's devices dial the path: a copy of the lab says so, and
+		// the caller's keeps its settings.
+		copied := *l
+		l = &copied
 		if path, err = l.openNetPath(ctx, bed, cleanup); err != nil {
 			return mttr.Summary{}, err
 		}
@@ -213,11 +217,19 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 	}
 	var fault mttr.Fault
 	if netfault.Is(cfg.Fault) {
-		fault = l.newNetOutage(path, func(ctx context.Context) (time.Time, error) {
-			return mqttprobe.WaitVia(ctx, path.dialOwn, path.direct, tlsConf, mqttprobe.ProbeInterval, nil)
+		var quiet func(bool) // Fleet and Watch: our devices and commands, or our commands
+		if q, ok := fleet.(interface{ Quiet(bool) }); ok {
+			quiet = q.Quiet
+		}
+		fault = l.newNetOutage(path, quiet, func(ctx context.Context) (time.Time, error) {
+			return bed.waitReady(ctx, path.direct, path.dialOwn)
 		})
 	} else {
-		fault, err = bed.fault(ctx, cleanup, probeAddr)
+		var dial netfault.Dial
+		if path != nil {
+			dial = path.dialOwn
+		}
+		fault, err = bed.fault(ctx, cleanup, probeAddr, dial)
 	}
 	if err != nil {
 		return mttr.Summary{}, err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/netfault"
@@ -36,7 +37,7 @@ func netLab(t *testing.T) *Lab {
 	return base
 }
 
-// ms is a cycle's moment in the clock the timeline keeps.
+// at is a cycle's moment, stored in Unix nanoseconds, as a time.
 func at(ns int64) time.Time { return time.Unix(0, ns) }
 
 // synAfter is when a connection attempt begun at begin sends its first SYN
@@ -188,10 +189,11 @@ func TestDockerNetworkFaults(t *testing.T) {
 		}
 	})
 
-	// Every connection gets a RST at once: the device knows within 50 ms
-	// (the bound, from when ss was started in the broker's
-	// namespace), and each attempt in keep-dead is refused at once, so it
-	// makes one per backoff (MTTR_MAX_RECONNECT_INTERVAL=1s) in it.
+	// Every connection gets a RST at once: fault_at is when our own idle
+	// connection beside the device's got its RST, from the same ss call,
+	// and the device knows within 50 ms of that. Each attempt in keep-dead
+	// is refused at once, so it makes one per backoff
+	// (MTTR_MAX_RECONNECT_INTERVAL=1s) in it.
 	t.Run("reset", func(t *testing.T) {
 		t.Parallel()
 		l := shortRun(t, base, netfault.Reset)
@@ -261,15 +263,72 @@ func TestDockerNetworkFaults(t *testing.T) {
 		}
 	})
 
-	// A rate limit slows each message by its size over the rate.
+	// The path drops flows idle for 2 s; in each cycle the device falls
+	// silent for the idle timeout and then keep-dead. With a keep-alive of
+	// 4 s its flow dies, and only its keep-alive finds out: a ping 4 to 5 s
+	// after the last packet it received (paho checks every keep-alive/4),
+	// lost a ping timeout later. From the drop (an idle timeout after it
+	// fell silent, and it heard last at most a telemetry interval before
+	// that), detection lies in [keep-alive + ping timeout − idle timeout −
+	// interval, 1.5 × keep-alive + ping timeout − idle timeout], with 250 ms
+	// of margin for a loaded machine.
+	t.Run("idle/keep-alive longer", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Idle)
+		l.Config.IdleTimeout = 2 * time.Second
+		l.Config.KeepAlive, l.Config.PingTimeout = 4*time.Second, 2*time.Second
+		l.Config.KeepDead = 8 * time.Second
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		ka, pt, idle, every := l.Config.KeepAlive, l.Config.PingTimeout, l.Config.IdleTimeout, l.Config.SendInterval
+		lo, hi := ka+pt-idle-every, ka*3/2+pt-idle+250*time.Millisecond
+		for _, c := range rows {
+			if det, ok := c.Detection(); !ok || det < lo || det > hi {
+				t.Errorf("cycle %d: detection %v (found %v), want in [%v, %v]", c.Cycle, det, ok, lo, hi)
+			}
+			t.Logf("cycle %d: detection %v, recovery %v", c.Cycle, dur(c.Detection()), dur(c.Recovery()))
+		}
+	})
+
+	// With a keep-alive of 2 s under an idle timeout of 5 s, the pings keep
+	// the flow alive: nothing is lost.
+	t.Run("idle/keep-alive shorter", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Idle)
+		l.Config.IdleTimeout = 5 * time.Second
+		l.Config.KeepAlive = 2 * time.Second
+		l.Config.KeepDead = 6 * time.Second
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		for _, c := range rows {
+			if c.LostAt != 0 || c.ReconnectedAt != 0 || c.Lost != 0 {
+				t.Errorf("cycle %d: lost_at %d, reconnected_at %d, %d messages lost: pings every 2 s lost a flow that idles out after 5 s",
+					c.Cycle, c.LostAt, c.ReconnectedAt, c.Lost)
+			}
+		}
+	})
+
+	// A rate limit holds each message for its size over the rate: a
+	// PUBLISH carries at least its topic and its payload (the smallest our
+	// device sends: sequence 1), before the PUBACK can come back.
 	t.Run("bandwidth", func(t *testing.T) {
 		t.Parallel()
 		l := shortRun(t, base, netfault.Bandwidth)
 		l.Config.Rate = 1000 // bytes/s
-		l.Config.KeepDead = 3 * l.Config.KeepRunning
+		l.Config.KeepDead = 4 * l.Config.KeepRunning
+		id, err := device.ParseConnectionString(l.Config.ConnectionString)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, _ := json.Marshal(device.Telemetry{DeviceID: id.DeviceID, Seq: 1, SentAt: time.Now().UnixNano()})
+		size := len(id.Topic()) + len(payload)
+		min := time.Duration(size) * time.Second / time.Duration(l.Config.Rate)
 		run, rows := runMttr(t, l)
 		checkNetRun(t, l, run, rows)
 		for _, c := range rows {
+			if c.PubackMedian < min {
+				t.Errorf("cycle %d: PUBACK median %v at %d B/s, want ≥ %v (%d bytes)", c.Cycle, c.PubackMedian, l.Config.Rate, min, size)
+			}
 			t.Logf("cycle %d: PUBACK median %v, recovery %v", c.Cycle, c.PubackMedian, dur(c.Recovery()))
 		}
 	})
@@ -317,53 +376,66 @@ func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
 	}
-	eng := dockertest.Engine(t)
-	base := netLab(t)
-	compiled := filepath.Join(t.TempDir(), "mttr-lab")
-	compile := exec.Command("go", "tool", "mage", "-compile", compiled)
+	bed := leftovers{eng: dockertest.Engine(t), base: netLab(t), compiled: filepath.Join(t.TempDir(), "mttr-lab")}
+	compile := exec.Command("go", "tool", "mage", "-compile", bed.compiled)
 	compile.Dir = "../.."
 	if out, err := compile.CombinedOutput(); err != nil {
 		t.Fatalf("mage -compile: %v\n%s", err, out)
 	}
-	gone := func(t *testing.T, l *Lab) {
-		t.Helper()
-		for _, name := range []string{l.Config.Container, broker.NetfilterName(l.Config.Container), broker.HolderName(l.Config.Container)} {
-			if _, err := eng.Find(t.Context(), name); !errors.Is(err, broker.ErrNotFound) {
-				t.Errorf("container %s left behind (%v)", name, err)
+	for _, fault := range []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle} {
+		t.Run(fault, func(t *testing.T) {
+			t.Parallel() // one fault beside another; its two stops one after the other
+			for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
+				t.Run(sig.String(), func(t *testing.T) { bed.stop(t, fault, sig) })
 			}
-		}
+		})
 	}
-	for _, fault := range []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset} {
-		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
-			t.Run(fault+"/"+sig.String(), func(t *testing.T) {
-				t.Parallel()
-				l := shortRun(t, base, fault)
-				l.Config.RestartCount = 1
-				l.Config.KeepDead = time.Minute
-				l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
-				c := startCommand(t, l, compiled, "mttr")
-				c.await(t, "cycle 1/1  fault in effect")
-				if err := syscall.Kill(c.cmd.Process.Pid, sig); err != nil {
-					t.Fatal(err)
-				}
-				if sig == syscall.SIGINT {
-					if code := c.exit(t); code == 0 {
-						t.Errorf("exit status 0; stderr:\n%s", c.stderr())
-					}
-					checkInterrupted(t, eng, l, "")
-					gone(t, l)
-					return
-				}
-				c.exit(t)
-				if _, err := eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
-					t.Fatalf("the killed run's helper is not there to be cleaned up: %v", err)
-				}
-				next := shortRun(t, base, "stop")
-				next.Config.DB = l.Config.DB
-				next.Config.RestartCount = 1
-				runMttr(t, next)
-				gone(t, l)
-			})
+}
+
+// leftovers is what TestDockerNetworkFaultLeftovers's runs share.
+type leftovers struct {
+	eng      *broker.Engine
+	base     *Lab
+	compiled string // the compiled magefile
+}
+
+// stop runs fault with the compiled binary, stops it with sig in the
+// middle of the fault, and checks that nothing is left.
+func (b leftovers) stop(t *testing.T, fault string, sig syscall.Signal) {
+	l := shortRun(t, b.base, fault)
+	l.Config.RestartCount = 1
+	l.Config.KeepDead = time.Minute
+	l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
+	c := startCommand(t, l, b.compiled, "mttr")
+	c.await(t, "cycle 1/1  fault in effect")
+	if err := syscall.Kill(c.cmd.Process.Pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	if sig == syscall.SIGINT {
+		if code := c.exit(t); code == 0 {
+			t.Errorf("exit status 0; stderr:\n%s", c.stderr())
+		}
+		checkInterrupted(t, b.eng, l, "")
+		b.gone(t, l)
+		return
+	}
+	c.exit(t)
+	if _, err := b.eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
+		t.Fatalf("the killed run's helper is not there to be cleaned up: %v", err)
+	}
+	next := shortRun(t, b.base, "stop")
+	next.Config.DB = l.Config.DB
+	next.Config.RestartCount = 1
+	runMttr(t, next)
+	b.gone(t, l)
+}
+
+// gone checks that l's broker, holder and netfilter helper are gone.
+func (b leftovers) gone(t *testing.T, l *Lab) {
+	t.Helper()
+	for _, name := range []string{l.Config.Container, broker.NetfilterName(l.Config.Container), broker.HolderName(l.Config.Container)} {
+		if _, err := b.eng.Find(t.Context(), name); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("container %s left behind (%v)", name, err)
 		}
 	}
 }

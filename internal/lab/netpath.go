@@ -13,6 +13,14 @@ import (
 	"github.com/mttrlab/mttr/internal/netfault"
 )
 
+// netCause names the settings that make a run networked, for errors.
+func (l *Lab) netCause() string {
+	if netfault.Is(l.Config.Fault) {
+		return "MTTR_FAULT=" + l.Config.Fault
+	}
+	return "MTTR_LINK=" + l.Config.Link.String()
+}
+
 // networked reports whether the run changes the path between the devices
 // and the broker: a network fault, or a link for the whole run.
 func (l *Lab) networked() bool {
@@ -33,6 +41,8 @@ type netPath struct {
 	// own are the local ports the tool's own clients dial from where rules
 	// act: the rules leave them alone (zero without rules).
 	own netfault.Ports
+	// idle is the path's idle timeout for the whole run (the idle fault).
+	idle time.Duration
 }
 
 // dialOwn opens a connection of the tool's own (verifier, sender of
@@ -69,18 +79,21 @@ func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (
 		}
 	}
 	p := &netPath{direct: direct, base: cfg.Link}
+	if cfg.Fault == netfault.Idle {
+		p.idle = cfg.IdleTimeout
+	}
 	if netfault.Filtered(cfg.Fault) || cfg.Link.Loss > 0 {
 		own, err := netfault.OwnPorts()
 		if err != nil {
-			return nil, fmt.Errorf("MTTR_FAULT=%s: %w", cfg.Fault, err)
+			return nil, fmt.Errorf("%s: %w", l.netCause(), err)
 		}
 		f, err := bed.netfilter(ctx, cleanup)
 		if err != nil {
 			return nil, err
 		}
 		p.filter, p.own = f, own
-		if cfg.Link.Loss > 0 {
-			if _, _, err := f.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port())); err != nil {
+		if cfg.Link.Loss > 0 || p.idle > 0 {
+			if _, err := f.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port())); err != nil {
 				return nil, err
 			}
 		}
@@ -106,7 +119,7 @@ func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (
 
 // rules is f on top of the whole run's link, for the devices alone.
 func (p *netPath) rules(f netfault.Filter) netfault.Filter {
-	f.Own = p.own
+	f.Own, f.Idle = p.own, p.idle
 	if p.base.Loss > 0 {
 		f.Loss = append([]float64{p.base.Loss}, f.Loss...)
 	}
@@ -120,13 +133,15 @@ type netOutage struct {
 	fault  string
 	window netfault.Link // latency, jitter, loss or rate of the fault
 	ready  func(ctx context.Context) (time.Time, error)
+	quiet  func(bool) // our devices' silence (idle); nil for external clients
 }
 
 // newNetOutage prepares MTTR_FAULT, a network fault, on path; ready probes
-// the broker the way the devices reach it, without the link's delays.
-func (l *Lab) newNetOutage(path *netPath, ready func(context.Context) (time.Time, error)) *netOutage {
+// the broker at its own address from the tool's own ports: past the fault
+// and without the link's delays.
+func (l *Lab) newNetOutage(path *netPath, quiet func(bool), ready func(context.Context) (time.Time, error)) *netOutage {
 	cfg := l.Config
-	o := &netOutage{path: path, fault: cfg.Fault, ready: ready}
+	o := &netOutage{path: path, fault: cfg.Fault, ready: ready, quiet: quiet}
 	switch cfg.Fault {
 	case netfault.Loss:
 		o.window.Loss = cfg.Loss
@@ -142,29 +157,34 @@ func (l *Lab) newNetOutage(path *netPath, ready func(context.Context) (time.Time
 // nft had applied them (no device can notice a drop sooner); for reset,
 // when a connection of our own to the broker, idle beside the devices',
 // got its RST (ss destroys them all at once, each sending its peer a RST);
-// for the link, once its toxics are in place.
+// for the link, once its toxics are in place; for idle, whose rules hold
+// for the whole run, the devices fall silent, and the path drops their
+// flows from an idle timeout later.
 func (o *netOutage) Inject(ctx context.Context) (time.Time, error) {
 	p := o.path
 	switch o.fault {
 	case netfault.Blackhole:
-		_, end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Blackhole: true}).Script(p.port()))
-		return end, err
+		return p.filter.Apply(ctx, p.rules(netfault.Filter{Blackhole: true}).Script(p.port()))
 	case netfault.Loss:
-		_, end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Loss: []float64{o.window.Loss}}).Script(p.port()))
-		return end, err
+		return p.filter.Apply(ctx, p.rules(netfault.Filter{Loss: []float64{o.window.Loss}}).Script(p.port()))
 	case netfault.Reset:
 		rst, err := watchReset(ctx, p.direct)
 		if err != nil {
 			return time.Time{}, err
 		}
 		defer rst.close()
-		if _, _, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Reset: true}).Script(p.port())); err != nil {
+		if _, err := p.filter.Apply(ctx, p.rules(netfault.Filter{Reset: true}).Script(p.port())); err != nil {
 			return time.Time{}, err
 		}
-		if _, _, err := p.filter.Abort(ctx, p.port(), p.own); err != nil {
+		if err := p.filter.Abort(ctx, p.port(), p.own); err != nil {
 			return time.Time{}, err
 		}
 		return rst.wait(ctx)
+	case netfault.Idle:
+		if o.quiet != nil {
+			o.quiet(true)
+		}
+		return time.Now().Add(p.idle), nil
 	case netfault.Latency, netfault.Bandwidth:
 		if err := p.link.Fault(o.window); err != nil {
 			return time.Time{}, err
@@ -219,8 +239,14 @@ const resetSeen = 2 * time.Second
 // Heal ends the fault and returns when that took effect.
 func (o *netOutage) Heal(ctx context.Context) (time.Time, error) {
 	p := o.path
+	if o.fault == netfault.Idle { // the devices speak again; dead flows stay dead
+		if o.quiet != nil {
+			o.quiet(false)
+		}
+		return time.Now(), nil
+	}
 	if netfault.Filtered(o.fault) {
-		_, end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port()))
+		end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port()))
 		if err != nil {
 			return time.Time{}, fmt.Errorf("heal %s: %w", o.fault, err)
 		}

@@ -107,7 +107,7 @@ func scanLines(r *os.File, ch chan string, keep func(string)) {
 func (c *command) stderr() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stderr()
+	return c.errs.String()
 }
 
 // await returns once the command printed a line starting with prefix.

@@ -33,13 +33,17 @@ type testBed interface {
 	// that took from its start.
 	start(ctx context.Context, runID int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error)
 	// fault prepares MTTR_FAULT, a broker fault, against the broker start
-	// made, probing its readiness at addr.
-	fault(ctx context.Context, cleanup *cleanups, addr string) (mttr.Fault, error)
+	// made, probing its readiness at addr over connections dial opens (nil:
+	// from any local port).
+	fault(ctx context.Context, cleanup *cleanups, addr string, dial netfault.Dial) (mttr.Fault, error)
+	// waitReady waits until the broker answers an MQTT CONNECT at addr over
+	// a connection dial opens, and fails at once if the broker died.
+	waitReady(ctx context.Context, addr string, dial netfault.Dial) (time.Time, error)
 	// direct is the broker's own address, which a device reaches with no
 	// proxy between.
 	direct() (string, error)
 	// netfilter starts a helper that changes the packet filter in the
-	// broker's network namespace; cleanup removes it.
+	// broker's network namespace; the broker's removal removes it.
 	netfilter(ctx context.Context, cleanup *cleanups) (*broker.Netfilter, error)
 	// path watches connections the network path holds on the way to the
 	// broker, where it can; nil where it cannot.
@@ -175,13 +179,18 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	return ready.Sub(c.StartedAt), nil
 }
 
-func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups, addr string) (mttr.Fault, error) {
+func (b *dockerBed) fault(ctx context.Context, cleanup *cleanups, addr string, dial netfault.Dial) (mttr.Fault, error) {
 	o, err := b.eng.NewOutage(ctx, b.l.Config.Fault, b.c, b.spec, addr, b.tls)
 	if err != nil {
 		return nil, err
 	}
+	o.Dial = dial
 	cleanup.add(o.Close)
 	return followedOutage{o, &b.targets}, nil
+}
+
+func (b *dockerBed) waitReady(ctx context.Context, addr string, dial netfault.Dial) (time.Time, error) {
+	return b.eng.WaitReadyVia(ctx, b.c, dial, addr, b.tls, mqttprobe.ProbeInterval)
 }
 
 // direct is the broker's address on its Docker network, which this
@@ -190,8 +199,8 @@ func (b *dockerBed) direct() (string, error) {
 	switch {
 	case !b.clk.Local:
 		return "", fmt.Errorf("the broker's own address is on the Docker engine's machine (DOCKER_HOST=%s): "+
-			"MTTR_FAULT=%s and MTTR_LINK need an engine on this machine, or MTTR_BROKER_ADDR set to an address that reaches the broker with no proxy between",
-			b.eng.Host(), b.l.Config.Fault)
+			"%s needs an engine on this machine, or MTTR_BROKER_ADDR set to an address that reaches the broker with no proxy between",
+			b.eng.Host(), b.l.netCause())
 	case !b.c.IP.IsValid():
 		return "", fmt.Errorf("container %s has no address on a Docker network", b.c.Name)
 	}
@@ -299,8 +308,13 @@ func (p *processBed) start(ctx context.Context, _ int64, env []string, observe f
 // path is nil: a local process has no path of Docker's to hold anything.
 func (p *processBed) path() mttr.HeldPath { return nil }
 
-func (p *processBed) fault(_ context.Context, _ *cleanups, addr string) (mttr.Fault, error) {
+// fault probes the process's own address: nothing filters its path.
+func (p *processBed) fault(context.Context, *cleanups, string, netfault.Dial) (mttr.Fault, error) {
 	return p.b.Outage(p.l.Config.Fault, p.tls)
+}
+
+func (p *processBed) waitReady(ctx context.Context, _ string, _ netfault.Dial) (time.Time, error) {
+	return p.b.WaitReady(ctx, p.tls, mqttprobe.ProbeInterval)
 }
 
 // direct is the process's own address: nothing stands between.

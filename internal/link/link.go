@@ -68,13 +68,12 @@ func (l *Link) Fault(w netfault.Link) error {
 // Heal removes the fault's toxics; data they hold goes on at once.
 func (l *Link) Heal(ctx context.Context) error {
 	l.mu.Lock()
-	names := l.fault
-	l.fault = nil
-	l.mu.Unlock()
-	for _, n := range names {
-		if err := l.proxy.Toxics.RemoveToxic(ctx, n); err != nil {
-			return fmt.Errorf("link: remove toxic %s: %w", n, err)
+	defer l.mu.Unlock()
+	for len(l.fault) > 0 {
+		if err := l.proxy.Toxics.RemoveToxic(ctx, l.fault[0]); err != nil {
+			return fmt.Errorf("link: remove toxic %s: %w", l.fault[0], err) // the rest stay listed, for the next Heal
 		}
+		l.fault = l.fault[1:]
 	}
 	return nil
 }
@@ -98,7 +97,7 @@ func (l *Link) add(prefix string, w netfault.Link) ([]string, error) {
 			ts = append(ts, toxic{Type: "latency", Attributes: map[string]any{"latency": w.Latency.Milliseconds(), "jitter": w.Jitter.Milliseconds()}})
 		}
 		if w.Rate > 0 {
-			ts = append(ts, toxic{Type: "bandwidth", Attributes: map[string]any{"rate": max(w.Rate/1000, 1)}}) // KB/s
+			ts = append(ts, toxic{Type: "bandwidth", Attributes: map[string]any{"rate": w.Rate / 1000}}) // kB/s: ParseRate takes whole ones
 		}
 		for _, t := range ts {
 			t.Name, t.Stream, t.Toxicity = prefix+"_"+t.Type+"_"+stream, stream, 1

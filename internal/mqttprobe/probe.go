@@ -12,8 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 // ProbeClientPrefix starts the client id of every readiness probe, so that
@@ -27,30 +28,14 @@ func Probe(ctx context.Context, addr string, tlsConf *tls.Config) error {
 	return ProbeVia(ctx, nil, addr, tlsConf)
 }
 
-// Dial opens a TCP connection, as net.Dialer.DialContext does.
-type Dial func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error)
-
 // ProbeVia is Probe over a TCP connection that dial opens (nil: from any
 // local port).
-func ProbeVia(ctx context.Context, dial Dial, addr string, tlsConf *tls.Config) error {
-	if dial == nil {
-		dial = func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
-		}
-	}
-	raw, err := dial(ctx, net.Dialer{}, "tcp", addr)
+func ProbeVia(ctx context.Context, dial netfault.Dial, addr string, tlsConf *tls.Config) error {
+	conn, err := netfault.DialTLS(ctx, dial, addr, tlsConf)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	cfg := tlsConf.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName, _, _ = net.SplitHostPort(addr)
-	}
-	conn := tls.Client(raw, cfg)
 	defer conn.Close()
-	if err := conn.HandshakeContext(ctx); err != nil {
-		return fmt.Errorf("probe: %w", err)
-	}
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
@@ -122,7 +107,7 @@ func Wait(ctx context.Context, addr string, tlsConf *tls.Config, interval time.D
 
 // WaitVia is Wait with probes over connections that dial opens (nil: from
 // any local port).
-func WaitVia(ctx context.Context, dial Dial, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
+func WaitVia(ctx context.Context, dial netfault.Dial, addr string, tlsConf *tls.Config, interval time.Duration, alive func() error) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {

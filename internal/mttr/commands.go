@@ -72,6 +72,7 @@ type Commands struct {
 	backs   []time.Time // when the sender's connection came back
 	unacked []unacked   // handed over, for collect
 	closed  bool
+	quiet   bool // send nothing (Quiet)
 }
 
 // downstream is what is known of one device's commands.
@@ -211,10 +212,24 @@ func (c *Commands) run() {
 	}
 }
 
+// Quiet stops sending (on) until it is called again (off).
+func (c *Commands) Quiet(on bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.quiet = on
+	c.mu.Unlock()
+	c.wakeUp()
+}
+
 // due returns the commands due at now, and schedules the next ones.
 func (c *Commands) due(now time.Time) []outgoing {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.quiet {
+		return nil
+	}
 	var out []outgoing
 	for _, id := range c.ids {
 		d := c.devs[id]

@@ -20,7 +20,7 @@ type Cycle struct {
 	ListeningAt     int64 // the broker's first "listening" line after the fault (it restarted)
 	ResumedAt       int64 // the first client event the broker processed after it resumed (it was never restarted)
 	HeldUntilAt     int64 // the network path last held a connection toward the broker (SYN sent, no answer) after it was back
-	ReadyAt         int64 // the broker first answered through the devices' path
+	ReadyAt         int64 // the broker first answered our probe (past a network fault: from the tool's own ports), or this device if earlier
 	ReconnectedAt   int64 // the device's own CONNACK after the fault
 	AttemptAt       int64 // it began the reconnect attempt that got it back; 0 when unknown (an external client)
 	FirstAckAt      int64 // the device's first acknowledged message after the fault

@@ -51,6 +51,7 @@ type driver struct {
 	lostAt   atomic.Int64 // Unix ns of the newest loss, 0 after a reconnect
 	inflight atomic.Int64
 	acked    atomic.Int64
+	quiet    atomic.Bool // publish nothing on its own: the device is idle
 
 	droppedSeen int64 // Dropped() already reported in a row
 }
@@ -99,7 +100,9 @@ func (d *driver) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			d.publish(ctx)
+			if !d.quiet.Load() {
+				d.publish(ctx)
+			}
 		case <-d.nudge:
 			d.publish(ctx)
 		case e := <-d.dev.Events():
@@ -111,7 +114,7 @@ func (d *driver) run(ctx context.Context) {
 				d.record(obsAttempt, e.At, 0)
 			case device.Connected:
 				d.recordObs(obs{kind: obsConnected, at: e.At, session: e.SessionPresent})
-				if d.lostAt.Swap(0) != 0 {
+				if d.lostAt.Swap(0) != 0 && !d.quiet.Load() {
 					d.publish(ctx) // do not let the timer inflate recovery
 				}
 				d.listening() // a session the broker kept
@@ -335,6 +338,16 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
 	}
 	slices.SortFunc(rows, func(a, b Cycle) int { return compareDevice(a.Device, b.Device) })
 	return rows
+}
+
+// Quiet makes every device and the sender of commands fall silent (on)
+// or speak again (off): then only the devices' keep-alive crosses their
+// connections, as for a device that reports rarely.
+func (f *Fleet) Quiet(on bool) {
+	for _, d := range f.drivers {
+		d.quiet.Store(on)
+	}
+	f.cmds.Quiet(on)
 }
 
 // Nudge makes every device that did not lose its connection publish now,

@@ -177,7 +177,7 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	m.FaultAt = at
 	if inst, ok := fault.(Instant); !ok || !inst.Instant() {
 		if plan.KeepDead >= longOutage {
-			fmt.Fprintf(e.Progress, "cycle %d/%d  fault in effect, heals in %s\n", n, plan.Cycles, plan.KeepDead)
+			fmt.Fprintf(e.Progress, "cycle %d/%d  fault in effect, heals in %s\n", n, plan.Cycles, time.Until(m.FaultAt.Add(plan.KeepDead)).Round(time.Second))
 		}
 		// Down for KeepDead from when the fault took effect.
 		if err := pause(ctx, time.Until(m.FaultAt.Add(plan.KeepDead))); err != nil {

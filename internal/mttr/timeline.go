@@ -3,6 +3,8 @@ package mttr
 import (
 	"slices"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/stats"
 )
 
 // Marks are the broker-side moments of one cycle, shared by every device.
@@ -76,7 +78,7 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 //     and before it got it back.
 //   - attempt_at: when it began the last of them, the one that got it back.
 //   - puback_median: the median time from publishing to PUBACK of the
-//     cycle's acknowledged messages (the lower middle of an even count).
+//     cycle's acknowledged messages.
 //   - session: the session-present flag of the CONNACK that reconnected it.
 //   - first_c2d_at: the first command it received from the heal on; the
 //     other downstream fields as downstreamOf defines them.
@@ -84,6 +86,11 @@ func (m Marks) readyFor(deviceReady, reconnected, attempt time.Time) time.Time {
 // "From the heal on" is from when we began healing (Marks.healFrom). Messages
 // count in the cycle they were published in, [Start, End).
 func timeline(n int, device string, log []obs, delivered func([]int64) map[int64]int, m Marks, cmds c2dLog) Cycle {
+	// In the order things happened, which is not always the order they
+	// were reported in: paho reports a lost connection on a goroutine of
+	// its own, and its first reconnect attempt can be reported first.
+	log = slices.Clone(log)
+	slices.SortStableFunc(log, func(a, b obs) int { return a.at.Compare(b.at) })
 	c := m.cycle(n, device)
 	from := m.healFrom()
 	var lost, reconnected, firstAck, lastAckBefore, deviceReady, attempt time.Time
@@ -144,8 +151,7 @@ func timeline(n int, device string, log []obs, delivered func([]int64) map[int64
 		}
 	}
 	if len(waits) > 0 {
-		slices.Sort(waits)
-		c.PubackMedian = waits[(len(waits)-1)/2]
+		c.PubackMedian = time.Duration(stats.Summarize(stats.Millis(waits)).Median * float64(time.Millisecond))
 	}
 	seen := delivered(seqs)
 	for _, s := range seqs {

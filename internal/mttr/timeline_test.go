@@ -94,6 +94,13 @@ func TestTimelineRules(t *testing.T) {
 				t.Errorf("reconnect_attempts %d attempt_at %d, want 3 17250", c.ReconnectAttempts, ms(c.AttemptAt))
 			}
 		}},
+		{"an attempt reported before the loss it follows counts", []obs{
+			o(obsAttempt, 10_030, 0), o(obsLost, 10_020, 0), o(obsConnected, 17_300, 0),
+		}, none, func(t *testing.T, c Cycle) {
+			if c.ReconnectAttempts != 1 || ms(c.AttemptAt) != 10_030 || ms(c.LostAt) != 10_020 {
+				t.Errorf("reconnect_attempts %d attempt_at %d lost_at %d, want 1 10030 10020", c.ReconnectAttempts, ms(c.AttemptAt), ms(c.LostAt))
+			}
+		}},
 		{"no attempt_at without a reconnect", []obs{
 			o(obsLost, 10_020, 0), o(obsAttempt, 11_000, 0),
 		}, none, func(t *testing.T, c Cycle) {
@@ -119,9 +126,9 @@ func TestTimelineRules(t *testing.T) {
 			o(obsPublished, 4_000, 5), o(obsAcked, 4_500, 5),
 			o(obsPublished, 5_000, 6), // never acked
 		}, none, func(t *testing.T, c Cycle) {
-			// waits 10, 400, 30, 500 ms: the lower middle is 30 ms.
-			if c.PubackMedian != 30*time.Millisecond {
-				t.Errorf("puback_median %v, want 30ms", c.PubackMedian)
+			// waits 10, 400, 30, 500 ms: the median is 215 ms.
+			if c.PubackMedian != 215*time.Millisecond {
+				t.Errorf("puback_median %v, want 215ms", c.PubackMedian)
 			}
 		}},
 	}

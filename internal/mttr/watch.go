@@ -133,6 +133,10 @@ func (w *Watch) Exited(id, note string) {
 // Changed is signalled after any observation.
 func (w *Watch) Changed() <-chan struct{} { return w.changed }
 
+// Quiet stops the commands to the clients (on) or starts them again (off).
+// The clients themselves are not ours to silence.
+func (w *Watch) Quiet(on bool) { w.commands().Quiet(on) }
+
 // Nudge brings the verifier back; an external client publishes when it
 // wants to.
 func (w *Watch) Nudge() {

@@ -9,6 +9,7 @@ package netfault
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -28,10 +29,11 @@ const (
 	Latency   = "latency"   // add MTTR_LATENCY ± MTTR_JITTER each way, for keep-dead
 	Bandwidth = "bandwidth" // limit the rate to MTTR_RATE each way, for keep-dead
 	Reset     = "reset"     // RST every connection at once, and every new one for keep-dead
+	Idle      = "idle"      // the path drops flows idle for MTTR_IDLE_TIMEOUT, silently, for the whole run; the devices fall silent for keep-dead
 )
 
 // Faults are the network faults.
-var Faults = []string{Blackhole, Loss, Latency, Bandwidth, Reset}
+var Faults = []string{Blackhole, Loss, Latency, Bandwidth, Reset, Idle}
 
 // Is reports whether fault is a network fault.
 func Is(fault string) bool {
@@ -45,7 +47,9 @@ func Is(fault string) bool {
 
 // Filtered reports whether fault acts through packet-filter rules in the
 // broker's network namespace (the link needs none of that).
-func Filtered(fault string) bool { return fault == Blackhole || fault == Loss || fault == Reset }
+func Filtered(fault string) bool {
+	return fault == Blackhole || fault == Loss || fault == Reset || fault == Idle
+}
 
 // Link is what a path does to every packet: the whole run's MTTR_LINK, or
 // a fault's window. The zero Link does nothing.
@@ -81,7 +85,7 @@ func (l Link) String() string {
 // Profiles are named links MTTR_LINK accepts besides key=value lists.
 // Their figures are the usual emulator presets for those radio links.
 var Profiles = map[string]Link{
-	"3g":   {Latency: 100 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.005, Rate: 750_000 / 8},
+	"3g":   {Latency: 100 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.005, Rate: 768_000 / 8},
 	"edge": {Latency: 200 * time.Millisecond, Jitter: 50 * time.Millisecond, Loss: 0.01, Rate: 200_000 / 8},
 }
 
@@ -96,10 +100,15 @@ func ParseLink(s string) (Link, error) {
 		return p, nil
 	}
 	var l Link
-	for _, part := range strings.Split(s, ",") {
+	parts := strings.Split(s, ",")
+	for _, part := range parts {
+		where := "" // the caller names the whole value; name a part of several
+		if len(parts) > 1 {
+			where = fmt.Sprintf("%q: ", part)
+		}
 		key, val, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
-			return Link{}, fmt.Errorf("%q: want key=value (latency, jitter, loss, rate) or a profile (3g, edge)", part)
+			return Link{}, fmt.Errorf("%swant key=value (latency, jitter, loss, rate) or a profile (3g, edge)", where)
 		}
 		var err error
 		switch strings.TrimSpace(key) {
@@ -112,7 +121,7 @@ func ParseLink(s string) (Link, error) {
 		case "rate":
 			l.Rate, err = ParseRate(val)
 		default:
-			return Link{}, fmt.Errorf("%q: unknown key %q (latency, jitter, loss, rate)", part, key)
+			return Link{}, fmt.Errorf("%sunknown key %q (latency, jitter, loss, rate)", where, key)
 		}
 		if err != nil {
 			return Link{}, fmt.Errorf("%s: %w", key, err)
@@ -185,6 +194,10 @@ func ParseRate(s string) (int64, error) {
 		if b < 1000 || b > 1e12 {
 			return 0, fmt.Errorf("%q: want 8kbit to 8000gbit", s)
 		}
+		// The link limits in whole kilobytes per second.
+		if b != math.Trunc(b) || int64(b)%1000 != 0 {
+			return 0, fmt.Errorf("%q: want a multiple of 8kbit (1 kB/s), such as %s", s, FormatRate(max(1, int64(b)/1000)*1000))
+		}
 		return int64(b), nil
 	}
 	return 0, fmt.Errorf("%q: want a rate such as 64kbit, 1mbit or 100kbps", s)
@@ -211,6 +224,10 @@ type Filter struct {
 	Blackhole bool      // drop every packet both ways, SYNs included: no RST, no FIN
 	Reset     bool      // answer every packet that reaches the broker's port with a RST
 	Loss      []float64 // independent random drops each way, as fractions
+	// Idle, when set, drops every packet of a flow that has carried none
+	// either way for that long, silently, as a NAT or load balancer that
+	// forgot it does; a new connection (a SYN) starts a new flow.
+	Idle time.Duration
 	// Own are the local ports of the tool's own clients (the verifier, the
 	// sender of commands, the readiness probe): the cloud's side, whose
 	// path no fault of the devices' touches.
@@ -233,6 +250,24 @@ func (f Filter) Script(port int) string {
 	if f.Own != (Ports{}) {
 		to += fmt.Sprintf(" tcp sport != %s", f.Own)
 		from += fmt.Sprintf(" tcp dport != %s", f.Own)
+	}
+	var sets string
+	if f.Idle > 0 {
+		// A flow is the device's address and port. live holds those that
+		// carried a packet within Idle (each packet renews it); a packet of
+		// a flow that is not live makes it dead, for good: what a NAT that
+		// forgot a mapping does.
+		sets = fmt.Sprintf("\tset live {\n\t\ttype ipv4_addr . inet_service\n\t\tflags dynamic,timeout\n\t\ttimeout %dms\n\t}\n"+
+			"\tset dead {\n\t\ttype ipv4_addr . inet_service\n\t\tflags dynamic,timeout\n\t\ttimeout 1h\n\t}\n", f.Idle.Milliseconds())
+		in = append(in,
+			to+" tcp flags & (syn|ack) == syn delete @dead { ip saddr . tcp sport } update @live { ip saddr . tcp sport }",
+			to+" ip saddr . tcp sport @dead drop",
+			to+" ip saddr . tcp sport != @live add @dead { ip saddr . tcp sport } drop",
+			to+" update @live { ip saddr . tcp sport }")
+		out = append(out,
+			from+" ip daddr . tcp dport @dead drop",
+			from+" ip daddr . tcp dport != @live add @dead { ip daddr . tcp dport } drop",
+			from+" update @live { ip daddr . tcp dport }")
 	}
 	for _, p := range f.Loss {
 		if p <= 0 {
@@ -259,7 +294,7 @@ func (f Filter) Script(port int) string {
 	if len(in) == 0 {
 		return b.String()
 	}
-	fmt.Fprintf(&b, "table inet %s {\n", Table)
+	fmt.Fprintf(&b, "table inet %s {\n%s", Table, sets)
 	for _, c := range []struct {
 		name, hook string
 		rules      []string
@@ -312,6 +347,32 @@ func OwnPorts() (Ports, error) {
 	return Ports{}, fmt.Errorf("the ephemeral port range %d-%d leaves no %d ports for the tool's own clients", lo, hi, ownBand)
 }
 
+// Dial opens a TCP connection, as net.Dialer.DialContext does.
+type Dial func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error)
+
+// DialTLS opens a TLS session with addr over a TCP connection that dial
+// opens (nil: from any local port), both within ctx. The server name to
+// verify is cfg's, or addr's host when cfg names none.
+func DialTLS(ctx context.Context, dial Dial, addr string, cfg *tls.Config) (*tls.Conn, error) {
+	if dial == nil {
+		dial = Ports{}.Dial
+	}
+	raw, err := dial(ctx, net.Dialer{}, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
 // Dial connects to addr from a port of p, trying others while the one
 // drawn is taken. A zero p dials from any port.
 func (p Ports) Dial(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
@@ -326,5 +387,5 @@ func (p Ports) Dial(ctx context.Context, d net.Dialer, network, addr string) (ne
 			return c, err
 		}
 	}
-	return nil, fmt.Errorf("no free local port in %s: %w", p, err)
+	return nil, fmt.Errorf("dial %s: no free local port in %s: %w", addr, p, err)
 }

@@ -58,6 +58,12 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("ParseRate(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
+	// The link limits in whole kB/s: what is stored is what is applied.
+	for in, want := range map[string]string{"12kbit": "want a multiple of 8kbit (1 kB/s), such as 8kbit", "1500bps": "such as 8kbit", "7kbit": "want 8kbit to 8000gbit", "fast": "want a rate"} {
+		if _, err := ParseRate(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseRate(%q): %v, want an error with %q", in, err, want)
+		}
+	}
 	for b, want := range map[int64]string{8000: "64kbit", 125000: "1mbit", 1001: "8008bit"} {
 		if got := FormatRate(b); got != want {
 			t.Errorf("FormatRate(%d) = %q; want %q", b, got, want)
@@ -75,6 +81,7 @@ func TestScript(t *testing.T) {
 		"loss":           {Loss: []float64{0.3}},
 		"link-and-fault": {Loss: []float64{0.015, 1}, Blackhole: true},
 		"own-ports":      {Loss: []float64{0.3}, Reset: true, Own: Ports{31768, 32767}},
+		"idle":           {Idle: 2500 * time.Millisecond, Loss: []float64{0.01}, Own: Ports{31768, 32767}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got := f.Script(8883)
