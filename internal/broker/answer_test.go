@@ -3,12 +3,15 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
 )
 
 // TestNoAnswer points the engine at a socket that accepts connections and
@@ -60,5 +63,16 @@ func TestNoAnswer(t *testing.T) {
 	cancel()
 	if _, err := ConnectWithin(ctx, time.Minute); errors.As(err, &na) || !errors.Is(err, context.Canceled) {
 		t.Errorf("ConnectWithin cancelled = %v, want context.Canceled", err)
+	}
+}
+
+// TestBeingRemoved tells the engine's answer to a removal under way
+// (another run tidying the same leftovers) from other conflicts.
+func TestBeingRemoved(t *testing.T) {
+	under := fmt.Errorf("Error response from daemon: removal of container 3068 is already in progress: %w", cerrdefs.ErrConflict)
+	other := fmt.Errorf("Error response from daemon: You cannot remove a running container: %w", cerrdefs.ErrConflict)
+	plain := errors.New("removal of container 3068 is already in progress")
+	if !beingRemoved(under) || beingRemoved(other) || beingRemoved(plain) {
+		t.Errorf("beingRemoved: %v %v %v, want true false false", beingRemoved(under), beingRemoved(other), beingRemoved(plain))
 	}
 }

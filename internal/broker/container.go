@@ -311,7 +311,7 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("container %s: %w", name, ErrNotFound)
 	}
 	for _, id := range ids {
-		if err := e.containerRemove(ctx, id, true); err != nil && !cerrdefs.IsNotFound(err) {
+		if err := e.containerRemove(ctx, id, true); err != nil && !cerrdefs.IsNotFound(err) && !beingRemoved(err) {
 			return fmt.Errorf("remove container %s: %w", name, err)
 		}
 	}
@@ -329,7 +329,7 @@ func (e *Engine) Discard(ctx context.Context, name string) error {
 	var wg sync.WaitGroup
 	for i, ref := range refs {
 		wg.Go(func() {
-			if err := e.containerRemove(ctx, ref, true); err != nil && !cerrdefs.IsNotFound(err) {
+			if err := e.containerRemove(ctx, ref, true); err != nil && !cerrdefs.IsNotFound(err) && !beingRemoved(err) {
 				errs[i] = fmt.Errorf("remove container %s: %w", ref, err)
 			}
 		})
@@ -387,12 +387,22 @@ func b2i(b bool) int {
 	return 0
 }
 
-// RemoveID removes our container with id, running or not.
+// RemoveID removes our container with id, running or not. One that
+// another run is removing already (two runs tidying the same leftovers at
+// once) counts as removed.
 func (e *Engine) RemoveID(ctx context.Context, id string) error {
-	if err := e.containerRemove(ctx, id, true); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s: %w", id, err)
+	err := e.containerRemove(ctx, id, true)
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err), beingRemoved(err):
+		return nil
 	}
-	return nil
+	return fmt.Errorf("remove container %s: %w", id, err)
+}
+
+// beingRemoved reports whether err is the engine's answer to removing a
+// container whose removal is under way.
+func beingRemoved(err error) bool {
+	return cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress")
 }
 
 // ImageID returns the id of the image tagged tag.

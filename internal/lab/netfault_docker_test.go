@@ -382,13 +382,16 @@ func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	if out, err := compile.CombinedOutput(); err != nil {
 		t.Fatalf("mage -compile: %v\n%s", err, out)
 	}
-	for _, fault := range []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle} {
-		t.Run(fault, func(t *testing.T) {
-			t.Parallel() // one fault beside another; its two stops one after the other
-			for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGKILL} {
-				t.Run(sig.String(), func(t *testing.T) { bed.stop(t, fault, sig) })
-			}
-		})
+	faults := []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle}
+	t.Run("interrupt", func(t *testing.T) {
+		for _, fault := range faults {
+			t.Run(fault, func(t *testing.T) { t.Parallel(); bed.stop(t, fault, syscall.SIGINT) })
+		}
+	})
+	// One after the other: every run's start removes what killed runs left,
+	// whoever's they were.
+	for _, fault := range faults {
+		t.Run("killed/"+fault, func(t *testing.T) { bed.stop(t, fault, syscall.SIGKILL) })
 	}
 }
 
