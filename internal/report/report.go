@@ -57,6 +57,7 @@ type RunSummary struct {
 	ImageID       string            `json:"image_id"`
 	Broker        string            `json:"broker"`
 	NetNS         string            `json:"netns,omitempty"`
+	Network       string            `json:"network,omitempty"` // what the network path did (store.Run.Network)
 	Settings      map[string]string `json:"settings"`
 
 	CyclesDone   int `json:"cycles_done"`
@@ -85,7 +86,11 @@ type RunSummary struct {
 
 // Scenario is what makes two runs comparable.
 func (r RunSummary) Scenario() string {
-	return fmt.Sprintf("fault %s, keep-dead %s, %d device(s), %s", r.Fault, time.Duration(r.KeepDeadMS)*time.Millisecond, r.Devices, r.TestBed())
+	s := fmt.Sprintf("fault %s, keep-dead %s, %d device(s), %s", r.Fault, time.Duration(r.KeepDeadMS)*time.Millisecond, r.Devices, r.TestBed())
+	if r.Network != "" {
+		s += ", " + r.Network
+	}
+	return s
 }
 
 // TestBed names where the broker ran.
@@ -183,7 +188,8 @@ func summaryOf(r store.Run) RunSummary {
 		ID: r.ID, StartedAt: r.StartedAt.UTC(), Status: r.Status, Error: r.Error, Label: r.Label, Fault: r.Fault,
 		KeepAliveMS: r.KeepAlive.Milliseconds(), KeepDeadMS: r.KeepDead.Milliseconds(), KeepRunningMS: r.KeepRunning.Milliseconds(),
 		Devices: r.Devices, CyclesPlanned: r.CyclesPlanned, Host: r.Host, ToolVersion: r.ToolVersion,
-		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Broker: r.Broker, NetNS: r.NetNS, Settings: map[string]string{},
+		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Broker: r.Broker, NetNS: r.NetNS, Network: r.Network(),
+		Settings: map[string]string{},
 	}
 	if !r.FinishedAt.IsZero() {
 		f := r.FinishedAt.UTC()

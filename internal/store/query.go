@@ -3,9 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -98,16 +100,44 @@ func (s *Store) LatestCompleted(ctx context.Context) (Run, error) {
 // namespace), or ErrNoRun.
 func (s *Store) PreviousOfScenario(ctx context.Context, r Run) (Run, error) {
 	runs, err := s.queryRuns(ctx, `WHERE status = 'completed' AND fault = ? AND keep_dead_ms = ? AND devices = ?
-		AND broker = ? AND netns = ? AND id < ? ORDER BY id DESC LIMIT 1`,
+		AND broker = ? AND netns = ? AND id < ? ORDER BY id DESC`,
 		r.Fault, r.KeepDead.Milliseconds(), r.Devices, r.Broker, r.NetNS, r.ID)
 	if err != nil {
 		return Run{}, err
 	}
-	if len(runs) == 0 {
-		return Run{}, fmt.Errorf("no earlier completed run with fault %s, keep-dead %s, %d devices, %s: %w",
-			r.Fault, r.KeepDead, r.Devices, r.TestBed(), ErrNoRun)
+	for _, prev := range runs {
+		if prev.Network() == r.Network() {
+			return prev, nil
+		}
 	}
-	return runs[0], nil
+	net := ""
+	if n := r.Network(); n != "" {
+		net = ", " + n
+	}
+	return Run{}, fmt.Errorf("no earlier completed run with fault %s, keep-dead %s, %d devices, %s%s: %w",
+		r.Fault, r.KeepDead, r.Devices, r.TestBed(), net, ErrNoRun)
+}
+
+// Network is what the run's network path did, from its settings: the
+// whole run's link and the network fault's own parameter ("link 3g, latency
+// 200ms"); empty for a broker fault on a plain path. Runs are comparable
+// only when it is the same.
+func (r Run) Network() string {
+	var vars map[string]string
+	_ = json.Unmarshal([]byte(r.ConfigJSON), &vars)
+	var parts []string
+	if v := vars["MTTR_LINK"]; v != "" {
+		parts = append(parts, "link "+v)
+	}
+	param := map[string]string{"loss": "MTTR_LOSS", "latency": "MTTR_LATENCY", "bandwidth": "MTTR_RATE", "idle": "MTTR_IDLE_TIMEOUT"}
+	if key, ok := param[r.Fault]; ok {
+		p := r.Fault + " " + vars[key]
+		if j := vars["MTTR_JITTER"]; r.Fault == "latency" && j != "" && j != "0s" {
+			p += " ± " + j
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // TestBed names where the broker ran: "docker, netns holder", "docker,

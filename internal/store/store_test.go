@@ -416,3 +416,47 @@ func TestRefusesWithoutTouching(t *testing.T) {
 		t.Errorf("OpenReadOnly(a directory) = %v", err)
 	}
 }
+
+// TestPreviousOfScenarioNetwork compares a run only with runs whose
+// network path did the same: the same link and the same fault parameter.
+func TestPreviousOfScenarioNetwork(t *testing.T) {
+	s, _ := open(t)
+	ctx := t.Context()
+	mk := func(fault, vars string) Run {
+		r := sampleRun()
+		r.Fault, r.ConfigJSON = fault, vars
+		id, err := s.StartRun(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := s.GetRun(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stored
+	}
+	slow := mk("latency", `{"MTTR_LATENCY":"200ms","MTTR_JITTER":"0s"}`)
+	mk("latency", `{"MTTR_LATENCY":"500ms","MTTR_JITTER":"0s"}`)
+	mk("latency", `{"MTTR_LATENCY":"200ms","MTTR_JITTER":"0s","MTTR_LINK":"latency=100ms"}`)
+	newest := mk("latency", `{"MTTR_LATENCY":"200ms","MTTR_JITTER":"0s"}`)
+	if got := newest.Network(); got != "latency 200ms" {
+		t.Errorf("Network() = %q, want %q", got, "latency 200ms")
+	}
+	prev, err := s.PreviousOfScenario(ctx, newest)
+	if err != nil || prev.ID != slow.ID {
+		t.Errorf("PreviousOfScenario = %d, %v; want %d (the same latency, no link)", prev.ID, err, slow.ID)
+	}
+	jittery := mk("latency", `{"MTTR_LATENCY":"200ms","MTTR_JITTER":"50ms","MTTR_LINK":"3g"}`)
+	if got := jittery.Network(); got != "link 3g, latency 200ms ± 50ms" {
+		t.Errorf("Network() = %q", got)
+	}
+	if _, err := s.PreviousOfScenario(ctx, jittery); !errors.Is(err, ErrNoRun) || !strings.Contains(err.Error(), "link 3g, latency 200ms ± 50ms") {
+		t.Errorf("PreviousOfScenario(a path of its own) = %v, want ErrNoRun naming the path", err)
+	}
+	if got := (Run{Fault: "stop", ConfigJSON: `{"MTTR_LOSS":"30%"}`}).Network(); got != "" {
+		t.Errorf("a broker fault on a plain path: Network() = %q, want empty", got)
+	}
+}
