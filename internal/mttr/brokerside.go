@@ -21,6 +21,7 @@ type BrokerLog struct {
 	active    []time.Time          // connect, subscribe and publish events of any client
 	sessions  map[string]time.Time // clients connected now, since when (probes aside)
 	probed    bool                 // a readiness probe's connect was seen
+	lastProbe time.Time            // the latest readiness probe's connect
 	changed   chan struct{}        // signalled after every event kept; made on first use
 }
 
@@ -52,6 +53,9 @@ func (b *BrokerLog) Observe(e brokerlog.Event) {
 func (b *BrokerLog) connected(id string, at time.Time) {
 	if strings.HasPrefix(id, mqttprobe.ProbeClientPrefix) {
 		b.probed = true // probe ids are new every time: not kept
+		if at.After(b.lastProbe) {
+			b.lastProbe = at
+		}
 		return
 	}
 	if b.sessions == nil {
@@ -88,6 +92,33 @@ func (b *BrokerLog) AwaitConnect(ctx context.Context, id string, timeout time.Du
 		select {
 		case <-ch:
 		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// awaitProbe waits, at most timeout, until the log shows a readiness
+// probe's connect at or after t: then it has reached t, and holds what the
+// broker did before. It reports whether it did.
+func (b *BrokerLog) awaitProbe(ctx context.Context, t time.Time, timeout time.Duration) bool {
+	if b == nil {
+		return false
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		b.mu.Lock()
+		seen := !b.lastProbe.Before(t)
+		ch := b.signal()
+		b.mu.Unlock()
+		if seen {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
 			return false
 		case <-ctx.Done():
 			return false

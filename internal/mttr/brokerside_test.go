@@ -44,3 +44,26 @@ func TestBrokerLogSessions(t *testing.T) {
 		t.Error("still connected after the broker restarted")
 	}
 }
+
+// TestBrokerLogAwaitProbe waits until the log has reached a probe's
+// connect at or after a moment, and no longer than its timeout.
+func TestBrokerLogAwaitProbe(t *testing.T) {
+	at := func(ms int) time.Time { return time.UnixMilli(int64(1000 + ms)) }
+	var b BrokerLog
+	ctx := context.Background()
+	b.Observe(brokerlog.Event{At: at(5), Kind: brokerlog.Connect, ClientID: mqttprobe.ProbeClientPrefix + "a"})
+	if !b.awaitProbe(ctx, at(5), time.Millisecond) {
+		t.Error("a probe at 5 not seen at 5")
+	}
+	if b.awaitProbe(ctx, at(6), time.Millisecond) {
+		t.Error("a probe at 5 seen as one at 6 or later")
+	}
+	go b.Observe(brokerlog.Event{At: at(9), Kind: brokerlog.Connect, ClientID: mqttprobe.ProbeClientPrefix + "b"})
+	if !b.awaitProbe(ctx, at(6), time.Minute) {
+		t.Error("a later probe was not waited for")
+	}
+	var none *BrokerLog
+	if none.awaitProbe(ctx, at(0), time.Minute) {
+		t.Error("no log seen as caught up")
+	}
+}

@@ -205,6 +205,16 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	settle(ctx, fleet, plan, m.Start, missed)
 	if readyErr == nil {
 		e.Broker.awaitBack(ctx, m, plan.SettleTimeout)
+		// The broker's log reaches us a little late. A probe of our own
+		// after the cycle's end is a line the broker writes after all it
+		// did in the cycle (a device's SUBSCRIBE): once it is read, so is
+		// the rest.
+		if e.Broker != nil {
+			probed := time.Now()
+			if _, err := fault.Ready(ctx); err == nil {
+				e.Broker.awaitProbe(ctx, probed, plan.SettleTimeout)
+			}
+		}
 	}
 	note := ""
 	switch {
