@@ -20,8 +20,7 @@ type BrokerLog struct {
 	listening []time.Time
 	active    []time.Time          // connect, subscribe and publish events of any client
 	sessions  map[string]time.Time // clients connected now, since when (probes aside)
-	probed    bool                 // a readiness probe's connect was seen
-	lastProbe time.Time            // the latest readiness probe's connect
+	lastProbe time.Time            // the latest readiness probe's connect; zero before the first
 	changed   chan struct{}        // signalled after every event kept; made on first use
 }
 
@@ -52,8 +51,7 @@ func (b *BrokerLog) Observe(e brokerlog.Event) {
 // connected records a connect of id; b.mu is held.
 func (b *BrokerLog) connected(id string, at time.Time) {
 	if strings.HasPrefix(id, mqttprobe.ProbeClientPrefix) {
-		b.probed = true // probe ids are new every time: not kept
-		if at.After(b.lastProbe) {
+		if at.After(b.lastProbe) { // probe ids are new every time: not kept
 			b.lastProbe = at
 		}
 		return
@@ -78,47 +76,41 @@ func (b *BrokerLog) ConnectedSince(id string) (time.Time, bool) {
 // mqttprobe.ProbeClientPrefix: then the log has reached the moment that
 // client connected. It reports whether it did.
 func (b *BrokerLog) AwaitConnect(ctx context.Context, id string, timeout time.Duration) bool {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
+	return b.await(ctx, timeout, func() bool {
 		b.mu.Lock()
+		defer b.mu.Unlock()
 		_, seen := b.sessions[id]
-		seen = seen || (id == mqttprobe.ProbeClientPrefix && b.probed)
-		ch := b.signal()
-		b.mu.Unlock()
-		if seen {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-t.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
+		return seen || (id == mqttprobe.ProbeClientPrefix && !b.lastProbe.IsZero())
+	})
 }
 
 // awaitProbe waits, at most timeout, until the log shows a readiness
 // probe's connect at or after t: then it has reached t, and holds what the
 // broker did before. It reports whether it did.
 func (b *BrokerLog) awaitProbe(ctx context.Context, t time.Time, timeout time.Duration) bool {
-	if b == nil {
-		return false
-	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
+	return b != nil && b.await(ctx, timeout, func() bool {
 		b.mu.Lock()
-		seen := !b.lastProbe.Before(t)
+		defer b.mu.Unlock()
+		return !b.lastProbe.Before(t)
+	})
+}
+
+// await waits, at most timeout, until seen (which takes b.mu itself)
+// reports true after an event, and reports whether it did.
+func (b *BrokerLog) await(ctx context.Context, timeout time.Duration, seen func() bool) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		// The channel first: an event after seen looked still signals it.
+		b.mu.Lock()
 		ch := b.signal()
 		b.mu.Unlock()
-		if seen {
+		if seen() {
 			return true
 		}
 		select {
 		case <-ch:
-		case <-timer.C:
+		case <-t.C:
 			return false
 		case <-ctx.Done():
 			return false
@@ -143,25 +135,11 @@ func (b *BrokerLog) awaitBack(ctx context.Context, m Marks, timeout time.Duratio
 	if b == nil || m.FaultAt.IsZero() {
 		return
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
+	b.await(ctx, timeout, func() bool {
 		probe := m
 		b.mark(&probe)
-		if !probe.ListeningAt.IsZero() || !probe.ResumedAt.IsZero() {
-			return
-		}
-		b.mu.Lock()
-		ch := b.signal()
-		b.mu.Unlock()
-		select {
-		case <-ch:
-		case <-t.C:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
+		return !probe.ListeningAt.IsZero() || !probe.ResumedAt.IsZero()
+	})
 }
 
 // mark fills m.ListeningAt with the first listening line at or after the
