@@ -3,8 +3,10 @@
 // the broker's network namespace (nftables scripts, which keep TCP's own
 // behaviour: dropped SYNs, real RSTs), or a userspace link that every
 // device dials instead of the broker (delay, jitter and rate, which the
-// kernel here cannot add without netem). It parses their settings and
-// writes the rules; applying them is the test bed's job.
+// kernel here cannot add without netem). It parses their settings, writes
+// the rules, and dials the broker (TCP, then TLS) from the band of ports
+// the rules leave to the tool's own clients; applying the rules is the
+// test bed's job.
 package netfault
 
 import (
