@@ -88,6 +88,32 @@ func (e *Engine) networkDisconnect(ctx context.Context, network, container strin
 	})
 }
 
+// networkDisconnectForce takes container off network even when it is not
+// running.
+func (e *Engine) networkDisconnectForce(ctx context.Context, network, container string) error {
+	return do(ctx, e, "network disconnect", 0, func(ctx context.Context) (client.NetworkDisconnectResult, error) {
+		return e.cli.NetworkDisconnect(ctx, network, client.NetworkDisconnectOptions{Container: container, Force: true})
+	})
+}
+
+func (e *Engine) networkCreate(ctx context.Context, name string, opts client.NetworkCreateOptions) (client.NetworkCreateResult, error) {
+	return call(ctx, e, "network create", 0, func(ctx context.Context) (client.NetworkCreateResult, error) {
+		return e.cli.NetworkCreate(ctx, name, opts)
+	})
+}
+
+func (e *Engine) networkInspect(ctx context.Context, ref string) (client.NetworkInspectResult, error) {
+	return call(ctx, e, "network inspect", 0, func(ctx context.Context) (client.NetworkInspectResult, error) {
+		return e.cli.NetworkInspect(ctx, ref, client.NetworkInspectOptions{})
+	})
+}
+
+func (e *Engine) networkRemove(ctx context.Context, ref string) error {
+	return do(ctx, e, "network remove", 0, func(ctx context.Context) (client.NetworkRemoveResult, error) {
+		return e.cli.NetworkRemove(ctx, ref, client.NetworkRemoveOptions{})
+	})
+}
+
 func (e *Engine) imageInspect(ctx context.Context, ref string) (client.ImageInspectResult, error) {
 	return call(ctx, e, "image inspect", 0, func(ctx context.Context) (client.ImageInspectResult, error) {
 		return e.cli.ImageInspect(ctx, ref)

@@ -266,8 +266,9 @@ func (e *Engine) inspect(ctx context.Context, ref string) (*Container, error) {
 		ports = holder.NetworkSettings
 	}
 	if ports != nil {
-		for _, ep := range ports.Networks {
-			if ep != nil && ep.IPAddress.IsValid() {
+		for name, ep := range ports.Networks {
+			// A readdress network's address changes: the first network's stays.
+			if ep != nil && ep.IPAddress.IsValid() && !strings.HasSuffix(name, readdressSuffix) {
 				c.IP = ep.IPAddress
 				break
 			}
@@ -293,7 +294,8 @@ func (e *Engine) Find(ctx context.Context, name string) (*Container, error) {
 }
 
 // Remove stops and removes our container called name, its netfilter
-// helper <name>-netfilter and its network namespace holder <name>-netns.
+// helper <name>-netfilter and its network namespace holder <name>-netns,
+// then its readdress network <name>-readdress.
 // It touches none when one is not ours (ErrNotOurs), and returns an error
 // wrapping ErrNotFound when there is none.
 func (e *Engine) Remove(ctx context.Context, name string) error {
@@ -315,12 +317,13 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 			return fmt.Errorf("remove container %s: %w", name, err)
 		}
 	}
-	return nil
+	return e.RemoveNetwork(ctx, ReaddressName(name))
 }
 
 // Discard force-removes the broker container called name, its netfilter
-// helper and its holder, all at once and without inspecting them first: they must be the
-// caller's own, made by Run. An engine that does not answer in time still
+// helper and its holder, all at once and without inspecting them first
+// (they must be the caller's own, made by Run), then its readdress
+// network. An engine that does not answer in time still
 // has the requests, and carries them out when it answers again: after
 // any start of the broker still waiting there, or at the same time.
 func (e *Engine) Discard(ctx context.Context, name string) error {
@@ -335,7 +338,10 @@ func (e *Engine) Discard(ctx context.Context, name string) error {
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return e.RemoveNetwork(ctx, ReaddressName(name))
 }
 
 // Stop stops our broker container called name gracefully (SIGTERM, then

@@ -36,6 +36,10 @@ type Spec struct {
 	// Secrets are masked wherever the client's output goes (the log and the
 	// last lines quoted in errors), should the client print them.
 	Secrets []string
+	// Hosts, when set, is a hosts file the client sees as /etc/hosts, in a
+	// mount namespace of its own (util-linux's unshare; without root, in a
+	// user namespace too): the run decides what names resolve to.
+	Hosts string
 }
 
 // tailLines is how many of a client's last output lines are kept for
@@ -87,6 +91,19 @@ type Process struct {
 // start runs spec, writing its prefixed output to log, tied to line.
 func start(spec Spec, log io.Writer, line *lifeline) (*Process, error) {
 	cmd := exec.Command("/bin/sh", "-c", guarded, "mttr-client", spec.Command)
+	if spec.Hosts != "" {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			return nil, fmt.Errorf("client %s: its own /etc/hosts needs unshare (Debian: util-linux): %w", spec.Name, err)
+		}
+		args := []string{"--mount", "--propagation", "private"}
+		if os.Geteuid() != 0 {
+			args = append(args, "--map-root-user")
+		}
+		// The hosts file is $2: the client's shell gets only $1.
+		args = append(args, "/bin/sh", "-c", `mount --bind "$2" /etc/hosts || exit 125; `+guarded, "mttr-client", spec.Command, spec.Hosts)
+		cmd = exec.Command(unshare, args...)
+	}
 	cmd.Env = append(os.Environ(), spec.Env...)
 	cmd.ExtraFiles = []*os.File{line.r}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

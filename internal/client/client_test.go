@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 type syncBuffer struct {
@@ -173,5 +177,59 @@ func TestSecretsMasked(t *testing.T) {
 	}
 	if err := s.Failed(); err == nil || strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "key="+Masked) {
 		t.Errorf("Failed() = %v", err)
+	}
+}
+
+// TestHostsFile starts a client that sees a hosts file of the run's as its
+// /etc/hosts, changes the name's answer while it runs, and checks that the
+// client's lookups follow it and that this machine's /etc/hosts is not
+// touched.
+func TestHostsFile(t *testing.T) {
+	args := []string{"--mount", "true"}
+	if os.Geteuid() != 0 {
+		args = []string{"--mount", "--map-root-user", "true"}
+	}
+	if out, err := exec.Command("unshare", args...).CombinedOutput(); err != nil {
+		t.Skipf("this machine cannot make a mount namespace: unshare %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	before, _ := os.ReadFile("/etc/hosts")
+	h, err := netfault.NewHosts(t.TempDir(), netfault.BrokerName, netip.MustParseAddr("10.9.8.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	fifo := filepath.Join(t.TempDir(), "go")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := syncBuffer{written: make(chan struct{}, 1)}
+	cmd := `getent hosts ` + netfault.BrokerName + ` | sed 's/^/first /'; read _ < ` + fifo + `; getent hosts ` + netfault.BrokerName + ` | sed 's/^/then /'; getent hosts localhost >/dev/null && echo localhost ok; sleep 60`
+	s, err := Supervise([]Spec{{Name: "d", Command: cmd, Hosts: h.Path()}}, &log, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	waitLog := func(want string) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for !strings.Contains(log.String(), want) {
+			select {
+			case <-log.written:
+			case <-deadline:
+				t.Fatalf("the client's log lacks %q:\n%s", want, log.String())
+			}
+		}
+	}
+	waitLog("first 10.9.8.7")
+	if err := h.Set(netip.MustParseAddr("10.9.8.8")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fifo, []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitLog("then 10.9.8.8")
+	waitLog("localhost ok")
+	if after, _ := os.ReadFile("/etc/hosts"); string(after) != string(before) {
+		t.Errorf("this machine's /etc/hosts changed:\n%s", after)
 	}
 }

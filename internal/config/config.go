@@ -242,14 +242,14 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	if c.Link != (netfault.Link{}) && c.NetNS == "plain" && !netfault.Is(c.Fault) && c.Broker != "process" {
 		return Config{}, fmt.Errorf("MTTR_LINK=%s with MTTR_NETNS=plain and MTTR_FAULT=%s: the broker's address and namespace, where the link leads and its rules live, go with the broker; use MTTR_NETNS=holder", c.Link, c.Fault)
 	}
-	if c.Link != (netfault.Link{}) && c.Fault == "disconnect" {
-		return Config{}, fmt.Errorf("MTTR_LINK=%s with MTTR_FAULT=disconnect: the broker may come back at another address, and the link would still lead to the old one", c.Link)
+	if c.Link != (netfault.Link{}) && (c.Fault == "disconnect" || c.Fault == netfault.Readdress) {
+		return Config{}, fmt.Errorf("MTTR_LINK=%s with MTTR_FAULT=%s: the broker may come back at another address, and the link would still lead to the old one", c.Link, c.Fault)
 	}
 	if c.Jitter > c.Latency {
 		return Config{}, fmt.Errorf("MTTR_JITTER=%s: more than MTTR_LATENCY=%s, and a packet cannot leave before it was sent", c.Jitter, c.Latency)
 	}
 	if c.Broker == "process" {
-		if !slices.Contains(ProcessFaults, c.Fault) && !(netfault.Is(c.Fault) && !netfault.Filtered(c.Fault)) {
+		if !slices.Contains(ProcessFaults, c.Fault) && !netfault.Linked(c.Fault) {
 			return Config{}, fmt.Errorf("MTTR_FAULT=%s needs Docker: MTTR_BROKER=process supports %s, %s and %s", c.Fault, strings.Join(ProcessFaults, ", "), netfault.Latency, netfault.Bandwidth)
 		}
 		if c.Link.Loss > 0 {

@@ -233,6 +233,8 @@ func TestNetworkFaultSettings(t *testing.T) {
 		{map[string]string{"MTTR_FAULT": "idle", "MTTR_IDLE_TIMEOUT": "2s", "MTTR_SEND_INTERVAL": "3s"}, "MTTR_SEND_INTERVAL=3s: not shorter than MTTR_IDLE_TIMEOUT=2s"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "blackhole"}, "MTTR_FAULT=blackhole needs Docker"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "idle"}, "MTTR_FAULT=idle needs Docker"},
+		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "readdress"}, "MTTR_FAULT=readdress needs Docker"},
+		{map[string]string{"MTTR_FAULT": "readdress", "MTTR_LINK": "3g"}, "with MTTR_FAULT=readdress: the broker may come back at another address"},
 		{map[string]string{"MTTR_NETNS": "plain", "MTTR_FAULT": "stop", "MTTR_LINK": "latency=10ms"}, "use MTTR_NETNS=holder"},
 		{map[string]string{"MTTR_FAULT": "disconnect", "MTTR_LINK": "latency=10ms"}, "MTTR_LINK=latency=10ms with MTTR_FAULT=disconnect"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_LINK": "3g"}, "MTTR_LINK=" + "latency=100ms,jitter=20ms,loss=0.5%,rate=768kbit: loss needs"},

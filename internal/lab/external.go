@@ -139,6 +139,9 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun
 			return err
 		}
 		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env, Secrets: []string{id.SharedAccessKey}}
+		if l.path != nil && l.path.hosts != nil { // readdress: the run answers the broker's name
+			specs[i].Hosts = l.path.hosts.Path()
+		}
 	}
 	started := time.Now()
 	sup, err := client.Supervise(specs, logFile, clientGrace)

@@ -29,6 +29,9 @@ type Lab struct {
 	Out      io.Writer // progress and results
 	Err      io.Writer // side notes that must not mix with machine-readable output; Out when nil
 	BuildDir string    // broker image build context; "aedes" by default
+
+	// path is a networked run's path to the broker, on the run's own copy.
+	path *netPath
 }
 
 // FromEnv returns a Lab configured from MTTR_* variables, writing to stdout.

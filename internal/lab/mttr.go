@@ -178,6 +178,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		if path, err = l.openNetPath(ctx, bed, cleanup); err != nil {
 			return mttr.Summary{}, err
 		}
+		l.path = path
 		// This run's devices and external clients dial the path; the
 		// verifier, the sender of commands and the readiness probe reach the
 		// broker behind any link, so that its delays are the devices' alone.
@@ -222,6 +223,9 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 			quiet = q.Quiet
 		}
 		fault = l.newNetOutage(path, quiet, func(ctx context.Context) (time.Time, error) {
+			if path.moved != nil { // where the devices now reach it
+				return bed.waitReady(ctx, path.dial(), path.deviceDial())
+			}
 			return bed.waitReady(ctx, path.direct, path.dialOwn)
 		})
 	} else {
@@ -305,6 +309,7 @@ func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.C
 		CleanSession: cfg.CleanSession,
 		QoS:          byte(cfg.QoS),
 		Resubscribe:  cfg.Resubscribe == "onconnect",
+		Dial:         l.path.deviceDial(),
 	}
 }
 
@@ -356,8 +361,8 @@ func owner() string {
 	return machine + ":" + strconv.Itoa(os.Getpid())
 }
 
-// removeLeftovers removes broker containers whose run was killed on this
-// machine (its process is gone). Containers of live processes, or of other
+// removeLeftovers removes broker containers, their readdress networks
+// and hosts files, whose run was killed on this machine (its process is gone). Containers of live processes, or of other
 // machines, are left alone.
 func (l *Lab) removeLeftovers(ctx context.Context, eng *broker.Engine) error {
 	left, err := eng.Leftovers(ctx, LabelOwner)
@@ -373,7 +378,24 @@ func (l *Lab) removeLeftovers(ctx context.Context, eng *broker.Engine) error {
 		}
 		l.printf("removed container %s: the process that ran it (%s) is gone\n", c.Name, c.Label)
 	}
-	return nil
+	nets, err := eng.LeftoverNetworks(ctx, LabelOwner)
+	if err != nil {
+		return err
+	}
+	for _, n := range nets {
+		if _, gone := ownerGone(n.Label); !gone {
+			continue
+		}
+		if err := eng.RemoveNetwork(ctx, n.ID); err != nil {
+			return err
+		}
+		l.printf("removed network %s: the process that made it (%s) is gone\n", n.Name, n.Label)
+	}
+	hosts, err := netfault.RemoveStaleHosts("", host.Alive)
+	for _, f := range hosts {
+		l.printf("removed %s: the run that wrote it is gone\n", f)
+	}
+	return err
 }
 
 // abandonRuns marks runs of this database abandoned when the process that

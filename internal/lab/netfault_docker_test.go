@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -308,6 +309,44 @@ func TestDockerNetworkFaults(t *testing.T) {
 		}
 	})
 
+	// The broker's address goes away (its network endpoint is removed: no
+	// FIN, no RST) and comes back as another, which the name the device
+	// dials answers from the heal on. The device notices by keep-alive, in
+	// [ka, 1.5 ka + pt] (as for blackhole, with 250 ms of margin); paho
+	// hands its dialer the name at every attempt, so it reaches the new
+	// address with the first attempt begun after the heal. One open at the
+	// heal, toward the old address, ends within its connect timeout; then
+	// paho waits at most MTTR_MAX_RECONNECT_INTERVAL. So it is back within
+	// connect timeout + backoff + 1 s (TLS and CONNECT) of the heal.
+	t.Run("readdress", func(t *testing.T) {
+		t.Parallel()
+		l := shortRun(t, base, netfault.Readdress)
+		l.Config.KeepAlive, l.Config.PingTimeout = 2*time.Second, time.Second
+		l.Config.ConnectTimeout = 2 * time.Second
+		l.Config.KeepDead = 4 * time.Second
+		l.Config.RestartCount = 3
+		run, rows := runMttr(t, l)
+		checkNetRun(t, l, run, rows)
+		ka, pt, margin := l.Config.KeepAlive, l.Config.PingTimeout, 250*time.Millisecond
+		bound := l.Config.ConnectTimeout + l.Config.MaxReconnectInterval + time.Second
+		seen := map[string]bool{}
+		for _, c := range rows {
+			if _, err := netip.ParseAddr(c.BrokerAddress); err != nil || seen[c.BrokerAddress] {
+				t.Errorf("cycle %d: broker_address %q: want a new address each cycle (%v)", c.Cycle, c.BrokerAddress, err)
+			}
+			seen[c.BrokerAddress] = true
+			if det, ok := c.Detection(); !ok || det < ka || det > ka*3/2+pt+margin {
+				t.Errorf("cycle %d: detection %v (found %v), want in [%v, %v]", c.Cycle, det, ok, ka, ka*3/2+pt+margin)
+			}
+			back := at(c.ReconnectedAt).Sub(at(c.HealedAt))
+			if c.ReconnectedAt == 0 || back > bound {
+				t.Errorf("cycle %d: reconnected %v after the heal (at %d), want ≤ %v", c.Cycle, back, c.ReconnectedAt, bound)
+			}
+			t.Logf("cycle %d: broker at %s, detection %v, reconnected %v after the heal, recovery %v",
+				c.Cycle, c.BrokerAddress, dur(c.Detection()), back, dur(c.Recovery()))
+		}
+	})
+
 	// A rate limit holds each message for its size over the rate: a
 	// PUBLISH carries at least its topic and its payload (the smallest our
 	// device sends: sequence 1), before the PUBACK can come back.
@@ -382,7 +421,7 @@ func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	if out, err := compile.CombinedOutput(); err != nil {
 		t.Fatalf("mage -compile: %v\n%s", err, out)
 	}
-	faults := []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle}
+	faults := []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle, netfault.Readdress}
 	t.Run("interrupt", func(t *testing.T) {
 		for _, fault := range faults {
 			t.Run(fault, func(t *testing.T) { t.Parallel(); bed.stop(t, fault, syscall.SIGINT) })
@@ -408,7 +447,9 @@ func (b leftovers) stop(t *testing.T, fault string, sig syscall.Signal) {
 	l := shortRun(t, b.base, fault)
 	l.Config.RestartCount = 1
 	l.Config.KeepDead = time.Minute
-	l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
+	if fault != netfault.Readdress { // which takes no link: it has a network of its own instead
+		l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
+	}
 	c := startCommand(t, l, b.compiled, "mttr")
 	c.await(t, "cycle 1/1  fault in effect")
 	if err := syscall.Kill(c.cmd.Process.Pid, sig); err != nil {
@@ -423,7 +464,11 @@ func (b leftovers) stop(t *testing.T, fault string, sig syscall.Signal) {
 		return
 	}
 	c.exit(t)
-	if _, err := b.eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
+	if fault == netfault.Readdress {
+		if !b.network(t, l) {
+			t.Fatal("the killed run's readdress network is not there to be cleaned up")
+		}
+	} else if _, err := b.eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
 		t.Fatalf("the killed run's helper is not there to be cleaned up: %v", err)
 	}
 	next := shortRun(t, b.base, "stop")
@@ -433,7 +478,8 @@ func (b leftovers) stop(t *testing.T, fault string, sig syscall.Signal) {
 	b.gone(t, l)
 }
 
-// gone checks that l's broker, holder and netfilter helper are gone.
+// gone checks that l's broker, holder, netfilter helper and readdress
+// network are gone.
 func (b leftovers) gone(t *testing.T, l *Lab) {
 	t.Helper()
 	for _, name := range []string{l.Config.Container, broker.NetfilterName(l.Config.Container), broker.HolderName(l.Config.Container)} {
@@ -441,6 +487,24 @@ func (b leftovers) gone(t *testing.T, l *Lab) {
 			t.Errorf("container %s left behind (%v)", name, err)
 		}
 	}
+	if b.network(t, l) {
+		t.Errorf("network %s left behind", broker.ReaddressName(l.Config.Container))
+	}
+}
+
+// network reports whether l's readdress network exists.
+func (b leftovers) network(t *testing.T, l *Lab) bool {
+	t.Helper()
+	left, err := b.eng.LeftoverNetworks(t.Context(), LabelOwner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range left {
+		if n.Name == broker.ReaddressName(l.Config.Container) {
+			return true
+		}
+	}
+	return false
 }
 
 // readmeClient returns the README's example client whose text follows
@@ -518,6 +582,40 @@ func TestDockerExternalNetworkFaults(t *testing.T) {
 			t.Logf("cycle %d: broker saw the loss after %v, recovery %v", c.Cycle, det, dur(c.Recovery()))
 		}
 	})
+
+	// readdress: the README's clients look the broker's name up at each
+	// connect, in the hosts file the run gives them as /etc/hosts, and so
+	// reach the broker's new address; the same shell client made to look
+	// it up once, at its start, never does.
+	resolveOnce := `MTTR_BROKER_DIAL_HOST=$(getent hosts "$MTTR_BROKER_DIAL_HOST" | cut -d" " -f1); ` + shClient
+	for _, tc := range []struct {
+		name, cmd string
+		back      bool
+	}{{"python", pyClient, true}, {"shell", shClient, true}, {"shell/resolve-once", resolveOnce, false}} {
+		t.Run(tc.name+"/readdress", func(t *testing.T) {
+			t.Parallel()
+			l := shortRun(t, base, netfault.Readdress)
+			l.Config.Client, l.Config.ClientCmd = "external", tc.cmd
+			l.Config.KeepAlive = 5 * time.Second // mosquitto's least
+			l.Config.KeepDead = 4 * time.Second
+			if !tc.back {
+				l.Config.RestartCount, l.Config.RecoveryTimeout = 1, 10*time.Second
+			}
+			run, rows := runMttr(t, l)
+			if run.Status != store.StatusCompleted || len(rows) != l.Config.RestartCount {
+				t.Fatalf("run %s, %d rows", run.Status, len(rows))
+			}
+			for _, c := range rows {
+				if _, err := netip.ParseAddr(c.BrokerAddress); err != nil {
+					t.Errorf("cycle %d: broker_address %q", c.Cycle, c.BrokerAddress)
+				}
+				if got := c.ReconnectedAt != 0; got != tc.back {
+					t.Errorf("cycle %d: reconnected %v, want %v", c.Cycle, got, tc.back)
+				}
+				t.Logf("cycle %d: broker at %s, recovery %v", c.Cycle, c.BrokerAddress, dur(c.Recovery()))
+			}
+		})
+	}
 
 	for _, tc := range []struct{ name, cmd string }{{"python", pyClient}, {"shell", shClient}} {
 		t.Run(tc.name+"/latency", func(t *testing.T) {

@@ -43,6 +43,21 @@ type netPath struct {
 	own netfault.Ports
 	// idle is the path's idle timeout for the whole run (the idle fault).
 	idle time.Duration
+	// moved is the broker's network of the readdress fault, where each
+	// heal gives it a new address, and hosts is the file that answers
+	// netfault.BrokerName, the name the devices dial, with it.
+	moved *broker.Readdress
+	hosts *netfault.Hosts
+}
+
+// deviceDial is how the devices open their TCP connections: nil (the
+// default) but in a readdress run, where they look the broker's name up
+// in the run's hosts file at every dial.
+func (p *netPath) deviceDial() netfault.Dial {
+	if p == nil || p.hosts == nil {
+		return nil
+	}
+	return p.hosts.Dial(nil)
 }
 
 // dialOwn opens a connection of the tool's own (verifier, sender of
@@ -53,8 +68,11 @@ func (p *netPath) dialOwn(ctx context.Context, d net.Dialer, network, addr strin
 
 // dial is where the devices dial.
 func (p *netPath) dial() string {
-	if p.link != nil {
+	switch {
+	case p.link != nil:
 		return p.link.Addr()
+	case p.hosts != nil:
+		return net.JoinHostPort(p.hosts.Name(), strconv.Itoa(p.port()))
 	}
 	return p.direct
 }
@@ -98,7 +116,19 @@ func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (
 			}
 		}
 	}
-	if netfault.Is(cfg.Fault) && !netfault.Filtered(cfg.Fault) || cfg.Link.Delays() {
+	if cfg.Fault == netfault.Readdress {
+		r, err := bed.readdress(ctx)
+		if err != nil {
+			return nil, err
+		}
+		h, err := netfault.NewHosts("", netfault.BrokerName, r.Addr())
+		if err != nil {
+			return nil, err
+		}
+		cleanup.add(func() { h.Close() })
+		p.moved, p.hosts = r, h
+	}
+	if netfault.Linked(cfg.Fault) || cfg.Link.Delays() {
 		lk, err := link.Start("127.0.0.1:0", direct, cfg.Link)
 		if err != nil {
 			return nil, err
@@ -107,8 +137,11 @@ func (l *Lab) openNetPath(ctx context.Context, bed testBed, cleanup *cleanups) (
 		p.link = lk
 	}
 	how := "straight to the broker's address " + direct
-	if p.link != nil {
+	switch {
+	case p.link != nil:
 		how = fmt.Sprintf("through the link %s to %s", p.link.Addr(), direct)
+	case p.hosts != nil:
+		how = fmt.Sprintf("%s, which %s answers with %s, the broker's address on network %s", p.dial(), p.hosts.Path(), p.moved.Addr(), broker.ReaddressName(cfg.Container))
 	}
 	if s := cfg.Link.String(); s != "" {
 		how += ", link " + s
@@ -185,6 +218,14 @@ func (o *netOutage) Inject(ctx context.Context) (time.Time, error) {
 			o.quiet(true)
 		}
 		return time.Now().Add(p.idle), nil
+	case netfault.Readdress:
+		// The engine cuts the connections while the call runs: its start is
+		// closer than its end.
+		at := time.Now()
+		if err := p.moved.Detach(ctx); err != nil {
+			return time.Time{}, err
+		}
+		return at, nil
 	case netfault.Latency, netfault.Bandwidth:
 		if err := p.link.Fault(o.window); err != nil {
 			return time.Time{}, err
@@ -245,6 +286,16 @@ func (o *netOutage) Heal(ctx context.Context) (time.Time, error) {
 		}
 		return time.Now(), nil
 	}
+	if o.fault == netfault.Readdress { // back at a new address, which the name now answers
+		a, err := p.moved.Attach(ctx)
+		if err == nil {
+			err = p.hosts.Set(a)
+		}
+		if err != nil {
+			return time.Time{}, fmt.Errorf("heal %s: %w", o.fault, err)
+		}
+		return time.Now(), nil
+	}
 	if netfault.Filtered(o.fault) {
 		end, err := p.filter.Apply(ctx, p.rules(netfault.Filter{}).Script(p.port()))
 		if err != nil {
@@ -262,4 +313,16 @@ func (o *netOutage) Heal(ctx context.Context) (time.Time, error) {
 // address.
 func (o *netOutage) Ready(ctx context.Context) (time.Time, error) { return o.ready(ctx) }
 
-var _ mttr.Fault = (*netOutage)(nil)
+// Address is where the devices reach the broker since the last heal: for
+// readdress, its new address; "" for the other faults, where it stays.
+func (o *netOutage) Address() string {
+	if o.path.moved == nil {
+		return ""
+	}
+	return o.path.moved.Addr().String()
+}
+
+var (
+	_ mttr.Fault     = (*netOutage)(nil)
+	_ mttr.Addressed = (*netOutage)(nil)
+)

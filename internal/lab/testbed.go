@@ -45,6 +45,9 @@ type testBed interface {
 	// netfilter starts a helper that changes the packet filter in the
 	// broker's network namespace; the broker's removal removes it.
 	netfilter(ctx context.Context, cleanup *cleanups) (*broker.Netfilter, error)
+	// readdress puts the broker on a network of its own too, where the
+	// readdress fault moves it; the broker's removal removes it.
+	readdress(ctx context.Context) (*broker.Readdress, error)
 	// path watches connections the network path holds on the way to the
 	// broker, where it can; nil where it cannot.
 	path() mttr.HeldPath
@@ -220,6 +223,14 @@ func (b *dockerBed) netfilter(ctx context.Context, cleanup *cleanups) (*broker.N
 	return f, nil
 }
 
+func (b *dockerBed) readdress(ctx context.Context) (*broker.Readdress, error) {
+	if !b.clk.Local {
+		return nil, fmt.Errorf("MTTR_FAULT=%s: the broker's new addresses are on the Docker engine's machine (DOCKER_HOST=%s): it needs an engine on this machine", netfault.Readdress, b.eng.Host())
+	}
+	// Discard, registered by start, removes it with the broker.
+	return b.eng.NewReaddress(ctx, b.c, runLabels(b.runID))
+}
+
 func (b *dockerBed) path() mttr.HeldPath {
 	if b.held == nil {
 		return nil
@@ -322,6 +333,10 @@ func (p *processBed) direct() (string, error) { return p.b.Addr(), nil }
 
 func (p *processBed) netfilter(context.Context, *cleanups) (*broker.Netfilter, error) {
 	return nil, fmt.Errorf("MTTR_FAULT=%s: %w", p.l.Config.Fault, netfault.ErrNoFilter)
+}
+
+func (p *processBed) readdress(context.Context) (*broker.Readdress, error) {
+	return nil, fmt.Errorf("MTTR_FAULT=%s: needs Docker (MTTR_BROKER=docker), whose networks give the broker new addresses", netfault.Readdress)
 }
 
 // notReady says why a new broker did not answer: the run was interrupted

@@ -14,15 +14,19 @@ type Cycle struct {
 	Cycle  int
 	Device string
 
-	FaultAt         int64 // the fault took effect
-	LostAt          int64 // the device noticed its connection was gone
-	HealedAt        int64 // the call that brought the broker back returned
-	ListeningAt     int64 // the broker's first "listening" line after the fault (it restarted)
-	ResumedAt       int64 // the first client event the broker processed after it resumed (it was never restarted)
-	HeldUntilAt     int64 // the network path last held a connection toward the broker (SYN sent, no answer) after it was back
-	ReadyAt         int64 // the broker first answered our probe (past a network fault: from the tool's own ports), or this device if earlier
-	ReconnectedAt   int64 // the device's own CONNACK after the fault
-	AttemptAt       int64 // it began the reconnect attempt that got it back; 0 when unknown (an external client)
+	FaultAt       int64 // the fault took effect
+	LostAt        int64 // the device noticed its connection was gone
+	HealedAt      int64 // the call that brought the broker back returned
+	ListeningAt   int64 // the broker's first "listening" line after the fault (it restarted)
+	ResumedAt     int64 // the first client event the broker processed after it resumed (it was never restarted)
+	HeldUntilAt   int64 // the network path last held a connection toward the broker (SYN sent, no answer) after it was back
+	ReadyAt       int64 // the broker first answered our probe (past a network fault: from the tool's own ports), or this device if earlier
+	ReconnectedAt int64 // the device's own CONNACK after the fault
+	AttemptAt     int64 // it began the reconnect attempt that got it back; 0 when unknown (an external client)
+	// BrokerAddress is, for readdress, the broker's new address after the
+	// heal, the only one it had then: a device that reconnected reached it.
+	// Empty for the other faults, and when the heal did not happen.
+	BrokerAddress   string
 	FirstAckAt      int64 // the device's first acknowledged message after the fault
 	LastAckBeforeAt int64 // its last acknowledged message before the fault
 

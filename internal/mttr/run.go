@@ -31,6 +31,10 @@ type Fault interface {
 // restart); the experiment then does not wait KeepDead.
 type Instant interface{ Instant() bool }
 
+// Addressed is implemented by faults that bring the broker back at
+// another address (readdress): Address is where it is since the last heal.
+type Addressed interface{ Address() string }
+
 // Plan is what one run does.
 type Plan struct {
 	Cycles          int
@@ -154,8 +158,13 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 			m.HeldUntil = e.Path.HeldAfter(time.Unix(0, back))
 		}
 		out := fleet.Rows(n, m, note)
+		addr := ""
+		if a, ok := fault.(Addressed); ok && !m.HealedAt.IsZero() {
+			addr = a.Address()
+		}
 		for i := range out {
 			out[i].Interrupted = ctx.Err() != nil
+			out[i].BrokerAddress = addr
 		}
 		return out
 	}

@@ -32,10 +32,11 @@ const (
 	Bandwidth = "bandwidth" // limit the rate to MTTR_RATE each way, for keep-dead
 	Reset     = "reset"     // RST every connection at once, and every new one for keep-dead
 	Idle      = "idle"      // the path drops flows idle for MTTR_IDLE_TIMEOUT, silently, for the whole run; the devices fall silent for keep-dead
+	Readdress = "readdress" // the broker's address goes away for keep-dead, and it comes back at a new one, which BrokerName then answers
 )
 
 // Faults are the network faults.
-var Faults = []string{Blackhole, Loss, Latency, Bandwidth, Reset, Idle}
+var Faults = []string{Blackhole, Loss, Latency, Bandwidth, Reset, Idle, Readdress}
 
 // Is reports whether fault is a network fault.
 func Is(fault string) bool {
@@ -52,6 +53,9 @@ func Is(fault string) bool {
 func Filtered(fault string) bool {
 	return fault == Blackhole || fault == Loss || fault == Reset || fault == Idle
 }
+
+// Linked reports whether fault acts through the userspace link.
+func Linked(fault string) bool { return fault == Latency || fault == Bandwidth }
 
 // Link is what a path does to every packet: the whole run's MTTR_LINK, or
 // a fault's window. The zero Link does nothing.

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,7 +155,99 @@ func TestIs(t *testing.T) {
 			t.Errorf("Is(%q) = false", f)
 		}
 	}
-	if Is("stop") || Filtered(Latency) || Filtered(Bandwidth) || !Filtered(Blackhole) || !Filtered(Loss) || !Filtered(Reset) {
+	if Is("stop") || Filtered(Latency) || Filtered(Bandwidth) || !Filtered(Blackhole) || !Filtered(Loss) || !Filtered(Reset) ||
+		Filtered(Readdress) || Linked(Readdress) || !Linked(Latency) || !Linked(Bandwidth) || Linked(Blackhole) {
 		t.Error("Is/Filtered: wrong mechanism for a fault")
+	}
+}
+
+// TestHosts changes the name's answer and checks that Lookup and Dial
+// follow it, and that the file keeps its length.
+func TestHosts(t *testing.T) {
+	a, b := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	h, err := NewHosts(t.TempDir(), BrokerName, netip.MustParseAddr("10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	before, _ := os.ReadFile(h.Path())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln2, err := net.Listen("tcp", "127.0.0.2:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range []net.Listener{ln, ln2} {
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	for _, addr := range []netip.Addr{a, b, netip.MustParseAddr("fd00::1234:5678:9abc:def0"), a} {
+		if err := h.Set(addr); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(h.Path())
+		if len(data) != len(before) {
+			t.Errorf("after Set(%s) the file has %d bytes, want %d: a reader could see half a line", addr, len(data), len(before))
+		}
+		got, err := h.Lookup(strings.ToUpper(BrokerName))
+		if err != nil || got != addr {
+			t.Errorf("Lookup after Set(%s) = %s, %v", addr, got, err)
+		}
+		if !addr.Is4() {
+			continue
+		}
+		c, err := h.Dial(nil)(t.Context(), net.Dialer{}, "tcp", net.JoinHostPort(BrokerName, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(); got != addr {
+			t.Errorf("Dial reached %s, want %s", got, addr)
+		}
+		c.Close()
+	}
+	if _, err := h.Dial(nil)(t.Context(), net.Dialer{}, "tcp", "other.test:1"); err == nil || !strings.Contains(err.Error(), "other.test") {
+		t.Errorf("Dial of a name the file lacks: %v", err)
+	}
+	path := h.Path()
+	h.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("Close left %s: %v", path, err)
+	}
+}
+
+// TestRemoveStaleHosts removes the hosts files of dead runs only.
+func TestRemoveStaleHosts(t *testing.T) {
+	dir := t.TempDir()
+	live, err := NewHosts(dir, BrokerName, netip.MustParseAddr("10.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	dead := filepath.Join(dir, "mttr-hosts-999999999-1")
+	other := filepath.Join(dir, "mttr-hosts-notapid-1")
+	for _, f := range []string{dead, other} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveStaleHosts(dir, func(pid int) bool { return pid == os.Getpid() })
+	if err != nil || len(removed) != 1 || removed[0] != dead {
+		t.Errorf("removed %v, %v; want only %s", removed, err, dead)
+	}
+	for _, f := range []string{live.Path(), other} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }

@@ -209,7 +209,7 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 }
 
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
-	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "attempt_at", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
+	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "attempt_at", "broker_address", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
 	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "puback_median_ms", "published", "acknowledged", "delivered", "lost",
 	"duplicated", "listens", "resubscribed_at", "commands_back_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
 	"c2d_duplicated", "error"}
@@ -224,7 +224,7 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 		for _, c := range r.Cycles {
 			rec := []string{strconv.FormatInt(r.ID, 10), r.Label, r.Fault, strconv.Itoa(c.Cycle), c.Device,
 				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.HeldUntilAt), ts(c.ReadyAt),
-				ts(c.ReconnectedAt), ts(c.AttemptAt), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
+				ts(c.ReconnectedAt), ts(c.AttemptAt), c.BrokerAddress, ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
 				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), msCell(c.PubackMedian, c.PubackMedian > 0), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated),
@@ -306,6 +306,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		ReadyAt           *int64   `json:"ready_at"`
 		ReconnectedAt     *int64   `json:"reconnected_at"`
 		AttemptAt         *int64   `json:"attempt_at"`
+		BrokerAddress     string   `json:"broker_address,omitempty"`
 		FirstAckAt        *int64   `json:"first_ack_at"`
 		LastAckBeforeAt   *int64   `json:"last_ack_before_at"`
 		RecoveryMS        *float64 `json:"recovery_ms"`
@@ -332,7 +333,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		C2DDuplicated     int      `json:"c2d_duplicated"`
 		Error             string   `json:"error,omitempty"`
 	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
-		t(c.ReconnectedAt), t(c.AttemptAt), t(c.FirstAckAt), t(c.LastAckBeforeAt),
+		t(c.ReconnectedAt), t(c.AttemptAt), c.BrokerAddress, t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
 		c.ReconnectAttempts, d(c.PubackMedian, c.PubackMedian > 0), c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
 		c.Listens, t(c.ResubscribedAt), t(c.CommandsBackAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})
