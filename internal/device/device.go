@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,6 +100,7 @@ type Device struct {
 	connackAt   atomic.Int64                 // Unix ns the newest connection's first packet (CONNACK) arrived
 	sessionOn   atomic.Bool                  // the newest CONNACK's session-present flag
 	brokenAt    atomic.Int64                 // Unix ns the newest connection's first read error
+	acks        acks                         // QoS 1 messages waiting for the PUBACK read off the wire
 }
 
 // New builds a device from cfg without connecting it.
@@ -163,26 +165,30 @@ func (d *Device) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 }
 
 // stampedConn records the first read (the CONNACK, whose session-present
-// flag it reads too) and the first read error.
+// flag it reads too), each PUBACK, and the first read error, as they come
+// off the wire. paho reads it from one goroutine.
 type stampedConn struct {
 	net.Conn
 	d             *Device
 	first, broken atomic.Bool
-	head          []byte // the connection's first bytes, until the CONNACK's flags are in
+	frames        framer
 }
 
 func (c *stampedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && !c.first.Swap(true) {
-		c.d.connackAt.Store(time.Now().UnixNano())
-	}
-	if len(c.head) < 3 && n > 0 {
-		// CONNACK: 0x20, remaining length 2, acknowledge flags (bit 0:
-		// session present), return code.
-		c.head = append(c.head, p[:min(n, 3-len(c.head))]...)
-		if len(c.head) == 3 && c.head[0] == 0x20 {
-			c.d.sessionOn.Store(c.head[2]&1 == 1)
+	if n > 0 {
+		now := time.Now()
+		if !c.first.Swap(true) {
+			c.d.connackAt.Store(now.UnixNano())
 		}
+		c.frames.feed(p[:n], func(typ byte, head []byte) {
+			switch {
+			case typ == packetConnack && len(head) >= 1: // acknowledge flags, bit 0: session present
+				c.d.sessionOn.Store(head[0]&1 == 1)
+			case typ == packetPuback && len(head) >= 2: // packet id
+				c.d.acks.puback(uint16(head[0])<<8|uint16(head[1]), now)
+			}
+		})
 	}
 	if err != nil && !c.broken.Swap(true) {
 		c.d.brokenAt.Store(time.Now().UnixNano())
@@ -278,6 +284,32 @@ type Pending struct {
 	Seq    int64
 	SentAt time.Time
 	tok    paho.Token
+	// acked is closed when a QoS 1 message's PUBACK was read (at) or it
+	// can have none (err); nil for QoS 0, whose token says all.
+	acked chan struct{}
+	once  sync.Once
+	at    time.Time
+	err   error
+}
+
+func (p *Pending) settle(at time.Time, err error) {
+	p.once.Do(func() {
+		p.at, p.err = at, err
+		close(p.acked)
+	})
+}
+
+// publish hands paho the payload made for the moment it is sent, for
+// topic, and registers it for its PUBACK.
+func (d *Device) publish(seq int64, topic string, qos byte, payload func(sent time.Time) []byte) *Pending {
+	return d.acks.publish(func() (*Pending, uint16) {
+		p := &Pending{Seq: seq, SentAt: time.Now()}
+		p.tok = d.client.Publish(topic, qos, false, payload(p.SentAt))
+		if pt, ok := p.tok.(*paho.PublishToken); ok && qos > 0 {
+			return p, pt.MessageID()
+		}
+		return p, 0
+	})
 }
 
 // Send hands the next telemetry message to paho without waiting. Its payload
@@ -286,18 +318,41 @@ type Pending struct {
 // once the connection is back.
 func (d *Device) Send() *Pending {
 	seq := d.seq.Add(1)
-	sent := time.Now()
-	payload := fmt.Sprintf(`{"deviceId":%q,"seq":%d,"sentAt":%d}`, d.ID(), seq, sent.UnixNano())
-	return &Pending{Seq: seq, SentAt: sent, tok: d.client.Publish(d.cfg.Identity.Topic(), d.cfg.QoS, false, payload)}
+	return d.publish(seq, d.cfg.Identity.Topic(), d.cfg.QoS, func(sent time.Time) []byte {
+		return fmt.Appendf(nil, `{"deviceId":%q,"seq":%d,"sentAt":%d}`, d.ID(), seq, sent.UnixNano())
+	})
 }
 
-// Wait waits for the message's PUBACK (for QoS 0: its hand-over to the
-// network) and returns when it arrived.
+// Wait waits for the message's PUBACK and returns when it was read off the
+// wire; for QoS 0, until paho handed it to the network. A token paho
+// completes without a PUBACK (it does for a stored message it sends again
+// after a reconnect) does not end the wait; one it fails does.
 func (p *Pending) Wait(ctx context.Context) (time.Time, error) {
-	if err := wait(ctx, p.tok); err != nil {
-		return time.Time{}, fmt.Errorf("publish %d: %w", p.Seq, err)
+	if p.acked == nil {
+		if err := wait(ctx, p.tok); err != nil {
+			return time.Time{}, fmt.Errorf("publish %d: %w", p.Seq, err)
+		}
+		return time.Now(), nil
 	}
-	return time.Now(), nil
+	tok := p.tok.Done()
+	for {
+		select {
+		case <-p.acked: // settled counts even when ctx ended too
+			return p.at, p.err
+		default:
+		}
+		select {
+		case <-p.acked:
+			return p.at, p.err
+		case <-tok:
+			if err := p.tok.Error(); err != nil {
+				p.settle(time.Time{}, fmt.Errorf("publish %d: %w", p.Seq, err))
+			}
+			tok = nil // completed: the PUBACK may still be on its way
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("publish %d: %w", p.Seq, context.Cause(ctx))
+		}
+	}
 }
 
 // Telemetry is the payload a device publishes.
@@ -384,7 +439,7 @@ func (d *Device) PublishTo(topic string, payload []byte) *Pending {
 	if !d.client.IsConnectionOpen() {
 		return nil
 	}
-	return &Pending{SentAt: time.Now(), tok: d.client.Publish(topic, 1, false, payload)}
+	return d.publish(0, topic, 1, func(time.Time) []byte { return payload })
 }
 
 // Close disconnects, giving in-flight work up to 250 ms.

@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/link"
 	"github.com/mttrlab/mttr/internal/mqtttest"
+	"github.com/mttrlab/mttr/internal/netfault"
 )
 
 func testConfig(b *mqtttest.Broker) Config {
@@ -211,5 +215,72 @@ func TestWaitPrefersDone(t *testing.T) {
 		if err := wait(ctx, tok); err != nil {
 			t.Fatalf("try %d: %v, want the acknowledgement", i, err)
 		}
+	}
+}
+
+// TestFramer feeds a stream of packets in pieces of every size and checks
+// that each packet, and the first bytes of its body, come out whole.
+func TestFramer(t *testing.T) {
+	big := make([]byte, 200) // a remaining length of two bytes
+	big[0], big[1] = 0xaa, 0xbb
+	stream := append([]byte{0x20, 2, 1, 0, 0x40, 2, 0x12, 0x34, 0xd0, 0, 0x30, 0xc8, 1}, big...)
+	stream = append(stream, 0x40, 2, 0xff, 0xfe)
+	want := "2:0100 4:1234 13: 3:aabb0000 4:fffe "
+	for size := 1; size <= len(stream); size++ {
+		var f framer
+		var got strings.Builder
+		for b := stream; len(b) > 0; {
+			n := min(size, len(b))
+			f.feed(b[:n], func(typ byte, head []byte) { fmt.Fprintf(&got, "%d:%x ", typ, head) })
+			b = b[n:]
+		}
+		if got.String() != want {
+			t.Fatalf("reads of %d bytes: %q, want %q", size, got.String(), want)
+		}
+	}
+}
+
+// TestResentMessageWaitsForItsPuback publishes while the broker is away,
+// so that paho stores the message and sends it again after the reconnect,
+// over a link with 150 ms each way. paho completes such a message's token
+// when it sends it, but its PUBACK comes a round trip later: Wait must
+// return no sooner than that round trip after the CONNACK (the resend
+// leaves after it), not at the token.
+func TestResentMessageWaitsForItsPuback(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	lk, err := link.Start("127.0.0.1:0", b.Addr, netfault.Link{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close()
+	cfg := testConfig(b)
+	cfg.BrokerAddr = lk.Addr()
+	cfg.Timings.ConnectTimeout = 5 * time.Second
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if err := d.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	next(ctx, t, d, Connected)
+	b.Close()
+	next(ctx, t, d, Lost)
+	p := d.Send() // stored: paho sends it once it is back
+	const latency = 150 * time.Millisecond
+	if err := lk.Fault(netfault.Link{Latency: latency}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	at, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := at.Sub(d.ConnackAt()); after < 2*latency {
+		t.Errorf("acknowledged %v after the CONNACK, want ≥ %v: the resent message's PUBACK crosses the link both ways after it", after, 2*latency)
 	}
 }
