@@ -42,6 +42,7 @@ type Config struct {
 	Devices              int           // MTTR_DEVICES: devices connected at once
 	RestartCount         int           // MTTR_RESTART_COUNT: fault cycles per run
 	KeepRunning          time.Duration // MTTR_KEEP_RUNNING: broker up time before each fault
+	KeepRunningJitter    time.Duration // MTTR_KEEP_RUNNING_JITTER: each cycle's up time is KeepRunning ± up to this, at random
 	KeepDead             time.Duration // MTTR_KEEP_DEAD: broker down time; default KeepAlive × FactorOfKeepAlive
 	FactorOfKeepAlive    float64       // MTTR_FACTOR_OF_KEEP_ALIVE: KeepDead as a multiple of KeepAlive
 	RecoveryTimeout      time.Duration // MTTR_RECOVERY_TIMEOUT: how long a cycle waits for every device to recover
@@ -178,6 +179,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	r.count("MTTR_DEVICES", &c.Devices)
 	r.count("MTTR_RESTART_COUNT", &c.RestartCount)
 	r.duration("MTTR_KEEP_RUNNING", &c.KeepRunning)
+	r.duration("MTTR_KEEP_RUNNING_JITTER", &c.KeepRunningJitter)
 	r.positive("MTTR_FACTOR_OF_KEEP_ALIVE", &c.FactorOfKeepAlive)
 	c.KeepDead = time.Duration(float64(c.KeepAlive) * c.FactorOfKeepAlive)
 	r.duration("MTTR_KEEP_DEAD", &c.KeepDead)
@@ -244,6 +246,9 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if c.Link != (netfault.Link{}) && (c.Fault == "disconnect" || c.Fault == netfault.Readdress) {
 		return Config{}, fmt.Errorf("MTTR_LINK=%s with MTTR_FAULT=%s: the broker may come back at another address, and the link would still lead to the old one", c.Link, c.Fault)
+	}
+	if c.KeepRunningJitter > c.KeepRunning {
+		return Config{}, fmt.Errorf("MTTR_KEEP_RUNNING_JITTER=%s: more than MTTR_KEEP_RUNNING=%s, and an up time cannot be negative", c.KeepRunningJitter, c.KeepRunning)
 	}
 	if c.Jitter > c.Latency {
 		return Config{}, fmt.Errorf("MTTR_JITTER=%s: more than MTTR_LATENCY=%s, and a packet cannot leave before it was sent", c.Jitter, c.Latency)
@@ -354,6 +359,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_DEVICES":                strconv.Itoa(c.Devices),
 		"MTTR_RESTART_COUNT":          strconv.Itoa(c.RestartCount),
 		"MTTR_KEEP_RUNNING":           d(c.KeepRunning),
+		"MTTR_KEEP_RUNNING_JITTER":    d(c.KeepRunningJitter),
 		"MTTR_KEEP_DEAD":              d(c.KeepDead),
 		"MTTR_FACTOR_OF_KEEP_ALIVE":   strconv.FormatFloat(c.FactorOfKeepAlive, 'g', -1, 64),
 		"MTTR_RECOVERY_TIMEOUT":       d(c.RecoveryTimeout),

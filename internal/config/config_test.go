@@ -234,6 +234,7 @@ func TestNetworkFaultSettings(t *testing.T) {
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "blackhole"}, "MTTR_FAULT=blackhole needs Docker"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "idle"}, "MTTR_FAULT=idle needs Docker"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "readdress"}, "MTTR_FAULT=readdress needs Docker"},
+		{map[string]string{"MTTR_KEEP_RUNNING": "1s", "MTTR_KEEP_RUNNING_JITTER": "2s"}, "MTTR_KEEP_RUNNING_JITTER=2s: more than MTTR_KEEP_RUNNING=1s"},
 		{map[string]string{"MTTR_FAULT": "readdress", "MTTR_LINK": "3g"}, "with MTTR_FAULT=readdress: the broker may come back at another address"},
 		{map[string]string{"MTTR_NETNS": "plain", "MTTR_FAULT": "stop", "MTTR_LINK": "latency=10ms"}, "use MTTR_NETNS=holder"},
 		{map[string]string{"MTTR_FAULT": "disconnect", "MTTR_LINK": "latency=10ms"}, "MTTR_LINK=latency=10ms with MTTR_FAULT=disconnect"},

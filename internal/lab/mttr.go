@@ -253,7 +253,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		runID, cfg.Fault, cfg.RestartCount, cfg.Devices, who, cfg.KeepRunning, cfg.KeepDead, cfg.KeepAlive, qos,
 		r.TestBed(), startup.Round(time.Millisecond))
 	plan := mttr.Plan{
-		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepDead: cfg.KeepDead,
+		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepRunningJitter: cfg.KeepRunningJitter, KeepDead: cfg.KeepDead,
 		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
 	}
 	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"time"
 )
 
@@ -37,12 +38,24 @@ type Addressed interface{ Address() string }
 
 // Plan is what one run does.
 type Plan struct {
-	Cycles          int
-	KeepRunning     time.Duration // broker up before each fault
-	KeepDead        time.Duration // broker down
-	RecoveryTimeout time.Duration // longest wait for every device to recover
-	SettleTimeout   time.Duration // longest wait for in-flight messages at a cycle's end; 0 means 2s
-	QoS             byte
+	Cycles      int
+	KeepRunning time.Duration // broker up before each fault
+	// KeepRunningJitter varies each cycle's up time at random, uniformly
+	// in KeepRunning ± KeepRunningJitter, so that faults do not fall in
+	// step with the clients' own timers (keep-alive, telemetry).
+	KeepRunningJitter time.Duration
+	KeepDead          time.Duration // broker down
+	RecoveryTimeout   time.Duration // longest wait for every device to recover
+	SettleTimeout     time.Duration // longest wait for in-flight messages at a cycle's end; 0 means 2s
+	QoS               byte
+}
+
+// upTime is one cycle's time up before the fault.
+func (p Plan) upTime() time.Duration {
+	if p.KeepRunningJitter <= 0 {
+		return p.KeepRunning
+	}
+	return p.KeepRunning - p.KeepRunningJitter + rand.N(2*p.KeepRunningJitter+1)
 }
 
 // Devices are what an experiment watches recover: our own paho devices
@@ -168,7 +181,7 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 		}
 		return out
 	}
-	if err := pause(ctx, plan.KeepRunning); err != nil {
+	if err := pause(ctx, plan.upTime()); err != nil {
 		return nil, err
 	}
 	// Before taking the broker away, let the verifier catch up (and come

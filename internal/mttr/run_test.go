@@ -320,3 +320,24 @@ func TestDeviceID(t *testing.T) {
 	}
 	_ = fmt.Sprint()
 }
+
+// TestUpTimeJitter draws up times with MTTR_KEEP_RUNNING_JITTER: each lies
+// in KeepRunning ± jitter, and they spread over that range (1000 draws
+// miss its outer tenths with probability 2 × 0.9^1000).
+func TestUpTimeJitter(t *testing.T) {
+	p := Plan{KeepRunning: time.Second, KeepRunningJitter: 500 * time.Millisecond}
+	lo, hi := time.Hour, time.Duration(0)
+	for range 1000 {
+		d := p.upTime()
+		if d < 500*time.Millisecond || d > 1500*time.Millisecond {
+			t.Fatalf("up time %v outside 1s ± 500ms", d)
+		}
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if lo > 600*time.Millisecond || hi < 1400*time.Millisecond {
+		t.Errorf("up times spread over [%v, %v] only", lo, hi)
+	}
+	if d := (Plan{KeepRunning: time.Second}).upTime(); d != time.Second {
+		t.Errorf("no jitter: up time %v", d)
+	}
+}

@@ -72,6 +72,11 @@ func reportTables(rep *Report) []section {
 			strconv.Itoa(r.Lost), strconv.Itoa(r.C2DLost),
 		})
 	}
+	for _, r := range rep.Runs {
+		if r.TrendWarning != "" {
+			runs.Notes = append(runs.Notes, fmt.Sprintf("warning: run %d: %s", r.ID, r.TrendWarning))
+		}
+	}
 	runs.Notes = append(runs.Notes, "recovered: device-cycles in which both directions came back (messages acknowledged, commands received); downstream: from the broker being back to the first command received")
 	runs.Notes = append(runs.Notes, "path: from the broker being back (its listening line, or the first client event after it resumed) to the first answer through the devices' network path; the test bed's delay, not the client's")
 	out := []section{runs}
@@ -102,6 +107,11 @@ func comparisonTables(c *Comparison) []section {
 		}
 		for _, w := range d.Warnings {
 			cmp.Notes = append(cmp.Notes, fmt.Sprintf("%s: %s", d.Name, w))
+		}
+	}
+	for _, r := range []RunSummary{c.Old, c.New} {
+		if r.TrendWarning != "" {
+			cmp.Notes = append(cmp.Notes, fmt.Sprintf("warning: run %d: %s", r.ID, r.TrendWarning))
 		}
 	}
 	cmp.Notes = append(cmp.Notes, fmt.Sprintf("~ means no significant difference at alpha %g (Mann-Whitney U test); medians with 95%% confidence intervals", c.Alpha))

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -80,6 +81,10 @@ type RunSummary struct {
 	Detection  stats.Metric `json:"detection_ms"`
 	Outage     stats.Metric `json:"outage_ms"`
 	Path       stats.Metric `json:"path_ms"`
+	// Trend tests each cycle's median recovery (not recovered: infinite)
+	// against the cycle's index; TrendWarning says when it is significant.
+	Trend        stats.Trend `json:"recovery_trend"`
+	TrendWarning string      `json:"recovery_trend_warning,omitempty"`
 
 	Cycles Cycles `json:"cycles"`
 }
@@ -118,7 +123,7 @@ func Build(ctx context.Context, st *store.Store, opts Options) (*Report, error) 
 		return nil, fmt.Errorf("no runs in %s yet: make one with `mage mttr`", st.Path())
 	}
 	rep := &Report{DB: st.Path(), Alpha: opts.Alpha}
-	read := runReader{st: st, done: map[int64]loaded{}}
+	read := runReader{st: st, alpha: opts.Alpha, done: map[int64]loaded{}}
 	for _, r := range runs {
 		l, err := read.run(ctx, r)
 		if err != nil {
@@ -174,7 +179,7 @@ func Compare(ctx context.Context, st *store.Store, a, b string, alpha float64) (
 	if err != nil {
 		return nil, err
 	}
-	read := runReader{st: st, done: map[int64]loaded{}}
+	read := runReader{st: st, alpha: alpha, done: map[int64]loaded{}}
 	c, err := read.compare(ctx, old, cur, alpha)
 	if err != nil {
 		return nil, err
@@ -235,15 +240,16 @@ type loaded struct {
 // runReader reads each run from the store once, however often a report
 // needs it (in the run table and in the comparison).
 type runReader struct {
-	st   *store.Store
-	done map[int64]loaded
+	st    *store.Store
+	alpha float64 // the level of the trend test
+	done  map[int64]loaded
 }
 
 func (rr runReader) run(ctx context.Context, r store.Run) (loaded, error) {
 	if l, ok := rr.done[r.ID]; ok {
 		return l, nil
 	}
-	l, err := summarize(ctx, rr.st, r)
+	l, err := summarize(ctx, rr.st, r, rr.alpha)
 	if err != nil {
 		return loaded{}, err
 	}
@@ -251,7 +257,7 @@ func (rr runReader) run(ctx context.Context, r store.Run) (loaded, error) {
 	return l, nil
 }
 
-func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error) {
+func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64) (loaded, error) {
 	s := summaryOf(r)
 	cycles, err := st.Cycles(ctx, r.ID)
 	if err != nil {
@@ -259,6 +265,7 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 	}
 	var sm samples
 	seen := map[int]bool{}
+	perCycle := map[int][]float64{} // recovery of each counted device-cycle; +Inf when not recovered
 	s.Cycles = make(Cycles, 0, len(cycles))
 	for _, c := range cycles {
 		seen[c.Cycle] = true
@@ -273,6 +280,11 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 		} else {
 			s.NotRecovered++
 		}
+		rec := math.Inf(1)
+		if d, ok := c.Recovery(); ok && c.Recovered() {
+			rec = float64(d) / float64(time.Millisecond)
+		}
+		perCycle[c.Cycle] = append(perCycle[c.Cycle], rec)
 		if c.Deaf() {
 			s.Deaf++
 		}
@@ -289,6 +301,12 @@ func summarize(ctx context.Context, st *store.Store, r store.Run) (loaded, error
 	s.CyclesDone = len(seen)
 	s.Recovery, s.Downstream, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.downstream), stats.Summarize(sm.detection)
 	s.Outage, s.Path = stats.Summarize(sm.outage), stats.Summarize(sm.path)
+	var series []float64 // each cycle's median recovery, in cycle order
+	for _, n := range slices.Sorted(maps.Keys(perCycle)) {
+		series = append(series, stats.MedianOf(perCycle[n]))
+	}
+	s.Trend = stats.TrendOf(series)
+	s.TrendWarning = s.Trend.Warning(alpha)
 	return loaded{s, sm}, nil
 }
 

@@ -318,3 +318,50 @@ func TestInterruptedCycleCountsInNothing(t *testing.T) {
 			r.Interrupted, r.NotRecovered, r.Deaf, r.Lost, r.DeviceCycles, len(r.Cycles))
 	}
 }
+
+// TestTrendWarning stores a run whose recovery doubles from cycle to
+// cycle, as a backoff that is never reset does, and the same cycles
+// shuffled: the report warns of the first alone.
+func TestTrendWarning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mttr.db")
+	st, err := store.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rising := []float64{510, 1020, 2050, 4010, 8030, 10020, 10010, 10040, 10050, 10030}
+	shuffled := []float64{10010, 2050, 10040, 510, 10030, 8030, 1020, 10050, 4010, 10020}
+	base := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	for i, recs := range [][]float64{rising, shuffled} {
+		id, err := st.StartRun(t.Context(), store.Run{StartedAt: base.Add(time.Duration(i) * time.Hour), Fault: "stop",
+			KeepAlive: 15 * time.Second, KeepDead: time.Second, KeepRunning: time.Second, Devices: 1, CyclesPlanned: len(recs), ConfigJSON: "{}"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n, rec := range recs {
+			fault := base.Add(time.Duration(i)*time.Hour + time.Duration(n+1)*time.Minute).UnixNano()
+			c := mttr.Cycle{Cycle: n + 1, Device: "d", FaultAt: fault, HealedAt: fault + 1e9, ReadyAt: fault + 1e9, Published: 1, Acknowledged: 1, Delivered: 1}
+			c.FirstAckAt = c.ReadyAt + int64(rec*1e6)
+			if err := st.SaveCycle(t.Context(), id, []mttr.Cycle{c}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := Build(t.Context(), st, Options{Last: 10, Alpha: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := Write(&text, rep, "text"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "warning: run 1: recovery rises with the cycle") {
+		t.Errorf("no trend warning for run 1:\n%s", text.String())
+	}
+	if strings.Contains(text.String(), "warning: run 2") {
+		t.Errorf("a trend warning for the shuffled run 2:\n%s", text.String())
+	}
+}

@@ -1,12 +1,14 @@
 // Package stats is MTTR lab's one statistics path: medians with their
 // distribution-free confidence intervals, quantiles and the Mann-Whitney U
-// test, from golang.org/x/perf/benchmath as benchstat computes them. It
+// test, from golang.org/x/perf/benchmath as benchstat computes them, and
+// the Mann-Kendall trend test, which benchmath lacks. It
 // believes that a caveat is part of the result: too few samples give a
 // warning and an infinite interval, never an error. It never prints.
 package stats
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -49,6 +51,22 @@ func Summarize(values []float64) Metric {
 	m.Min, m.Max = sorted.Bounds()
 	m.Mean = sorted.Mean()
 	return m
+}
+
+// MedianOf is the median of values (the mean of the middle two for an
+// even count); NaN for none.
+func MedianOf(values []float64) float64 {
+	if len(values) == 0 {
+		return math.NaN()
+	}
+	s := slices.Sorted(slices.Values(values))
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else if math.IsInf(s[n/2-1], 1) {
+		return s[n/2-1]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 }
 
 // Millis converts durations to the milliseconds Summarize takes.
@@ -129,4 +147,89 @@ func (d Delta) MarshalJSON() ([]byte, error) {
 		plain
 		P *float64 `json:"p"`
 	}{plain(d), finite(d.P)})
+}
+
+// Trend is the Mann-Kendall test of a series for a monotonic trend: here,
+// of recovery against the cycle's index. Cycles that each start afresh give
+// no trend; a backoff that carries over from one cycle to the next does.
+type Trend struct {
+	N   int     `json:"n"`   // values in the series
+	Tau float64 `json:"tau"` // Kendall's τ against the index, in [-1, 1]
+	P   float64 `json:"p"`   // two-sided p-value (normal approximation, corrected for ties); NaN below MinTrend values
+}
+
+// MinTrend is the fewest values the trend test is run on: below it the
+// normal approximation of its statistic is too rough.
+const MinTrend = 8
+
+// TrendOf tests ys, in order, for a monotonic trend.
+func TrendOf(ys []float64) Trend {
+	n := len(ys)
+	t := Trend{N: n, P: math.NaN()}
+	if n < 2 {
+		return t
+	}
+	var s float64
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			switch {
+			case ys[j] > ys[i]:
+				s++
+			case ys[j] < ys[i]:
+				s--
+			}
+		}
+	}
+	t.Tau = s / float64(n*(n-1)/2)
+	if n < MinTrend {
+		return t
+	}
+	nf := float64(n)
+	variance := nf * (nf - 1) * (2*nf + 5) / 18
+	sorted := slices.Sorted(slices.Values(ys))
+	for i := 0; i < n; {
+		j := i
+		for j < n && sorted[j] == sorted[i] {
+			j++
+		}
+		if k := float64(j - i); k > 1 {
+			variance -= k * (k - 1) * (2*k + 5) / 18
+		}
+		i = j
+	}
+	if variance <= 0 {
+		t.P = 1
+		return t
+	}
+	z := 0.0 // with the continuity correction
+	if s > 0 {
+		z = (s - 1) / math.Sqrt(variance)
+	} else if s < 0 {
+		z = (s + 1) / math.Sqrt(variance)
+	}
+	t.P = math.Erfc(math.Abs(z) / math.Sqrt2)
+	return t
+}
+
+// Warning says, when the trend is significant at alpha, that the series
+// rises or falls with its index; "" otherwise.
+func (t Trend) Warning(alpha float64) string {
+	if math.IsNaN(t.P) || t.P > alpha {
+		return ""
+	}
+	dir := "rises"
+	if t.Tau < 0 {
+		dir = "falls"
+	}
+	return fmt.Sprintf("recovery %s with the cycle (Kendall τ = %+.2f, p = %.3g, %d cycles): the cycles are not independent, e.g. a reconnect backoff that carries over from one cycle to the next",
+		dir, t.Tau, t.P, t.N)
+}
+
+// MarshalJSON writes a missing p-value as null.
+func (t Trend) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		N   int      `json:"n"`
+		Tau float64  `json:"tau"`
+		P   *float64 `json:"p"`
+	}{t.N, t.Tau, finite(t.P)})
 }
