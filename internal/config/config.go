@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -65,6 +66,13 @@ type Config struct {
 	C2DInterval          time.Duration // MTTR_C2D_INTERVAL: between commands sent to each device
 	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
 	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
+	Study                string        // MTTR_STUDY: the label of the study the run or runs belong to
+	StudySeed            uint64        // MTTR_STUDY_SEED: the seed of a new study's order; 0 draws one
+	// Cells are a study's combinations, one run each, every one resolved
+	// and validated as a run's settings: every value of MTTR_FAULT,
+	// MTTR_KEEP_DEAD and MTTR_DEVICES (comma lists) with every other, in
+	// the order given. Nil for a single run outside a study.
+	Cells []Config
 	Client               string        // MTTR_CLIENT: "paho" (our device) or "external" (MTTR_CLIENT_CMD)
 	ClientCmd            string        // MTTR_CLIENT_CMD: the external client's command line, run with sh -c
 	DB                   string        // MTTR_DB: results database
@@ -155,10 +163,97 @@ var Defaults = Config{
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (Config, error) { return Load(os.LookupEnv) }
 
+// StudyAxes are the settings that take a comma list, making a study of
+// every combination of their values.
+var StudyAxes = []string{"MTTR_FAULT", "MTTR_KEEP_DEAD", "MTTR_DEVICES"}
+
 // Load resolves every setting through lookup (os.LookupEnv in production),
 // falling back to Defaults, and validates the result. An empty value counts
-// as unset.
+// as unset. When a StudyAxes setting is a comma list, or MTTR_STUDY is
+// set, the result is the first combination, and Cells holds them all.
 func Load(lookup func(string) (string, bool)) (Config, error) {
+	lists := map[string][]string{}
+	for _, k := range StudyAxes {
+		v, ok := lookup(k)
+		if !ok || !strings.Contains(v, ",") {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, part := range strings.Split(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" || seen[part] {
+				return Config{}, fmt.Errorf("%s=%q: want a comma list of distinct values", k, v)
+			}
+			seen[part] = true
+			lists[k] = append(lists[k], part)
+		}
+	}
+	with := func(cell map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) {
+			if v, ok := cell[k]; ok {
+				return v, true
+			}
+			return lookup(k)
+		}
+	}
+	first := map[string]string{}
+	for k, l := range lists {
+		first[k] = l[0]
+	}
+	c, err := load(with(first))
+	if err != nil {
+		return Config{}, err
+	}
+	r := reader{lookup: lookup}
+	r.str("MTTR_STUDY", &c.Study)
+	r.parse("MTTR_STUDY_SEED", func(v string) (err error) {
+		if c.StudySeed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			err = fmt.Errorf("%q: want a whole number", v)
+		}
+		return err
+	})
+	if r.err != nil {
+		return Config{}, r.err
+	}
+	if len(lists) == 0 && c.Study == "" {
+		return c, nil
+	}
+	// Every combination, the first axis varying slowest.
+	cells := []map[string]string{{}}
+	for _, k := range StudyAxes {
+		vals, ok := lists[k]
+		if !ok {
+			continue
+		}
+		var next []map[string]string
+		for _, cell := range cells {
+			for _, v := range vals {
+				n := maps.Clone(cell)
+				n[k] = v
+				next = append(next, n)
+			}
+		}
+		cells = next
+	}
+	for _, cell := range cells {
+		cc, err := load(with(cell))
+		if err != nil {
+			var parts []string
+			for _, k := range StudyAxes {
+				if v, ok := cell[k]; ok {
+					parts = append(parts, k+"="+v)
+				}
+			}
+			return Config{}, fmt.Errorf("study combination %s: %w", strings.Join(parts, " "), err)
+		}
+		cc.Study, cc.StudySeed = c.Study, c.StudySeed
+		c.Cells = append(c.Cells, cc)
+	}
+	return c, nil
+}
+
+// load is Load for one combination.
+func load(lookup func(string) (string, bool)) (Config, error) {
 	c := Defaults
 	r := reader{lookup: lookup}
 	r.str("MTTR_HOST", &c.Host)
@@ -289,6 +384,15 @@ const (
 // containerName is what the engine accepts as a container name.
 var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
+// orEmpty is d, or "" (unset) for 0, for settings that must be positive
+// when set.
+func orEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
 // withinLimits refuses values beyond the limits above, naming the variable.
 func (c Config) withinLimits() error {
 	if c.KeepAlive > MaxKeepAlive {
@@ -337,11 +441,17 @@ func (c Config) BrokerAddrPublished() bool {
 // fingerprint.
 func (c Config) Vars() map[string]string {
 	d := func(v time.Duration) string { return v.String() }
+	seed := ""
+	if c.StudySeed != 0 {
+		seed = strconv.FormatUint(c.StudySeed, 10)
+	}
 	maxP95 := ""
 	if c.MaxP95 > 0 {
 		maxP95 = d(c.MaxP95)
 	}
 	return map[string]string{
+		"MTTR_STUDY":                  c.Study,
+		"MTTR_STUDY_SEED":             seed,
 		"MTTR_HOST":                   c.Host,
 		"MTTR_CERT_DIR":               c.CertDir,
 		"MTTR_CERT_DAYS":              strconv.Itoa(c.CertDays),
@@ -359,7 +469,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_DEVICES":                strconv.Itoa(c.Devices),
 		"MTTR_RESTART_COUNT":          strconv.Itoa(c.RestartCount),
 		"MTTR_KEEP_RUNNING":           d(c.KeepRunning),
-		"MTTR_KEEP_RUNNING_JITTER":    d(c.KeepRunningJitter),
+		"MTTR_KEEP_RUNNING_JITTER":    orEmpty(c.KeepRunningJitter),
 		"MTTR_KEEP_DEAD":              d(c.KeepDead),
 		"MTTR_FACTOR_OF_KEEP_ALIVE":   strconv.FormatFloat(c.FactorOfKeepAlive, 'g', -1, 64),
 		"MTTR_RECOVERY_TIMEOUT":       d(c.RecoveryTimeout),

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ func TestLoadDefaults(t *testing.T) {
 	want := Defaults
 	want.BrokerAddr = "localhost:8883"
 	want.KeepDead = 7500 * time.Millisecond
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(empty) =\n%+v\nwant\n%+v", c, want)
 	}
 }
@@ -149,8 +150,8 @@ func TestVarsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := c.Vars()
-	if n := reflect.TypeFor[Config]().NumField(); len(vars) != n {
-		t.Errorf("Vars has %d entries, Config %d fields", len(vars), n)
+	if n := reflect.TypeFor[Config]().NumField() - 1; len(vars) != n { // Cells is no setting of its own
+		t.Errorf("Vars has %d entries, Config %d fields besides Cells", len(vars), n)
 	}
 	if strings.Contains(vars["MTTR_CONNECTION_STRING"], "Zm9vYmFy") {
 		t.Errorf("Vars gives out the key: %s", vars["MTTR_CONNECTION_STRING"])
@@ -160,7 +161,7 @@ func TestVarsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	back.ConnectionString = c.ConnectionString
-	if back != c {
+	if !reflect.DeepEqual(back, c) {
 		t.Errorf("round trip:\n%+v\n%+v", back, c)
 	}
 }
@@ -254,6 +255,43 @@ func TestNetworkFaultSettings(t *testing.T) {
 	} {
 		if _, err := Load(env(vars)); err != nil {
 			t.Errorf("%v: %v", vars, err)
+		}
+	}
+}
+
+// TestStudyCells makes a study of every combination of the listed
+// settings, each validated as a run of its own.
+func TestStudyCells(t *testing.T) {
+	c, err := Load(env(map[string]string{"MTTR_FAULT": "stop, kill", "MTTR_KEEP_DEAD": "1s,2s,5s", "MTTR_STUDY": "s1", "MTTR_STUDY_SEED": "42"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, cell := range c.Cells {
+		got = append(got, fmt.Sprintf("%s/%s/%d/%s/%d", cell.Fault, cell.KeepDead, cell.Devices, cell.Study, cell.StudySeed))
+	}
+	want := "stop/1s/1/s1/42 stop/2s/1/s1/42 stop/5s/1/s1/42 kill/1s/1/s1/42 kill/2s/1/s1/42 kill/5s/1/s1/42"
+	if strings.Join(got, " ") != want {
+		t.Errorf("cells %v, want %s", got, want)
+	}
+	if c.Fault != "stop" || c.KeepDead != time.Second {
+		t.Errorf("the first combination: %s %s", c.Fault, c.KeepDead)
+	}
+	if one, err := Load(env(map[string]string{"MTTR_FAULT": "kill"})); err != nil || one.Cells != nil {
+		t.Errorf("a single run: cells %v, %v", one.Cells, err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"MTTR_FAULT": "stop,stop"}, `MTTR_FAULT="stop,stop": want a comma list of distinct values`},
+		{map[string]string{"MTTR_FAULT": "stop,bogus"}, "study combination MTTR_FAULT=bogus: MTTR_FAULT"},
+		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "stop,blackhole"}, "study combination MTTR_FAULT=blackhole: MTTR_FAULT=blackhole needs Docker"},
+		{map[string]string{"MTTR_DEVICES": "1,0"}, "study combination MTTR_DEVICES=0: MTTR_DEVICES"},
+		{map[string]string{"MTTR_STUDY": "s", "MTTR_STUDY_SEED": "-1"}, `MTTR_STUDY_SEED="-1"`},
+	} {
+		if _, err := Load(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.env, err, tc.want)
 		}
 	}
 }

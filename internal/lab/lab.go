@@ -32,6 +32,8 @@ type Lab struct {
 
 	// path is a networked run's path to the broker, on the run's own copy.
 	path *netPath
+	// study places the run in a study, on the copy that runs it.
+	study *studyRef
 }
 
 // FromEnv returns a Lab configured from MTTR_* variables, writing to stdout.

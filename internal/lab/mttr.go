@@ -40,8 +40,14 @@ const cleanupTimeout = 4 * time.Second
 // returns the run id. When ctx ends (Ctrl-C, SIGTERM: see Do) it stops:
 // the run is marked interrupted, its completed cycles are kept, and the
 // broker is removed, without being brought back first.
+//
+// With a study's settings (Config.Cells) it runs the study (runStudy) and
+// returns the id of the last run it made.
 func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	l = l.withSyncedOutput() // progress and client exits print from different goroutines
+	if l.Config.Cells != nil && l.study == nil {
+		return l.runStudy(ctx)
+	}
 	cfg := l.Config
 	id, err := device.ParseConnectionString(cfg.ConnectionString)
 	if err != nil {
@@ -76,6 +82,9 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		KeepAlive: cfg.KeepAlive, KeepDead: cfg.KeepDead, KeepRunning: cfg.KeepRunning,
 		Devices: cfg.Devices, CyclesPlanned: cfg.RestartCount, ConfigJSON: vars,
 		ToolVersion: toolVersion(ctx), Host: cfg.Host, Machine: machine, PID: os.Getpid(), Client: cfg.Client,
+	}
+	if l.study != nil {
+		run.StudyID, run.StudyPosition = l.study.id, l.study.position
 	}
 	bed.describe(&run)
 	runID, err := db.StartRun(ctx, run)

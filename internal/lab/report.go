@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"unicode"
 
 	"github.com/mttrlab/mttr/internal/report"
 	"github.com/mttrlab/mttr/internal/store"
@@ -36,7 +38,12 @@ func (l *Lab) build(ctx context.Context) (*report.Report, error) {
 // run with its baseline in MTTR_FORMAT, and writes the HTML page to
 // MTTR_HTML (its path goes to the error stream, so that CSV and JSON output
 // stay clean).
+//
+// With MTTR_STUDY it reports that study instead (studyReport).
 func (l *Lab) Report(ctx context.Context) error {
+	if l.Config.Study != "" {
+		return l.studyReport(ctx)
+	}
 	rep, err := l.build(ctx)
 	if err != nil {
 		return err
@@ -51,13 +58,71 @@ func (l *Lab) Report(ctx context.Context) error {
 	return nil
 }
 
-// Compare prints runs a and b (ids or labels) side by side.
+// studyReport prints study MTTR_STUDY's table in MTTR_FORMAT, writes its
+// chart of recovery against keep-dead as an SVG file beside MTTR_HTML
+// (the text and markdown point to it), and its page to MTTR_HTML.
+func (l *Lab) studyReport(ctx context.Context) error {
+	st, err := l.openResults(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rep, err := report.BuildStudy(ctx, st, l.Config.Study, l.Config.Alpha)
+	if err != nil {
+		return err
+	}
+	chart, err := report.StudyChart(rep)
+	if err != nil {
+		return err
+	}
+	if chart != "" {
+		rep.Chart = filepath.Join(filepath.Dir(l.Config.HTML), "study-"+fileSafe(rep.Label)+".svg")
+		if err := writeFileAtomic(rep.Chart, func(f *os.File) error {
+			_, err := io.WriteString(f, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+chart+"\n")
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := report.WriteStudy(l.Out, rep, l.Config.Format); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(l.Config.HTML, func(f *os.File) error { return report.WriteStudyHTML(f, rep) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(l.errOut(), "HTML report: %s\n", l.Config.HTML)
+	return nil
+}
+
+// fileSafe keeps letters, digits, dots, dashes and underscores of s, for
+// a file name.
+func fileSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r) {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// Compare prints runs a and b (ids or labels) side by side; when both
+// name studies (their labels), the two studies, combination by
+// combination.
 func (l *Lab) Compare(ctx context.Context, a, b string) error {
 	st, err := l.openResults(ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	_, errA := st.FindStudy(ctx, a)
+	_, errB := st.FindStudy(ctx, b)
+	if errA == nil && errB == nil {
+		c, err := report.CompareStudies(ctx, st, a, b, l.Config.Alpha)
+		if err != nil {
+			return err
+		}
+		return report.WriteStudyComparison(l.Out, c, l.Config.Format)
+	}
 	c, err := report.Compare(ctx, st, a, b, l.Config.Alpha)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,13 +31,28 @@ func TestHTMLRendersInBrowser(t *testing.T) {
 		t.Skip("no chromium installed")
 	}
 	rep := build(t, Options{Last: 20, Alpha: 0.05})
-	var page bytes.Buffer
+	var page, studyPage bytes.Buffer
 	if err := WriteHTML(&page, rep); err != nil {
 		t.Fatal(err)
 	}
+	if err := WriteStudyHTML(&studyPage, buildStudy(t, studyFixture(t), "sdk-1.0")); err != nil {
+		t.Fatal(err)
+	}
+	for _, pg := range []struct {
+		name   string
+		html   []byte
+		charts int
+	}{{"report", page.Bytes(), 2}, {"study", studyPage.Bytes(), 1}} {
+		t.Run(pg.name, func(t *testing.T) { rendersInBrowser(t, bin, pg.html, pg.charts) })
+	}
+}
+
+// rendersInBrowser opens html in the browser bin and checks that all
+// charts of its charts were drawn, with no script error.
+func rendersInBrowser(t *testing.T, bin string, html []byte, charts int) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "report.html")
-	if err := os.WriteFile(file, page.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(file, html, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -51,7 +67,7 @@ func TestHTMLRendersInBrowser(t *testing.T) {
 		t.Fatalf("chromium: %v\n%s", err, stderr.String())
 	}
 	body := regexp.MustCompile(`<body[^>]*>`).Find(dom)
-	if !bytes.Contains(body, []byte(`data-charts="rendered:2"`)) {
+	if !bytes.Contains(body, fmt.Appendf(nil, `data-charts="rendered:%d"`, charts)) {
 		t.Errorf("charts did not render; body tag %s", body)
 	}
 	if bytes.Contains(body, []byte("data-errors")) {

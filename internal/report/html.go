@@ -14,28 +14,50 @@ const TimelineRows = 40
 // run. It loads nothing from the network; its only script checks that the
 // charts rendered, for tests that open it in a browser.
 func WriteHTML(w io.Writer, rep *Report) error {
-	page := struct {
-		*Report
-		Tables   []section
-		Recovery template.HTML
-		Timeline template.HTML
-		Newest   string
-		Legend   []LegendEntry
-	}{Report: rep, Tables: reportTables(rep), Legend: TimelineLegend()}
+	pg := page{
+		Title:  "MTTR lab report",
+		Intro:  fmt.Sprintf("Database %s. Medians with 95 %% confidence intervals; ~ means no significant difference at alpha %g (Mann-Whitney U test).", rep.DB, rep.Alpha),
+		Tables: reportTables(rep),
+		Empty:  "No run has a recovery yet.",
+	}
 	rc, err := RecoveryChart(rep.Runs)
 	if err != nil {
 		return err
 	}
-	page.Recovery = template.HTML(rc)
+	if rc != "" {
+		pg.Figures = append(pg.Figures, figure{ID: "recovery", SVG: template.HTML(rc),
+			Caption: "Recovery per run: box plot of every device-cycle whose messages were acknowledged again."})
+	}
 	if len(rep.Runs) > 0 {
 		tc, err := TimelineChart(rep.Runs[0], TimelineRows)
 		if err != nil {
 			return err
 		}
-		page.Timeline = template.HTML(tc)
-		page.Newest = rep.Runs[0].Name()
+		if tc != "" {
+			pg.Figures = append(pg.Figures, figure{ID: "timeline", SVG: template.HTML(tc), Legend: TimelineLegend(),
+				Caption: fmt.Sprintf("Timeline of %s: for each cycle and device, from the fault to the first acknowledged message; under it, thin, the downstream: from ready to the first command received.", rep.Runs[0].Name())})
+		}
 	}
-	if err := pageTemplate.Execute(w, page); err != nil {
+	return pg.write(w)
+}
+
+// page is one self-contained HTML page: tables, then charts.
+type page struct {
+	Title, Intro string
+	Tables       []section
+	Figures      []figure
+	Empty        string // said when there is no figure
+}
+
+type figure struct {
+	ID      string
+	SVG     template.HTML
+	Legend  []LegendEntry
+	Caption string
+}
+
+func (pg page) write(w io.Writer) error {
+	if err := pageTemplate.Execute(w, pg); err != nil {
 		return fmt.Errorf("html: %w", err)
 	}
 	return nil
@@ -45,7 +67,7 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>MTTR lab report</title>
+<title>{{.Title}}</title>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
@@ -58,8 +80,8 @@ figure { margin: 1rem 0; }
 </style>
 </head>
 <body>
-<h1>MTTR lab report</h1>
-<p class="note">Database {{.DB}}. Medians with 95 % confidence intervals; ~ means no significant difference at alpha {{.Alpha}} (Mann-Whitney U test).</p>
+<h1>{{.Title}}</h1>
+<p class="note">{{.Intro}}</p>
 {{range .Tables}}
 <section>
 <h2>{{.Title}}</h2>
@@ -73,9 +95,8 @@ figure { margin: 1rem 0; }
 {{end}}</section>
 {{end}}
 <h2>Charts</h2>
-{{if .Recovery}}<figure id="recovery">{{.Recovery}}<figcaption>Recovery per run: box plot of every device-cycle whose messages were acknowledged again.</figcaption></figure>
-{{else}}<p class="note">No run has a recovery yet.</p>{{end}}
-{{if .Timeline}}<figure id="timeline">{{.Timeline}}<ul class="legend">{{range .Legend}}<li><span style="background: {{.Color}}"></span>{{.Name}}</li>{{end}}</ul><figcaption>Timeline of {{.Newest}}: for each cycle and device, from the fault to the first acknowledged message; under it, thin, the downstream: from ready to the first command received.</figcaption></figure>{{end}}
+{{range .Figures}}<figure id="{{.ID}}">{{.SVG}}{{if .Legend}}<ul class="legend">{{range .Legend}}<li><span style="background: {{.Color}}"></span>{{.Name}}</li>{{end}}</ul>{{end}}<figcaption>{{.Caption}}</figcaption></figure>
+{{else}}<p class="note">{{.Empty}}</p>{{end}}
 <script>
 window.addEventListener('error', function (e) { document.body.setAttribute('data-errors', String(e.message)); });
 window.addEventListener('load', function () {

@@ -47,12 +47,14 @@ func WriteComparison(w io.Writer, c *Comparison, format string) error {
 	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
 }
 
-// section is a heading, a table and lines of notes.
+// section is a heading, a table, lines of notes, and the path of a chart
+// file text and markdown point to.
 type section struct {
 	Title string
 	Head  []string
 	Rows  [][]string
 	Notes []string
+	Chart string
 }
 
 func reportTables(rep *Report) []section {
@@ -185,8 +187,15 @@ func writeTables(w io.Writer, sections []section, markdown bool) error {
 				tw.Flush()
 			}
 		}
+		if s.Chart != "" {
+			if markdown {
+				fmt.Fprintf(&b, "\n![%s](%s)\n", s.Title, s.Chart)
+			} else {
+				fmt.Fprintf(&b, "\nchart: %s\n", s.Chart)
+			}
+		}
 		if len(s.Notes) > 0 {
-			if len(s.Head) > 0 {
+			if len(s.Head) > 0 || s.Chart != "" {
 				b.WriteString("\n")
 			}
 			for _, n := range s.Notes {

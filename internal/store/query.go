@@ -16,7 +16,8 @@ var ErrNoRun = errors.New("no such run")
 
 const runColumns = `id, started_at, finished_at, status, error, label, fault, keep_alive_ms, keep_dead_ms,
 	keep_running_ms, devices, cycles_planned, config_json, tool_version, engine_version, image_id, host, machine, pid,
-	client, coalesce(clock_offset_ms, 0), coalesce(clock_uncertainty_ms, 0), broker, netns`
+	client, coalesce(clock_offset_ms, 0), coalesce(clock_uncertainty_ms, 0), broker, netns,
+	coalesce(study_id, 0), coalesce(study_position, 0)`
 
 func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var r Run
@@ -27,7 +28,7 @@ func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 	var offset, uncertainty float64
 	err := sc.Scan(&r.ID, &started, &finished, &r.Status, &errText, &r.Label, &r.Fault, &alive, &dead, &running,
 		&r.Devices, &r.CyclesPlanned, &r.ConfigJSON, &r.ToolVersion, &r.EngineVersion, &r.ImageID, &r.Host,
-		&r.Machine, &r.PID, &r.Client, &offset, &uncertainty, &r.Broker, &r.NetNS)
+		&r.Machine, &r.PID, &r.Client, &offset, &uncertainty, &r.Broker, &r.NetNS, &r.StudyID, &r.StudyPosition)
 	if err != nil {
 		return r, err
 	}

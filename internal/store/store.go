@@ -288,6 +288,8 @@ type Run struct {
 	ClockError    time.Duration // uncertainty of ClockOffset
 	Broker        string        // "docker" or "process"; empty means docker
 	NetNS         string        // for docker: "holder" or "plain"; empty for a process
+	StudyID       int64         // the study it belongs to; 0 for none
+	StudyPosition int           // its place in the study's order, from 1
 }
 
 // StartRun inserts r with status running and returns its id.
@@ -301,11 +303,12 @@ func (s *Store) StartRun(ctx context.Context, r Run) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `INSERT INTO runs
 		(started_at, status, label, fault, keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned,
 		 config_json, tool_version, engine_version, image_id, host, machine, pid, client, clock_offset_ms, clock_uncertainty_ms,
-		 broker, netns)
-		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		 broker, netns, study_id, study_position)
+		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.StartedAt.UnixNano(), r.Label, r.Fault, r.KeepAlive.Milliseconds(), r.KeepDead.Milliseconds(),
 		r.KeepRunning.Milliseconds(), r.Devices, r.CyclesPlanned, r.ConfigJSON, r.ToolVersion, r.EngineVersion,
-		r.ImageID, r.Host, r.Machine, r.PID, r.Client, msf(r.ClockOffset), msf(r.ClockError), r.Broker, r.NetNS)
+		r.ImageID, r.Host, r.Machine, r.PID, r.Client, msf(r.ClockOffset), msf(r.ClockError), r.Broker, r.NetNS,
+		null(r.StudyID), null(int64(r.StudyPosition)))
 	if err != nil {
 		return 0, fmt.Errorf("store: start run: %w", err)
 	}
