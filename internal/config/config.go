@@ -72,10 +72,10 @@ type Config struct {
 	// and validated as a run's settings: every value of MTTR_FAULT,
 	// MTTR_KEEP_DEAD and MTTR_DEVICES (comma lists) with every other, in
 	// the order given. Nil for a single run outside a study.
-	Cells []Config
-	Client               string        // MTTR_CLIENT: "paho" (our device) or "external" (MTTR_CLIENT_CMD)
-	ClientCmd            string        // MTTR_CLIENT_CMD: the external client's command line, run with sh -c
-	DB                   string        // MTTR_DB: results database
+	Cells     []Config
+	Client    string // MTTR_CLIENT: "paho" (our device) or "external" (MTTR_CLIENT_CMD)
+	ClientCmd string // MTTR_CLIENT_CMD: the external client's command line, run with sh -c
+	DB        string // MTTR_DB: results database
 
 	// Reports (mage report, compare, check).
 	Last     int           // MTTR_LAST: how many runs the report lists
