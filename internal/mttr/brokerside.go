@@ -19,6 +19,7 @@ type BrokerLog struct {
 	mu        sync.Mutex
 	listening []time.Time
 	active    []time.Time          // connect, subscribe and publish events of any client
+	connects  []time.Time          // connections it accepted (connect events), probes aside
 	sessions  map[string]time.Time // clients connected now, since when (probes aside)
 	lastProbe time.Time            // the latest readiness probe's connect; zero before the first
 	changed   chan struct{}        // signalled after every event kept; made on first use
@@ -60,6 +61,32 @@ func (b *BrokerLog) connected(id string, at time.Time) {
 		b.sessions = map[string]time.Time{}
 	}
 	b.sessions[id] = at
+	b.connects = append(b.connects, at)
+}
+
+// acceptPeak is the most connections the broker accepted within any one
+// second from from to to, as its log tells (our readiness probes aside).
+func (b *BrokerLog) acceptPeak(from, to time.Time) int {
+	if b == nil || from.IsZero() {
+		return 0
+	}
+	b.mu.Lock()
+	var in []time.Time
+	for _, t := range b.connects {
+		if !t.Before(from) && !t.After(to) {
+			in = append(in, t)
+		}
+	}
+	b.mu.Unlock()
+	slices.SortFunc(in, func(x, y time.Time) int { return x.Compare(y) })
+	peak, lo := 0, 0
+	for hi := range in { // the window (in[hi] − 1 s, in[hi]]
+		for in[hi].Sub(in[lo]) >= time.Second {
+			lo++
+		}
+		peak = max(peak, hi-lo+1)
+	}
+	return peak
 }
 
 // ConnectedSince reports whether client id is connected to the broker as
@@ -167,6 +194,7 @@ func (b *BrokerLog) forget(t time.Time) {
 	defer b.mu.Unlock()
 	b.listening = dropBefore(b.listening, t)
 	b.active = dropBefore(b.active, t)
+	b.connects = dropBefore(b.connects, t)
 }
 
 // firstFrom returns the earliest of ts at or after t, or zero.

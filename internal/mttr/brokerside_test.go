@@ -67,3 +67,23 @@ func TestBrokerLogAwaitProbe(t *testing.T) {
 		t.Error("no log seen as caught up")
 	}
 }
+
+// TestAcceptPeak counts the busiest second of connects in a window: 3
+// within 0.9 s, then 2, with probes and connects outside the window left
+// out.
+func TestAcceptPeak(t *testing.T) {
+	var b BrokerLog
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		id string
+		ms int
+	}{{"a", -500}, {"a", 100}, {"b", 400}, {"c", 1000}, {mqttprobe.ProbeClientPrefix + "1", 1050}, {"d", 1100}, {"e", 2500}, {"f", 9000}} {
+		b.Observe(brokerlog.Event{Kind: brokerlog.Connect, ClientID: c.id, At: t0.Add(time.Duration(c.ms) * time.Millisecond)})
+	}
+	if got := b.acceptPeak(t0, t0.Add(3*time.Second)); got != 3 { // b, c, d within (0.1, 1.1]
+		t.Errorf("peak %d, want 3", got)
+	}
+	if got := (*BrokerLog)(nil).acceptPeak(t0, t0); got != 0 {
+		t.Errorf("no log: %d", got)
+	}
+}

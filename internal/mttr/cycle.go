@@ -26,9 +26,13 @@ type Cycle struct {
 	// BrokerAddress is, for readdress, the broker's new address after the
 	// heal, the only one it had then: a device that reconnected reached it.
 	// Empty for the other faults, and when the heal did not happen.
-	BrokerAddress   string
-	FirstAckAt      int64 // the device's first acknowledged message after the fault
-	LastAckBeforeAt int64 // its last acknowledged message before the fault
+	BrokerAddress string
+	// BrokerAcceptPeak is the most connections the broker accepted in any
+	// one second from the heal to the cycle's end, from its own log: the
+	// cycle's, on each device's row. 0 when none (or no log).
+	BrokerAcceptPeak int
+	FirstAckAt       int64 // the device's first acknowledged message after the fault
+	LastAckBeforeAt  int64 // its last acknowledged message before the fault
 
 	// Downstream: commands (cloud-to-device messages) sent to the device.
 	Listens        bool   // the device subscribes to its commands (an external client may not: "no downstream")

@@ -175,9 +175,11 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 		if a, ok := fault.(Addressed); ok && !m.HealedAt.IsZero() {
 			addr = a.Address()
 		}
+		peak := e.Broker.acceptPeak(m.healFrom(), m.End)
 		for i := range out {
 			out[i].Interrupted = ctx.Err() != nil
 			out[i].BrokerAddress = addr
+			out[i].BrokerAcceptPeak = peak
 		}
 		return out
 	}

@@ -1,6 +1,8 @@
 package mttr
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -306,5 +308,37 @@ func TestAwaitBackWaitsForTheLog(t *testing.T) {
 	b.mark(&m2)
 	if !m2.ResumedAt.Equal(t0.Add(3 * time.Millisecond)) {
 		t.Errorf("resumed_at %v, want the publish", m2.ResumedAt.Sub(t0))
+	}
+}
+
+// TestStorm checks the fraction-recovered times of a cycle of 10 devices
+// (9 recovered after 100..900 ms, one not) worked out by hand.
+func TestStorm(t *testing.T) {
+	var s Storm
+	for i := range 10 {
+		c := Cycle{Cycle: 3, Device: fmt.Sprint(i), ReadyAt: 1e9, BrokerAcceptPeak: 7}
+		if i < 9 {
+			c.FirstAckAt = c.ReadyAt + int64(i+1)*100e6
+		}
+		s = append(s, c)
+	}
+	s = append(s, Cycle{Cycle: 3, Device: "cut", Interrupted: true}) // counts in nothing
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+		ok   bool
+	}{{0.5, 500 * time.Millisecond, true}, {0.9, 900 * time.Millisecond, true}, {0.99, 0, false}, {1, 0, false}, {0.1, 100 * time.Millisecond, true}} {
+		if got, ok := s.RecoveredBy(tc.q); got != tc.want || ok != tc.ok {
+			t.Errorf("RecoveredBy(%v) = %v, %v; want %v, %v", tc.q, got, ok, tc.want, tc.ok)
+		}
+	}
+	if c := s.Curve(); len(c) != 9 || c[8].Fraction != 0.9 || c[8].After != 900*time.Millisecond {
+		t.Errorf("curve %v", c)
+	}
+	if s.Devices() != 10 || s.AcceptPeak() != 7 {
+		t.Errorf("devices %d, accept peak %d", s.Devices(), s.AcceptPeak())
+	}
+	if got := Storms(append(slices.Clone(s), Cycle{Cycle: 4})); len(got) != 2 || len(got[0]) != 11 {
+		t.Errorf("Storms split %d cycles", len(got))
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/mttrlab/mttr/internal/mttr"
 )
 
 // svg renders p as an SVG element (without the XML prolog).
@@ -187,4 +189,41 @@ func TimelineChart(run RunSummary, maxRows int) (string, error) {
 	p.Add(plotter.NewGrid(), t)
 	p.NominalY(names...)
 	return svg(p, vg.Points(720), vg.Points(float64(120+18*len(names))))
+}
+
+// StormChart draws, for each cycle of a fleet's run, the fraction of its
+// devices recovered against the time since the broker was ready, as a
+// step curve. "" when no cycle has a recovered device.
+func StormChart(r RunSummary) (string, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Reconnect storms of %s (%d devices)", r.Name(), r.Devices)
+	p.X.Label.Text = "time since the broker was ready (s)"
+	p.Y.Label.Text = "fraction of devices recovered"
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Legend.Top, p.Legend.Left = false, false
+	drawn := 0
+	for i, st := range mttr.Storms(r.Cycles) {
+		curve := st.Curve()
+		if len(curve) == 0 {
+			continue
+		}
+		xy := plotter.XYs{{X: 0, Y: 0}}
+		for _, pt := range curve {
+			x := pt.After.Seconds()
+			xy = append(xy, plotter.XY{X: x, Y: xy[len(xy)-1].Y}, plotter.XY{X: x, Y: pt.Fraction})
+		}
+		l, err := plotter.NewLine(xy)
+		if err != nil {
+			return "", fmt.Errorf("chart: %w", err)
+		}
+		l.Color = plotColor(i)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("cycle %d", st[0].Cycle), l)
+		drawn++
+	}
+	if drawn == 0 {
+		return "", nil
+	}
+	p.Add(plotter.NewGrid())
+	return svg(p, vg.Points(520), vg.Points(320))
 }

@@ -28,6 +28,16 @@ func WriteHTML(w io.Writer, rep *Report) error {
 		pg.Figures = append(pg.Figures, figure{ID: "recovery", SVG: template.HTML(rc),
 			Caption: "Recovery per run: box plot of every device-cycle whose messages were acknowledged again."})
 	}
+	if r := newestFleet(rep.Runs); r != nil {
+		sc, err := StormChart(*r)
+		if err != nil {
+			return err
+		}
+		if sc != "" {
+			pg.Figures = append(pg.Figures, figure{ID: "storm", SVG: template.HTML(sc),
+				Caption: fmt.Sprintf("Reconnect storms of %s: in each cycle, the fraction of its devices recovered against the time since the broker was ready.", r.Name())})
+		}
+	}
 	if len(rep.Runs) > 0 {
 		tc, err := TimelineChart(rep.Runs[0], TimelineRows)
 		if err != nil {

@@ -82,12 +82,45 @@ func reportTables(rep *Report) []section {
 	runs.Notes = append(runs.Notes, "recovered: device-cycles in which both directions came back (messages acknowledged, commands received); downstream: from the broker being back to the first command received")
 	runs.Notes = append(runs.Notes, "path: from the broker being back (its listening line, or the first client event after it resumed) to the first answer through the devices' network path; the test bed's delay, not the client's")
 	out := []section{runs}
+	if r := newestFleet(rep.Runs); r != nil {
+		out = append(out, stormTable(r))
+	}
 	if rep.Comparison != nil {
 		out = append(out, comparisonTables(rep.Comparison)...)
 	} else if rep.Note != "" {
 		out = append(out, section{Title: "Comparison", Notes: []string{rep.Note}})
 	}
 	return out
+}
+
+// newestFleet is the newest of runs with more than one device, or nil.
+func newestFleet(runs []RunSummary) *RunSummary {
+	for i := range runs {
+		if len(runs[i].Storms) > 0 {
+			return &runs[i]
+		}
+	}
+	return nil
+}
+
+// stormTable shows each cycle of a fleet's run: when half, 90 %, 99 % and
+// all of its devices had recovered, and the broker's accept rate.
+func stormTable(r *RunSummary) section {
+	sec := section{
+		Title: fmt.Sprintf("Reconnect storms of %s (%d devices)", r.Name(), r.Devices),
+		Head:  []string{"cycle", "devices", "50% recovered", "90%", "99%", "100%", "broker peak accepts/s"},
+	}
+	ms := func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return fmtMS(*v, 1)
+	}
+	for _, s := range r.Storms {
+		sec.Rows = append(sec.Rows, []string{strconv.Itoa(s.Cycle), strconv.Itoa(s.Devices), ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P100), strconv.Itoa(s.AcceptPeak)})
+	}
+	sec.Notes = append(sec.Notes, "times after the broker was ready until that fraction of the cycle's devices had recovered (- when fewer did); accepts/s: the most connections the broker accepted in any one second from the heal on, from its own log")
+	return sec
 }
 
 func comparisonTables(c *Comparison) []section {
@@ -228,7 +261,7 @@ func writeMarkdownTable(b *strings.Builder, head []string, rows [][]string) {
 }
 
 var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at", "lost_at", "healed_at", "listening_at",
-	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "attempt_at", "broker_address", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
+	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "attempt_at", "broker_address", "broker_accept_peak", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
 	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "puback_median_ms", "published", "acknowledged", "delivered", "lost",
 	"duplicated", "listens", "resubscribed_at", "commands_back_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
 	"c2d_duplicated", "error"}
@@ -243,7 +276,7 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 		for _, c := range r.Cycles {
 			rec := []string{strconv.FormatInt(r.ID, 10), r.Label, r.Fault, strconv.Itoa(c.Cycle), c.Device,
 				ts(c.FaultAt), ts(c.LostAt), ts(c.HealedAt), ts(c.ListeningAt), ts(c.ResumedAt), ts(c.HeldUntilAt), ts(c.ReadyAt),
-				ts(c.ReconnectedAt), ts(c.AttemptAt), c.BrokerAddress, ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
+				ts(c.ReconnectedAt), ts(c.AttemptAt), c.BrokerAddress, count(c.BrokerAcceptPeak), ts(c.FirstAckAt), ts(c.LastAckBeforeAt),
 				msCell(c.Recovery()), msCell(c.Detection()), msCell(c.Outage()), msCell(c.Path()),
 				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), msCell(c.PubackMedian, c.PubackMedian > 0), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated),
@@ -256,6 +289,14 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// count is n, or "" (NULL) for 0.
+func count(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
 }
 
 func ts(ns int64) string {
@@ -313,6 +354,12 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		ms := millis(v)
 		return &ms
 	}
+	n := func(v int) *int {
+		if v == 0 {
+			return nil
+		}
+		return &v
+	}
 	return json.Marshal(struct {
 		Cycle             int      `json:"cycle"`
 		Device            string   `json:"device"`
@@ -326,6 +373,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		ReconnectedAt     *int64   `json:"reconnected_at"`
 		AttemptAt         *int64   `json:"attempt_at"`
 		BrokerAddress     string   `json:"broker_address,omitempty"`
+		BrokerAcceptPeak  *int     `json:"broker_accept_peak"`
 		FirstAckAt        *int64   `json:"first_ack_at"`
 		LastAckBeforeAt   *int64   `json:"last_ack_before_at"`
 		RecoveryMS        *float64 `json:"recovery_ms"`
@@ -352,7 +400,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		C2DDuplicated     int      `json:"c2d_duplicated"`
 		Error             string   `json:"error,omitempty"`
 	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
-		t(c.ReconnectedAt), t(c.AttemptAt), c.BrokerAddress, t(c.FirstAckAt), t(c.LastAckBeforeAt),
+		t(c.ReconnectedAt), t(c.AttemptAt), c.BrokerAddress, n(c.BrokerAcceptPeak), t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
 		c.ReconnectAttempts, d(c.PubackMedian, c.PubackMedian > 0), c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
 		c.Listens, t(c.ResubscribedAt), t(c.CommandsBackAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})

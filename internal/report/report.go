@@ -86,6 +86,10 @@ type RunSummary struct {
 	Trend        stats.Trend `json:"recovery_trend"`
 	TrendWarning string      `json:"recovery_trend_warning,omitempty"`
 
+	// Storms are, for a fleet (more than one device), each cycle's
+	// reconnect storm.
+	Storms []StormSummary `json:"storms,omitempty"`
+
 	Cycles Cycles `json:"cycles"`
 }
 
@@ -305,9 +309,41 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 	for _, n := range slices.Sorted(maps.Keys(perCycle)) {
 		series = append(series, stats.MedianOf(perCycle[n]))
 	}
+	if s.Devices > 1 {
+		for _, st := range mttr.Storms(cycles) {
+			s.Storms = append(s.Storms, stormOf(st))
+		}
+	}
 	s.Trend = stats.TrendOf(series)
 	s.TrendWarning = s.Trend.Warning(alpha)
 	return loaded{s, sm}, nil
+}
+
+// StormSummary is one cycle of a fleet: when fractions of its devices had
+// recovered, in ms after the broker was ready (null when fewer did), and
+// the broker's peak accepted-connection rate.
+type StormSummary struct {
+	Cycle      int      `json:"cycle"`
+	Devices    int      `json:"devices"`
+	P50        *float64 `json:"recovered_50_ms"`
+	P90        *float64 `json:"recovered_90_ms"`
+	P99        *float64 `json:"recovered_99_ms"`
+	P100       *float64 `json:"recovered_100_ms"`
+	AcceptPeak int      `json:"broker_accept_peak_per_s"`
+}
+
+// stormFractions are the fractions of a fleet a storm reports.
+var stormFractions = []float64{0.5, 0.9, 0.99, 1}
+
+func stormOf(st mttr.Storm) StormSummary {
+	out := StormSummary{Cycle: st[0].Cycle, Devices: st.Devices(), AcceptPeak: st.AcceptPeak()}
+	for i, dst := range []**float64{&out.P50, &out.P90, &out.P99, &out.P100} {
+		if d, ok := st.RecoveredBy(stormFractions[i]); ok {
+			ms := millis(d)
+			*dst = &ms
+		}
+	}
+	return out
 }
 
 // Comparison is an old run against a new one.

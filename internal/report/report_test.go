@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -363,5 +364,68 @@ func TestTrendWarning(t *testing.T) {
 	}
 	if strings.Contains(text.String(), "warning: run 2") {
 		t.Errorf("a trend warning for the shuffled run 2:\n%s", text.String())
+	}
+}
+
+// TestStorms stores a run of 10 devices whose cycle 1 recovers them after
+// 100..900 ms but one, and whose cycle 2 recovers all after 50 ms each:
+// the storm table and the page's storm chart show them.
+func TestStorms(t *testing.T) {
+	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "mttr.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	base := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	id, err := st.StartRun(t.Context(), store.Run{StartedAt: base, Fault: "stop", KeepAlive: 15 * time.Second, KeepDead: time.Second,
+		KeepRunning: time.Second, Devices: 10, CyclesPlanned: 2, ConfigJSON: "{}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cycle := 1; cycle <= 2; cycle++ {
+		var rows []mttr.Cycle
+		for i := range 10 {
+			fault := base.Add(time.Duration(cycle) * time.Minute).UnixNano()
+			c := mttr.Cycle{Cycle: cycle, Device: fmt.Sprintf("d-%02d", i), FaultAt: fault, HealedAt: fault + 1e9, ReadyAt: fault + 1e9,
+				Published: 1, Acknowledged: 1, Delivered: 1, BrokerAcceptPeak: 10 - cycle}
+			switch {
+			case cycle == 2:
+				c.FirstAckAt = c.ReadyAt + 50e6
+			case i < 9:
+				c.FirstAckAt = c.ReadyAt + int64(i+1)*100e6
+			}
+			rows = append(rows, c)
+		}
+		if err := st.SaveCycle(t.Context(), id, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Build(t.Context(), st, Options{Last: 10, Alpha: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := Write(&text, rep, "text"); err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(text.String()), " ")
+	for _, want := range []string{
+		"Reconnect storms of run 1 (10 devices)",
+		"1 10 500 ms 900 ms - - 9",
+		"2 10 50.0 ms 50.0 ms 50.0 ms 50.0 ms 8",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("report lacks %q:\n%s", want, text.String())
+		}
+	}
+	var page bytes.Buffer
+	if err := WriteHTML(&page, rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), `<figure id="storm"><svg`) {
+		t.Error("the page has no storm chart")
 	}
 }

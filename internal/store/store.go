@@ -346,9 +346,9 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 		(run_id, cycle, device, fault_at, lost_at, healed_at, listening_at, resumed_at, held_until_at, ready_at,
 		 reconnected_at, first_ack_at, last_ack_before_at, interrupted, reconnect_attempts, published, acknowledged,
 		 delivered, lost, duplicated, error,
-		 listens, resubscribed_at, commands_back_at, first_c2d_at, session, c2d_sent, c2d_received, c2d_lost, c2d_duplicated, attempt_at, puback_median_ns, broker_address)
+		 listens, resubscribed_at, commands_back_at, first_c2d_at, session, c2d_sent, c2d_received, c2d_lost, c2d_duplicated, attempt_at, puback_median_ns, broker_address, broker_accept_peak)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''),
-		 ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?, NULLIF(?, ''))`)
+		 ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?)`)
 	if err != nil {
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
@@ -358,7 +358,7 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ListeningAt), null(c.ResumedAt), null(c.HeldUntilAt), null(c.ReadyAt),
 			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt), c.Interrupted,
 			c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error,
-			c.Listens, null(c.ResubscribedAt), null(c.CommandsBackAt), null(c.FirstC2DAt), c.Session, c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, null(c.AttemptAt), null(int64(c.PubackMedian)), c.BrokerAddress)
+			c.Listens, null(c.ResubscribedAt), null(c.CommandsBackAt), null(c.FirstC2DAt), c.Session, c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, null(c.AttemptAt), null(int64(c.PubackMedian)), c.BrokerAddress, null(int64(c.BrokerAcceptPeak)))
 		if err != nil {
 			return fmt.Errorf("store: save cycle %d of %s: %w", c.Cycle, c.Device, err)
 		}
@@ -401,7 +401,7 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 		coalesce(resumed_at, 0), coalesce(held_until_at, 0), coalesce(ready_at, 0), coalesce(reconnected_at, 0), coalesce(first_ack_at, 0),
 		coalesce(last_ack_before_at, 0), interrupted, reconnect_attempts, published, acknowledged, delivered, lost,
 		duplicated, coalesce(error, ''),
-		listens, coalesce(resubscribed_at, 0), coalesce(commands_back_at, 0), coalesce(first_c2d_at, 0), coalesce(session, ''), c2d_sent, c2d_received, c2d_lost, c2d_duplicated, coalesce(attempt_at, 0), coalesce(puback_median_ns, 0), coalesce(broker_address, '')
+		listens, coalesce(resubscribed_at, 0), coalesce(commands_back_at, 0), coalesce(first_c2d_at, 0), coalesce(session, ''), c2d_sent, c2d_received, c2d_lost, c2d_duplicated, coalesce(attempt_at, 0), coalesce(puback_median_ns, 0), coalesce(broker_address, ''), coalesce(broker_accept_peak, 0)
 		FROM cycles WHERE run_id = ? ORDER BY cycle, device`, runID)
 	if err != nil {
 		return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
@@ -413,7 +413,7 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 		if err := rows.Scan(&c.Cycle, &c.Device, &c.FaultAt, &c.LostAt, &c.HealedAt, &c.ListeningAt, &c.ResumedAt,
 			&c.HeldUntilAt, &c.ReadyAt, &c.ReconnectedAt, &c.FirstAckAt, &c.LastAckBeforeAt, &c.Interrupted, &c.ReconnectAttempts, &c.Published,
 			&c.Acknowledged, &c.Delivered, &c.Lost, &c.Duplicated, &c.Error,
-			&c.Listens, &c.ResubscribedAt, &c.CommandsBackAt, &c.FirstC2DAt, &c.Session, &c.C2DSent, &c.C2DReceived, &c.C2DLost, &c.C2DDuplicated, &c.AttemptAt, &c.PubackMedian, &c.BrokerAddress); err != nil {
+			&c.Listens, &c.ResubscribedAt, &c.CommandsBackAt, &c.FirstC2DAt, &c.Session, &c.C2DSent, &c.C2DReceived, &c.C2DLost, &c.C2DDuplicated, &c.AttemptAt, &c.PubackMedian, &c.BrokerAddress, &c.BrokerAcceptPeak); err != nil {
 			return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
 		}
 		out = append(out, c)

@@ -45,7 +45,7 @@ func TestRunLifecycle(t *testing.T) {
 		{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000,
 			ListeningAt: 2_080_000_000, HeldUntilAt: 2_090_000_000, ReadyAt: 2_100_000_000,
 			ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
-			AttemptAt: 2_550_000_000, BrokerAddress: "172.18.0.3", PubackMedian: 12_345_678, Published: 4, Acknowledged: 4, Delivered: 4,
+			AttemptAt: 2_550_000_000, BrokerAddress: "172.18.0.3", BrokerAcceptPeak: 812, PubackMedian: 12_345_678, Published: 4, Acknowledged: 4, Delivered: 4,
 			Listens: true, ResubscribedAt: 2_605_000_000, CommandsBackAt: 2_102_000_000, FirstC2DAt: 2_610_000_000, Session: mttr.SessionNew,
 			C2DSent: 5, C2DReceived: 3, C2DLost: 1, C2DDuplicated: 1},
 		{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "interrupted before recovery", Interrupted: true},
