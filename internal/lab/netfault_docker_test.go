@@ -216,15 +216,16 @@ func TestDockerNetworkFaults(t *testing.T) {
 	})
 
 	// 200 ms each way during the fault: a message published in it waits at
-	// least 400 ms for its PUBACK. Keep-dead is four times keep-running, so
-	// that most of a cycle's messages are published in it (8 of about 12:
-	// the others before the fault and after the heal) and the median is one
-	// of theirs. The connection survives (keep-alive 15 s).
+	// least 400 ms for its PUBACK. A cycle's messages outside the fault come
+	// in keep-running (1 s), the settling before the fault and after the
+	// heal (at most 2 s each) and the recovery (one message): at most 12 at
+	// one per 500 ms. Keep-dead is 8 s, 16 messages, so that the median is
+	// one of theirs. The connection survives (keep-alive 15 s).
 	t.Run("latency", func(t *testing.T) {
 		t.Parallel()
 		l := shortRun(t, base, netfault.Latency)
 		l.Config.Latency = 200 * time.Millisecond
-		l.Config.KeepDead = 4 * l.Config.KeepRunning
+		l.Config.KeepDead = 8 * l.Config.KeepRunning
 		run, rows := runMttr(t, l)
 		checkNetRun(t, l, run, rows)
 		for _, c := range rows {
@@ -349,12 +350,14 @@ func TestDockerNetworkFaults(t *testing.T) {
 
 	// A rate limit holds each message for its size over the rate: a
 	// PUBLISH carries at least its topic and its payload (the smallest our
-	// device sends: sequence 1), before the PUBACK can come back.
+	// device sends: sequence 1), before the PUBACK can come back. Keep-dead
+	// is 8 s, for the median to be a message of the fault's (as for
+	// latency).
 	t.Run("bandwidth", func(t *testing.T) {
 		t.Parallel()
 		l := shortRun(t, base, netfault.Bandwidth)
 		l.Config.Rate = 1000 // bytes/s
-		l.Config.KeepDead = 4 * l.Config.KeepRunning
+		l.Config.KeepDead = 8 * l.Config.KeepRunning
 		id, err := device.ParseConnectionString(l.Config.ConnectionString)
 		if err != nil {
 			t.Fatal(err)

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,6 +57,7 @@ func benchFleet(b *testing.B, n int, commands bool) {
 			b.Fatal(err)
 		}
 		connected := time.Since(start)
+		profile(b, n)
 		var got collected
 		plan := Plan{Cycles: 1, KeepRunning: time.Second, KeepDead: time.Second, RecoveryTimeout: 2 * time.Minute, QoS: 1}
 		sum, err := Experiment{Plan: plan, Fault: br, Devices: fleet, Sink: got.sink, Progress: io.Discard}.Run(ctx)
@@ -79,6 +82,34 @@ func benchFleet(b *testing.B, n int, commands bool) {
 	b.ReportMetric(float64(runtime.NumGoroutine()), "goroutines-after")
 }
 
+// profile writes heap and goroutine profiles of the connected fleet, and
+// the runtime's memory statistics, to the directory MTTR_BENCH_PROFILE
+// names (nothing when unset): where the memory of a fleet goes.
+func profile(b *testing.B, n int) {
+	dir := os.Getenv("MTTR_BENCH_PROFILE")
+	if dir == "" {
+		return
+	}
+	runtime.GC()
+	for _, name := range []string{"heap", "goroutine"} {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", name, n)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.Logf("%d devices: %d goroutines; heap in use %d MiB, stacks %d MiB, runtime total %d MiB (sys), RSS now %d MiB",
+		n, runtime.NumGoroutine(), ms.HeapInuse>>20, ms.StackInuse>>20, ms.Sys>>20, int64(currentRSS())>>20)
+}
+
+// currentRSS reads VmRSS from /proc, in bytes.
+func currentRSS() float64 { return procStatus("VmRSS:") }
+
 // afterConnack is, per device-cycle, the time from the device's CONNACK
 // to the event at(c): after the CONNACK the device has one round trip to
 // make in either direction (a PUBLISH, or a SUBSCRIBE before the command
@@ -97,14 +128,24 @@ func afterConnack(rows []Cycle, at func(Cycle) int64) []time.Duration {
 // peakRSS reads VmHWM, the process's peak resident set, from /proc, in
 // bytes (benchstat shows them in MiB).
 func peakRSS(b *testing.B) float64 {
+	v := procStatus("VmHWM:")
+	if v == 0 {
+		b.Skip("no VmHWM in /proc/self/status")
+	}
+	return v
+}
+
+// procStatus reads a field of /proc/self/status in kB, as bytes; 0 when
+// there is none.
+func procStatus(field string) float64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		b.Skip("no /proc/self/status")
+		return 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			return kb * 1024
 		}
