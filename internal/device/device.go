@@ -85,7 +85,7 @@ type Event struct {
 }
 
 // eventBuffer is how many events may wait unread before new ones are dropped.
-const eventBuffer = 64
+const eventBuffer = 16
 
 // Device is one connected (or reconnecting) MQTT device.
 type Device struct {

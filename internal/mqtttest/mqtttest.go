@@ -6,15 +6,18 @@ package mqtttest
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/mttrlab/mttr/internal/certs"
 )
@@ -29,6 +32,7 @@ type Broker struct {
 	Client   *tls.Config // trusts only the certificate and verifies Host
 
 	server *tls.Config
+	events io.Writer // where accepted connections are logged; nil: nowhere
 	mu     sync.Mutex
 	srv    *mochi.Server // nil while stopped
 }
@@ -65,14 +69,38 @@ func Start(t testing.TB, host string) *Broker {
 }
 
 // Serve runs a broker with the certificate and key files on addr until the
-// process ends; for a test binary that plays a broker process.
-func Serve(addr, certFile, keyFile string) error {
+// process ends; for a test binary that plays a broker process. It writes
+// the connections it accepts to events as the broker image's log lines
+// ("connect" events), when events is not nil.
+func Serve(addr, certFile, keyFile string, events io.Writer) error {
 	kp, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return err
 	}
-	b := &Broker{Addr: addr, server: &tls.Config{Certificates: []tls.Certificate{kp}}}
+	b := &Broker{Addr: addr, server: &tls.Config{Certificates: []tls.Certificate{kp}}, events: events}
 	return b.Restart()
+}
+
+// connectLog writes a log line for every session established.
+type connectLog struct {
+	mochi.HookBase
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (h *connectLog) ID() string { return "connect-log" }
+
+func (h *connectLog) Provides(b byte) bool { return b == mochi.OnSessionEstablished }
+
+func (h *connectLog) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
+	line, _ := json.Marshal(struct {
+		TS       int64  `json:"ts"`
+		Event    string `json:"event"`
+		ClientID string `json:"clientId"`
+	}{time.Now().UnixMilli(), "connect", cl.ID})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.w.Write(append(line, '\n'))
 }
 
 // Restart starts the broker again on its address after Close. It has no
@@ -86,6 +114,11 @@ func (b *Broker) Restart() error {
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return err
+	}
+	if b.events != nil {
+		if err := srv.AddHook(&connectLog{w: b.events}, nil); err != nil {
+			return err
+		}
 	}
 	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: b.Addr, TLSConfig: b.server})
 	if err := srv.AddListener(ln); err != nil {

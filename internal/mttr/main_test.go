@@ -1,6 +1,7 @@
 package mttr
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/mqtttest"
 )
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		if err := mqtttest.Serve(addr, cert, key); err != nil {
+		if err := mqtttest.Serve(addr, cert, key, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -40,11 +42,12 @@ func TestMain(m *testing.M) {
 }
 
 // procFault runs the broker as a child process of the test binary and
-// kills it for the fault.
+// kills it for the fault. The connections it accepts go to log.
 type procFault struct {
 	addr, cert, key string
 	tls             *tls.Config
 	cmd             *exec.Cmd
+	log             BrokerLog
 }
 
 func startProcBroker(tb testing.TB) *procFault {
@@ -80,8 +83,20 @@ func (f *procFault) Heal(context.Context) (time.Time, error) {
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), brokerEnv+"="+f.addr+" "+f.cert+" "+f.key)
 	cmd.Stderr = os.Stderr
-	err := cmd.Start()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return time.Time{}, err
+	}
+	err = cmd.Start()
 	f.cmd = cmd
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if e, ok := brokerlog.Parse(sc.Bytes()); ok {
+				f.log.Observe(e)
+			}
+		}
+	}()
 	return time.Now(), err
 }
 

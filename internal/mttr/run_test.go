@@ -1,11 +1,15 @@
 package mttr
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -341,3 +345,42 @@ func TestUpTimeJitter(t *testing.T) {
 		t.Errorf("no jitter: up time %v", d)
 	}
 }
+
+// TestSummaryPrint checks the end-of-run summary against golden files: a
+// run whose every device-cycle recovered, and one where most did not,
+// whose statistics must say they are of the few that did.
+func TestSummaryPrint(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		s    Summary
+	}{
+		{"summary-all.txt", Summary{Cycles: 2, Rows: 4, Recoveries: ms(500, 520, 540, 560), Detections: ms(1, 1, 2, 2)}},
+		{"summary-few.txt", Summary{Cycles: 1, Rows: 10, Recoveries: ms(4000, 4400, 5000), Downstreams: ms(1500, 1600, 1700),
+			NotRecovered: 7, Lost: 120, C2DLost: 30}},
+	} {
+		var b bytes.Buffer
+		tc.s.Print(&b)
+		path := filepath.Join("testdata", tc.name)
+		if *updateGolden {
+			if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run with -update to create it)", err)
+		}
+		if b.String() != string(want) {
+			t.Errorf("%s:\n%s\nwant\n%s", tc.name, b.String(), want)
+		}
+	}
+}
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files")

@@ -102,7 +102,11 @@ func round(ms float64) float64 {
 // test bed's path delay.
 func (s Summary) Print(w io.Writer) {
 	r := summarize(s.Recoveries)
-	fmt.Fprintf(w, "recovery over %d device-cycles: ", s.Rows)
+	if r.N == s.Rows {
+		fmt.Fprintf(w, "recovery over %d device-cycles: ", s.Rows)
+	} else { // the statistics are of those whose messages came back only
+		fmt.Fprintf(w, "recovery over the %d of %d device-cycles whose messages came back: ", r.N, s.Rows)
+	}
 	if r.N == 0 {
 		fmt.Fprint(w, "none recovered")
 	} else {
