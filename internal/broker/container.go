@@ -317,7 +317,7 @@ func (e *Engine) Remove(ctx context.Context, name string) error {
 			return fmt.Errorf("remove container %s: %w", name, err)
 		}
 	}
-	return e.RemoveNetwork(ctx, ReaddressName(name))
+	return e.removeOwnNetwork(ctx, ReaddressName(name))
 }
 
 // Discard force-removes the broker container called name, its netfilter
@@ -338,10 +338,7 @@ func (e *Engine) Discard(ctx context.Context, name string) error {
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	return e.RemoveNetwork(ctx, ReaddressName(name))
+	return errors.Join(append(errs, e.removeOwnNetwork(ctx, ReaddressName(name)))...)
 }
 
 // Stop stops our broker container called name gracefully (SIGTERM, then

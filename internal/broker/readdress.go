@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -55,8 +56,8 @@ func (e *Engine) NewReaddress(ctx context.Context, c *Container, labels map[stri
 		return nil, fmt.Errorf("network %s: %w", name, err)
 	}
 	info, err := e.networkInspect(ctx, created.ID)
-	if err == nil {
-		err = e.networkRemove(ctx, created.ID)
+	if rerr := e.networkRemove(ctx, created.ID); err == nil {
+		err = rerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("network %s: %w", name, err)
@@ -163,6 +164,15 @@ func (e *Engine) RemoveNetwork(ctx context.Context, ref string) error {
 	}
 	if err := e.networkRemove(ctx, info.Network.ID); err != nil && !cerrdefs.IsNotFound(err) && !strings.Contains(err.Error(), "in progress") {
 		return fmt.Errorf("remove network %s: %w", info.Network.Name, err)
+	}
+	return nil
+}
+
+// removeOwnNetwork is RemoveNetwork that leaves a network that is not
+// ours alone without an error: it is not ours to remove.
+func (e *Engine) removeOwnNetwork(ctx context.Context, ref string) error {
+	if err := e.RemoveNetwork(ctx, ref); err != nil && !errors.Is(err, ErrNotOurs) {
+		return err
 	}
 	return nil
 }

@@ -235,6 +235,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		}
 		cells = next
 	}
+	seen := map[string]bool{}
 	for _, cell := range cells {
 		cc, err := load(with(cell))
 		if err != nil {
@@ -246,6 +247,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 			}
 			return Config{}, fmt.Errorf("study combination %s: %w", strings.Join(parts, " "), err)
 		}
+		key := fmt.Sprintf("MTTR_FAULT=%s MTTR_KEEP_DEAD=%s MTTR_DEVICES=%d", cc.Fault, cc.KeepDead, cc.Devices)
+		if seen[key] {
+			return Config{}, fmt.Errorf("study: the combination %s comes twice (the lists name one value in two ways)", key)
+		}
+		seen[key] = true
 		cc.Study, cc.StudySeed = c.Study, c.StudySeed
 		c.Cells = append(c.Cells, cc)
 	}

@@ -288,6 +288,7 @@ func TestStudyCells(t *testing.T) {
 		{map[string]string{"MTTR_FAULT": "stop,bogus"}, "study combination MTTR_FAULT=bogus: MTTR_FAULT"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "stop,blackhole"}, "study combination MTTR_FAULT=blackhole: MTTR_FAULT=blackhole needs Docker"},
 		{map[string]string{"MTTR_DEVICES": "1,0"}, "study combination MTTR_DEVICES=0: MTTR_DEVICES"},
+		{map[string]string{"MTTR_KEEP_DEAD": "1s,1000ms"}, "study: the combination MTTR_FAULT=stop MTTR_KEEP_DEAD=1s MTTR_DEVICES=1 comes twice"},
 		{map[string]string{"MTTR_STUDY": "s", "MTTR_STUDY_SEED": "-1"}, `MTTR_STUDY_SEED="-1"`},
 	} {
 		if _, err := Load(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {

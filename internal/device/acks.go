@@ -66,29 +66,47 @@ func (f *framer) feed(b []byte, packet func(typ byte, head []byte)) {
 // stored message again after a reconnect, it completes the message's
 // token at once (its id changes hands inside paho), before the broker's
 // PUBACK for it.
+//
+// A PUBACK can be read before its message is registered (paho has sent it
+// before Publish returned): it waits in early. paho frees a packet id only
+// once it has processed the PUBACK that our Read returned, so the id
+// cannot yet belong to another message of the device's.
 type acks struct {
 	mu      sync.Mutex
-	waiting map[uint16]*Pending // handed to paho, no PUBACK read yet
+	waiting map[uint16]*Pending  // handed to paho, no PUBACK read yet
+	early   map[uint16]time.Time // PUBACKs read before their message was registered
 }
 
 // publish runs send, which hands a message to paho, and registers the
-// message under the packet id paho gave it, before any PUBACK can be
-// matched: a PUBACK read meanwhile waits for the lock.
+// message under the packet id paho gave it. paho's Publish can wait for
+// its writer: the lock is not held meanwhile, so that PUBACKs and pings
+// are read on.
 func (a *acks) publish(send func() (*Pending, uint16)) *Pending {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	p, id := send()
 	if id == 0 { // QoS 0, or refused: its token says all
 		return p
 	}
-	if a.waiting == nil {
-		a.waiting = map[uint16]*Pending{}
+	p.acked = make(chan struct{})
+	a.mu.Lock()
+	old := a.waiting[id]
+	at, early := a.early[id]
+	delete(a.early, id)
+	if early && !at.Before(p.SentAt) {
+		delete(a.waiting, id)
+	} else {
+		if a.waiting == nil {
+			a.waiting = map[uint16]*Pending{}
+		}
+		a.waiting[id] = p
+		early = false
 	}
-	if old := a.waiting[id]; old != nil {
+	a.mu.Unlock()
+	if old != nil {
 		old.settle(time.Time{}, fmt.Errorf("publish %d: paho gave its packet id %d to another message before the broker acknowledged it", old.Seq, id))
 	}
-	p.acked = make(chan struct{})
-	a.waiting[id] = p
+	if early {
+		p.settle(at, nil)
+	}
 	return p
 }
 
@@ -97,7 +115,14 @@ func (a *acks) publish(send func() (*Pending, uint16)) *Pending {
 func (a *acks) puback(id uint16, at time.Time) {
 	a.mu.Lock()
 	p := a.waiting[id]
-	delete(a.waiting, id)
+	if p != nil {
+		delete(a.waiting, id)
+	} else {
+		if a.early == nil {
+			a.early = map[uint16]time.Time{}
+		}
+		a.early[id] = at
+	}
 	a.mu.Unlock()
 	if p != nil {
 		p.settle(at, nil)

@@ -284,3 +284,28 @@ func TestResentMessageWaitsForItsPuback(t *testing.T) {
 		t.Errorf("acknowledged %v after the CONNACK, want ≥ %v: the resent message's PUBACK crosses the link both ways after it", after, 2*latency)
 	}
 }
+
+// TestAcksEarlyPuback: a PUBACK read before its message was registered
+// (paho sent it before Publish returned) settles it; one older than the
+// message (another's, left over) does not, and the message waits for its
+// own.
+func TestAcksEarlyPuback(t *testing.T) {
+	var a acks
+	sent := time.Now()
+	a.puback(7, sent.Add(time.Millisecond))
+	p := a.publish(func() (*Pending, uint16) { return &Pending{Seq: 1, SentAt: sent, tok: doneToken{make(chan struct{})}}, 7 })
+	if at, err := p.Wait(t.Context()); err != nil || !at.Equal(sent.Add(time.Millisecond)) {
+		t.Errorf("early PUBACK: %v, %v", at, err)
+	}
+	a.puback(8, sent.Add(-time.Second)) // before the next message was sent
+	q := a.publish(func() (*Pending, uint16) { return &Pending{Seq: 2, SentAt: sent, tok: doneToken{make(chan struct{})}}, 8 })
+	select {
+	case <-q.acked:
+		t.Fatal("settled by a PUBACK older than the message")
+	default:
+	}
+	a.puback(8, sent.Add(2*time.Millisecond))
+	if at, err := q.Wait(t.Context()); err != nil || !at.Equal(sent.Add(2*time.Millisecond)) {
+		t.Errorf("its own PUBACK: %v, %v", at, err)
+	}
+}

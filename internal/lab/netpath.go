@@ -71,8 +71,8 @@ func (p *netPath) dial() string {
 	switch {
 	case p.link != nil:
 		return p.link.Addr()
-	case p.hosts != nil:
-		return net.JoinHostPort(p.hosts.Name(), strconv.Itoa(p.port()))
+	case p.hosts != nil: // on the readdress network, at the broker's own port
+		return net.JoinHostPort(p.hosts.Name(), strconv.Itoa(broker.MQTTPort))
 	}
 	return p.direct
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/config"
+	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -29,6 +30,9 @@ func cellOf(c config.Config) store.StudyCell {
 // the study's axes and those that do not change what is measured.
 func sharedSettings(c config.Config) map[string]string {
 	vars := c.Vars()
+	if c.BrokerAddrPublished() { // derived from MTTR_PORT, which may differ
+		delete(vars, "MTTR_BROKER_ADDR")
+	}
 	for _, k := range append(slices.Clone(config.StudyAxes), "MTTR_STUDY", "MTTR_STUDY_SEED", "MTTR_LABEL", "MTTR_DB",
 		"MTTR_LAST", "MTTR_BASELINE", "MTTR_FORMAT", "MTTR_HTML", "MTTR_ALPHA", "MTTR_MAX_P95", "MTTR_CONTAINER", "MTTR_PORT") {
 		delete(vars, k)
@@ -161,6 +165,9 @@ func (l *Lab) runStudy(ctx context.Context) (int64, error) {
 		spent += time.Since(began)
 		planned += plannedTime(byCell[cell])
 		if ctx.Err() != nil {
+			if err == nil { // the run had ended before the interrupt
+				err = mttr.ErrInterrupted
+			}
 			return last, fmt.Errorf("study %s interrupted at run %d of %d; its finished runs are stored in %s: resume with MTTR_STUDY=%s go tool mage mttr: %w",
 				label, n, todo, cfg.DB, label, err)
 		}

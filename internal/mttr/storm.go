@@ -32,6 +32,27 @@ func (s Storm) recoveries() []time.Duration {
 	return out
 }
 
+// Median is the median recovery of the cycle's devices, a device that
+// did not recover counting as slower than any that did; false when that
+// median is one that did not.
+func (s Storm) Median() (time.Duration, bool) {
+	n := s.Devices()
+	rec := s.recoveries()
+	if n == 0 {
+		return 0, false
+	}
+	if n%2 == 1 {
+		if n/2 >= len(rec) {
+			return 0, false
+		}
+		return rec[n/2], true
+	}
+	if n/2 >= len(rec) {
+		return 0, false
+	}
+	return (rec[n/2-1] + rec[n/2]) / 2, true
+}
+
 // RecoveredBy is how long after the broker was ready a fraction q (in
 // (0, 1]) of the cycle's devices had recovered; false when fewer did.
 func (s Storm) RecoveredBy(q float64) (time.Duration, bool) {

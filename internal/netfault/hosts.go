@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // BrokerName is the name the devices of a readdress run reach the broker
@@ -68,21 +69,32 @@ func RemoveStaleHosts(dir string, alive func(pid int) bool) ([]string, error) {
 	}
 	files, err := filepath.Glob(filepath.Join(dir, hostsPrefix+"*-*"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("stale hosts files: %w", err)
 	}
 	var removed []string
 	for _, f := range files {
 		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(f), hostsPrefix), "-")
 		n, err := strconv.Atoi(pid)
-		if err != nil || alive(n) {
+		if err != nil || alive(n) || !ownFile(f) {
 			continue
 		}
-		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) && !os.IsPermission(err) {
 			return removed, fmt.Errorf("remove stale hosts file: %w", err)
 		}
 		removed = append(removed, f)
 	}
 	return removed, nil
+}
+
+// ownFile reports whether this process's user owns f: another user's
+// runs are theirs to tidy.
+func ownFile(f string) bool {
+	fi, err := os.Stat(f)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Getuid()
 }
 
 // Path is the file's path.
@@ -104,9 +116,18 @@ func (h *Hosts) Set(addr netip.Addr) error {
 // Lookup reads the file, as a resolver that honours it does at every
 // lookup, and returns the name's address.
 func (h *Hosts) Lookup(name string) (netip.Addr, error) {
-	data, err := os.ReadFile(h.f.Name())
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("lookup %s: %w", name, err)
+	// Set rewrites the line in place: a read that overlaps it could see
+	// half of each. Two reads that agree saw one of them.
+	var data []byte
+	for range 5 {
+		again, err := os.ReadFile(h.f.Name())
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("lookup %s: %w", name, err)
+		}
+		if bytes.Equal(again, data) {
+			break
+		}
+		data = again
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -132,7 +153,7 @@ func (h *Hosts) Dial(dial Dial) Dial {
 	return func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("dial %q: %w", addr, err)
 		}
 		ip, err := h.Lookup(host)
 		if err != nil {

@@ -269,7 +269,6 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 	}
 	var sm samples
 	seen := map[int]bool{}
-	perCycle := map[int][]float64{} // recovery of each counted device-cycle; +Inf when not recovered
 	s.Cycles = make(Cycles, 0, len(cycles))
 	for _, c := range cycles {
 		seen[c.Cycle] = true
@@ -284,11 +283,6 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 		} else {
 			s.NotRecovered++
 		}
-		rec := math.Inf(1)
-		if d, ok := c.Recovery(); ok && c.Recovered() {
-			rec = float64(d) / float64(time.Millisecond)
-		}
-		perCycle[c.Cycle] = append(perCycle[c.Cycle], rec)
 		if c.Deaf() {
 			s.Deaf++
 		}
@@ -305,12 +299,17 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 	s.CyclesDone = len(seen)
 	s.Recovery, s.Downstream, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.downstream), stats.Summarize(sm.detection)
 	s.Outage, s.Path = stats.Summarize(sm.outage), stats.Summarize(sm.path)
-	var series []float64 // each cycle's median recovery, in cycle order
-	for _, n := range slices.Sorted(maps.Keys(perCycle)) {
-		series = append(series, stats.MedianOf(perCycle[n]))
-	}
-	if s.Devices > 1 {
-		for _, st := range mttr.Storms(cycles) {
+	var series []float64 // each cycle's median recovery, in cycle order; +Inf when that is a device that did not recover
+	for _, st := range mttr.Storms(cycles) {
+		if st.Devices() == 0 {
+			continue // cut short by the interrupt
+		}
+		med := math.Inf(1)
+		if d, ok := st.Median(); ok {
+			med = millis(d)
+		}
+		series = append(series, med)
+		if s.Devices > 1 {
 			s.Storms = append(s.Storms, stormOf(st))
 		}
 	}

@@ -428,4 +428,9 @@ func TestStorms(t *testing.T) {
 	if !strings.Contains(page.String(), `<figure id="storm"><svg`) {
 		t.Error("the page has no storm chart")
 	}
+	chart, err := StormChart(rep.Runs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "storm-chart.svg", []byte(chart))
 }

@@ -120,13 +120,7 @@ func BuildStudy(ctx context.Context, st *store.Store, label string, alpha float6
 		}
 		rep.Cells = append(rep.Cells, cell)
 	}
-	// The table's order: fleet size, fault (as first planned), keep-dead.
-	first := map[string]int{}
-	for i, c := range rep.Cells {
-		if _, ok := first[c.Fault]; !ok {
-			first[c.Fault] = i
-		}
-	}
+	// The table's order: fleet size, fault (by name), keep-dead.
 	slices.SortStableFunc(rep.Cells, func(a, b StudyCell) int {
 		return cmp.Or(cmp.Compare(a.Devices, b.Devices), cmp.Compare(a.Fault, b.Fault), cmp.Compare(a.KeepDeadMS, b.KeepDeadMS))
 	})

@@ -149,3 +149,26 @@ func TestGoldenStudyCompare(t *testing.T) {
 		t.Errorf("significant cells %v, want %v", sig, want)
 	}
 }
+
+// TestGoldenStudyCharts checks the study's chart byte for byte, and the
+// comparison of two studies in its other formats.
+func TestGoldenStudyCharts(t *testing.T) {
+	st := studyFixture(t)
+	chart, err := StudyChart(buildStudy(t, st, "sdk-1.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "study-chart.svg", []byte(chart))
+	c, err := CompareStudies(t.Context(), st, "sdk-1.0", "sdk-1.1", 0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Old.DB, c.New.DB = "results/mttr.db", "results/mttr.db" // the temporary path would differ every run
+	for _, format := range []string{"markdown", "csv", "json"} {
+		var b bytes.Buffer
+		if err := WriteStudyComparison(&b, c, format); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "study-compare."+map[string]string{"markdown": "md", "csv": "csv", "json": "json"}[format], b.Bytes())
+	}
+}

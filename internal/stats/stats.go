@@ -53,22 +53,6 @@ func Summarize(values []float64) Metric {
 	return m
 }
 
-// MedianOf is the median of values (the mean of the middle two for an
-// even count); NaN for none.
-func MedianOf(values []float64) float64 {
-	if len(values) == 0 {
-		return math.NaN()
-	}
-	s := slices.Sorted(slices.Values(values))
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else if math.IsInf(s[n/2-1], 1) {
-		return s[n/2-1]
-	} else {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-}
-
 // Millis converts durations to the milliseconds Summarize takes.
 func Millis(ds []time.Duration) []float64 {
 	out := make([]float64, len(ds))
@@ -188,7 +172,7 @@ func TrendOf(ys []float64) Trend {
 	variance := nf * (nf - 1) * (2*nf + 5) / 18
 	sorted := slices.Sorted(slices.Values(ys))
 	for i := 0; i < n; {
-		j := i
+		j := i + 1
 		for j < n && sorted[j] == sorted[i] {
 			j++
 		}

@@ -62,7 +62,11 @@ func (s *Store) CreateStudy(ctx context.Context, st Study) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: create study %q: %w", st.Label, err)
 	}
-	return res.LastInsertId()
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("store: create study %q: %w", st.Label, err)
+	}
+	return id, nil
 }
 
 // FindStudy returns the study with label, or an error wrapping ErrNoStudy.
