@@ -293,12 +293,16 @@ func TestAcksEarlyPuback(t *testing.T) {
 	var a acks
 	sent := time.Now()
 	a.puback(7, sent.Add(time.Millisecond))
-	p := a.publish(func() (*Pending, uint16) { return &Pending{Seq: 1, SentAt: sent, tok: doneToken{make(chan struct{})}}, 7 })
+	p := a.publish(func() (*Pending, uint16) {
+		return &Pending{Seq: 1, SentAt: sent, tok: doneToken{make(chan struct{})}}, 7
+	})
 	if at, err := p.Wait(t.Context()); err != nil || !at.Equal(sent.Add(time.Millisecond)) {
 		t.Errorf("early PUBACK: %v, %v", at, err)
 	}
 	a.puback(8, sent.Add(-time.Second)) // before the next message was sent
-	q := a.publish(func() (*Pending, uint16) { return &Pending{Seq: 2, SentAt: sent, tok: doneToken{make(chan struct{})}}, 8 })
+	q := a.publish(func() (*Pending, uint16) {
+		return &Pending{Seq: 2, SentAt: sent, tok: doneToken{make(chan struct{})}}, 8
+	})
 	select {
 	case <-q.acked:
 		t.Fatal("settled by a PUBACK older than the message")
