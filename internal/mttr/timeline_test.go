@@ -335,6 +335,12 @@ func TestStorm(t *testing.T) {
 	if c := s.Curve(); len(c) != 9 || c[8].Fraction != 0.9 || c[8].After != 900*time.Millisecond {
 		t.Errorf("curve %v", c)
 	}
+	if m, ok := s.Median(); !ok || m != 550*time.Millisecond {
+		t.Errorf("median %v, %v; want 550ms", m, ok)
+	}
+	if m, ok := s[8:].Median(); ok { // 2 counted, 1 recovered: the middle two include the one that did not
+		t.Errorf("median of %d devices, one not recovered: %v, want none", s[8:].Devices(), m)
+	}
 	if s.Devices() != 10 || s.AcceptPeak() != 7 {
 		t.Errorf("devices %d, accept peak %d", s.Devices(), s.AcceptPeak())
 	}
