@@ -20,6 +20,7 @@ import (
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/report"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -118,7 +119,9 @@ func TestDockerExternalClientDiesTwice(t *testing.T) {
 // back, 10 stop and 10 kill cycles in each network mode, then a pause. It
 // checks that the test bed's delay is reported as path, not as recovery:
 //
-//   - holder (the default): path ≤ 50 ms in every cycle;
+//   - holder (the default): path within one probe interval and a TLS
+//     handshake and CONNECT on a loaded machine (the margin below) in
+//     every cycle, an order of magnitude under plain Docker's 1 s stall;
 //   - plain Docker: recovery stays within the client's own retry period
 //     plus a margin even when the path stalls (the stall shows in path);
 //   - pause: the client's queued messages reach the broker as it thaws, so
@@ -136,7 +139,8 @@ func TestDockerImpatientClient(t *testing.T) {
 	const (
 		retry       = 100 * time.Millisecond // the client's reconnect period
 		retryMargin = 100 * time.Millisecond // its TLS handshake and first PUBLISH, on a loaded machine
-		pathBound   = 50 * time.Millisecond
+		pauseBound  = 50 * time.Millisecond  // a thawed broker takes the queued messages at once
+		pathBound   = mqttprobe.ProbeInterval + retryMargin
 		secretKey   = "c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Q="
 	)
 	var runs []int64
@@ -175,8 +179,8 @@ func TestDockerImpatientClient(t *testing.T) {
 				}
 				switch {
 				case tc.fault == "pause":
-					if rec > pathBound {
-						t.Errorf("cycle %d: recovery %v after a pause, want ≤ %v", r.Cycle, rec, pathBound)
+					if rec > pauseBound {
+						t.Errorf("cycle %d: recovery %v after a pause, want ≤ %v", r.Cycle, rec, pauseBound)
 					}
 				case rec > retry+retryMargin:
 					t.Errorf("cycle %d: recovery %v (path %v), want ≤ %v + %v", r.Cycle, rec, path, retry, retryMargin)
