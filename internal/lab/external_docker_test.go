@@ -19,8 +19,8 @@ import (
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
-	"github.com/mttrlab/mttr/internal/report"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/report"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
