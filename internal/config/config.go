@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -390,6 +391,23 @@ const (
 // containerName is what the engine accepts as a container name.
 var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
+// redactedDB is MTTR_DB with a PostgreSQL URL's password as xxxxx: a
+// setting stored and printed, never the secret.
+func redactedDB(db string) string {
+	if !strings.HasPrefix(db, "postgres://") && !strings.HasPrefix(db, "postgresql://") {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "(a postgres URL that does not parse)"
+	}
+	if q := u.Query(); q.Get("password") != "" {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
 // orEmpty is d, or "" (unset) for 0, for settings that must be positive
 // when set.
 func orEmpty(d time.Duration) string {
@@ -500,7 +518,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_LABEL":                  c.Label,
 		"MTTR_CLIENT":                 c.Client,
 		"MTTR_CLIENT_CMD":             c.redactKey(c.ClientCmd),
-		"MTTR_DB":                     c.DB,
+		"MTTR_DB":                     redactedDB(c.DB),
 		"MTTR_LAST":                   strconv.Itoa(c.Last),
 		"MTTR_BASELINE":               c.Baseline,
 		"MTTR_ALPHA":                  strconv.FormatFloat(c.Alpha, 'g', -1, 64),

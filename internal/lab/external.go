@@ -14,6 +14,7 @@ import (
 	"github.com/mttrlab/mttr/internal/client"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/store"
 )
 
 // clientGrace is how long an external client gets between SIGTERM and
@@ -125,7 +126,11 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun
 		return err
 	}
 
-	logPath := filepath.Join(filepath.Dir(cfg.DB), fmt.Sprintf("clients-run-%d.log", runID))
+	dir := filepath.Dir(cfg.DB)
+	if store.IsPostgres(cfg.DB) { // beside the HTML report, on this machine
+		dir = filepath.Dir(cfg.HTML)
+	}
+	logPath := filepath.Join(dir, fmt.Sprintf("clients-run-%d.log", runID))
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return fmt.Errorf("client log: %w", err)

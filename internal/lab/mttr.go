@@ -93,7 +93,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	}
 	unnote, err := noteRun(cfg.DB, runID, owner())
 	if err != nil {
-		l.printf("note: %v; should this run be killed, only a later run on %s marks it abandoned\n", err, cfg.DB)
+		l.printf("note: %v; should this run be killed, only a later run on %s marks it abandoned\n", err, store.Shown(cfg.DB))
 		unnote = func() {}
 	}
 	defer unnote() // after the run is finished, below
@@ -122,14 +122,14 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 			runErr = fmt.Errorf("%s: %w", r, runErr)
 		}
 		finish(store.StatusInterrupted, runErr)
-		return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, cfg.DB)
+		return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, store.Shown(cfg.DB))
 	default:
 		finish(store.StatusFailed, runErr)
 		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, runErr)
 	}
 	l.printf("\n")
 	sum.Print(l.Out)
-	l.printf("run %d completed: %d cycles × %d devices stored in %s\n", runID, sum.Cycles, cfg.Devices, cfg.DB)
+	l.printf("run %d completed: %d cycles × %d devices stored in %s\n", runID, sum.Cycles, cfg.Devices, store.Shown(cfg.DB))
 	return runID, nil
 }
 

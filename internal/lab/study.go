@@ -121,7 +121,7 @@ func (l *Lab) runStudy(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("MTTR_STUDY_SEED=%d: study %s was ordered with seed %d; leave MTTR_STUDY_SEED unset to resume it, or give a new MTTR_STUDY", cfg.StudySeed, label, st.Seed)
 		}
 		if d := planDiffers(plan, cfg); d != "" {
-			return 0, fmt.Errorf("MTTR_STUDY=%s: the study in %s was planned with other settings: %s; resume it with its own settings, or give a new MTTR_STUDY", label, cfg.DB, d)
+			return 0, fmt.Errorf("MTTR_STUDY=%s: the study in %s was planned with other settings: %s; resume it with its own settings, or give a new MTTR_STUDY", label, store.Shown(cfg.DB), d)
 		}
 	}
 	runs, err := db.StudyRuns(ctx, st.ID)
@@ -169,7 +169,7 @@ func (l *Lab) runStudy(ctx context.Context) (int64, error) {
 				err = mttr.ErrInterrupted
 			}
 			return last, fmt.Errorf("study %s interrupted at run %d of %d; its finished runs are stored in %s: resume with MTTR_STUDY=%s go tool mage mttr: %w",
-				label, n, todo, cfg.DB, label, err)
+				label, n, todo, store.Shown(cfg.DB), label, err)
 		}
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", cell, err))
@@ -179,7 +179,7 @@ func (l *Lab) runStudy(ctx context.Context) (int64, error) {
 	if len(failed) > 0 {
 		return last, fmt.Errorf("study %s: %d of %d runs failed (resume it to run them again):\n  %s", label, len(failed), todo, strings.Join(failed, "\n  "))
 	}
-	l.printf("study %s complete: %d runs stored in %s; MTTR_STUDY=%s go tool mage report shows it\n", label, len(plan.Cells), cfg.DB, label)
+	l.printf("study %s complete: %d runs stored in %s; MTTR_STUDY=%s go tool mage report shows it\n", label, len(plan.Cells), store.Shown(cfg.DB), label)
 	return last, nil
 }
 

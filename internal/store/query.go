@@ -44,7 +44,7 @@ func scanRun(sc interface{ Scan(...any) error }) (Run, error) {
 }
 
 func (s *Store) queryRuns(ctx context.Context, where string, args ...any) ([]Run, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+runColumns+` FROM runs `+where, args...)
+	rows, err := s.query(ctx, `SELECT `+runColumns+` FROM runs `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: runs: %w", err)
 	}

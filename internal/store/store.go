@@ -1,8 +1,11 @@
 // Package store keeps MTTR runs and their cycles in SQLite (pure Go,
-// modernc.org/sqlite). The schema is a public interface, versioned with
-// goose migrations: people query it with sqlite3, reports read it while a
-// run writes it (WAL), and every cycle is committed the moment it ends, so a
-// crash loses at most the cycle in progress.
+// modernc.org/sqlite), the embedded default, or in PostgreSQL (pgx) when
+// MTTR_DB is a postgres:// URL, with the same schema, migrations and
+// queries; nothing outside the package knows which. The schema is a public
+// interface, versioned with goose migrations: people query it with sqlite3
+// or psql, reports read it while runs write it, and every cycle is
+// committed the moment it ends, so a crash loses at most the cycle in
+// progress.
 package store
 
 import (
@@ -19,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -26,7 +30,7 @@ import (
 	"github.com/mttrlab/mttr/internal/mttr"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrations embed.FS
 
 // Run statuses.
@@ -41,7 +45,45 @@ const (
 // Store is an open results database.
 type Store struct {
 	db   *sql.DB
-	path string
+	path string // the file, or the URL without its password
+	pg   bool   // PostgreSQL, not SQLite
+}
+
+// IsPostgres reports whether ref, MTTR_DB, names a PostgreSQL database
+// (a postgres:// or postgresql:// URL) rather than an SQLite file.
+func IsPostgres(ref string) bool {
+	return strings.HasPrefix(ref, "postgres://") || strings.HasPrefix(ref, "postgresql://")
+}
+
+// rebind writes query's ? placeholders as PostgreSQL's $1, $2 … (our
+// queries have no ? of their own).
+func (s *Store) rebind(query string) string {
+	if !s.pg || !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.db.ExecContext(ctx, s.rebind(query), args...)
+}
+
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return s.db.QueryContext(ctx, s.rebind(query), args...)
+}
+
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return s.db.QueryRowContext(ctx, s.rebind(query), args...)
 }
 
 // ErrNotMTTR reports a file that is not an MTTR database.
@@ -64,17 +106,33 @@ func dsn(path string, readOnly bool) string {
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
-func provider(db *sql.DB) (*goose.Provider, error) {
-	sub, err := fs.Sub(migrations, "migrations")
+func (s *Store) provider() (*goose.Provider, error) {
+	dir, dialect := "migrations/sqlite", goose.DialectSQLite3
+	if s.pg {
+		dir, dialect = "migrations/postgres", goose.DialectPostgres
+	}
+	sub, err := fs.Sub(migrations, dir)
 	if err != nil {
 		return nil, err
 	}
-	return goose.NewProvider(goose.DialectSQLite3, db, sub)
+	return goose.NewProvider(dialect, s.db, sub)
 }
 
-// Open opens (creating it and its directory if needed) the database at path
-// for writing and brings its schema up to date.
+// Open opens the database ref names for writing and brings its schema up
+// to date: an SQLite file (created, with its directory, if needed) or a
+// PostgreSQL URL (the database must exist).
 func Open(ctx context.Context, path string) (*Store, error) {
+	if IsPostgres(path) {
+		s, err := openPostgres(ctx, path, false)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.prepare(ctx); err != nil {
+			s.db.Close()
+			return nil, err
+		}
+		return s, nil
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -86,15 +144,20 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	if err := s.redactKeys(ctx); err != nil {
+	if err := s.prepare(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// prepare brings a store opened for writing up to date: its schema, and
+// the keys of runs stored before they were redacted.
+func (s *Store) prepare(ctx context.Context) error {
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	return s.redactKeys(ctx)
 }
 
 // SettingsJSON is how a run's settings are stored in config_json: a JSON
@@ -110,7 +173,7 @@ func SettingsJSON(vars map[string]string) string {
 // redactKeys replaces the connection string's key with its fingerprint in
 // runs stored before keys were redacted on the way in.
 func (s *Store) redactKeys(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, config_json FROM runs WHERE config_json LIKE '%SharedAccessKey=%'`)
+	rows, err := s.query(ctx, `SELECT id, config_json FROM runs WHERE config_json LIKE '%SharedAccessKey=%'`)
 	if err != nil {
 		return fmt.Errorf("store: redact keys: %w", err)
 	}
@@ -137,7 +200,7 @@ func (s *Store) redactKeys(ctx context.Context) error {
 		return fmt.Errorf("store: redact keys: %w", err)
 	}
 	for id, cfg := range fixed {
-		if _, err := s.db.ExecContext(ctx, `UPDATE runs SET config_json = ? WHERE id = ?`, cfg, id); err != nil {
+		if _, err := s.exec(ctx, `UPDATE runs SET config_json = ? WHERE id = ?`, cfg, id); err != nil {
 			return fmt.Errorf("store: redact keys of run %d: %w", id, err)
 		}
 	}
@@ -178,6 +241,17 @@ func check(ctx context.Context, path string) error {
 // OpenReadOnly opens an existing database without changing it. It fails
 // with ErrNotMTTR or ErrNewerSchema when the file is not one it can read.
 func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
+	if IsPostgres(path) {
+		s, err := openPostgres(ctx, path, true)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.current(ctx); err != nil {
+			s.db.Close()
+			return nil, err
+		}
+		return s, nil
+	}
 	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	} else if fi.IsDir() {
@@ -188,20 +262,26 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path}
-	have, err := s.Version(ctx)
-	if err != nil {
+	if err := s.current(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
+	return s, nil
+}
+
+// current checks that the schema is the one this tool writes.
+func (s *Store) current(ctx context.Context) error {
+	have, err := s.Version(ctx)
+	if err != nil {
+		return err
+	}
 	switch want := Latest(); {
 	case have > want:
-		db.Close()
-		return nil, fmt.Errorf("store %s: schema version %d: %w (this tool knows up to %d)", path, have, ErrNewerSchema, want)
+		return fmt.Errorf("store %s: schema version %d: %w (this tool knows up to %d)", s.path, have, ErrNewerSchema, want)
 	case have < want:
-		db.Close()
-		return nil, fmt.Errorf("store %s: schema version %d, want %d: run `mage mttr` once to migrate it", path, have, want)
+		return fmt.Errorf("store %s: schema version %d, want %d: run `mage mttr` once to migrate it", s.path, have, want)
 	}
-	return s, nil
+	return nil
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -212,7 +292,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if have > Latest() {
 		return fmt.Errorf("store %s: schema version %d: %w (this tool knows up to %d)", s.path, have, ErrNewerSchema, Latest())
 	}
-	p, err := provider(s.db)
+	p, err := s.provider()
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}
@@ -226,7 +306,7 @@ var errEmpty = errors.New("empty database")
 
 // Latest is the schema version this tool writes.
 func Latest() int64 {
-	entries, _ := fs.Glob(migrations, "migrations/*.sql")
+	entries, _ := fs.Glob(migrations, "migrations/sqlite/*.sql")
 	return int64(len(entries))
 }
 
@@ -235,7 +315,11 @@ func Latest() int64 {
 // an error wrapping errEmpty.
 func (s *Store) Version(ctx context.Context) (int64, error) {
 	var tables int
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&tables); err != nil {
+	count := `SELECT count(*) FROM sqlite_master`
+	if s.pg {
+		count = `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`
+	}
+	if err := s.db.QueryRowContext(ctx, count).Scan(&tables); err != nil {
 		if strings.Contains(err.Error(), "not a database") {
 			return 0, fmt.Errorf("store %s: %w: %v", s.path, ErrNotMTTR, err)
 		}
@@ -300,24 +384,25 @@ func (s *Store) StartRun(ctx context.Context, r Run) (int64, error) {
 	if r.Broker == "" {
 		r.Broker = "docker"
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO runs
+	var id int64
+	err := s.queryRow(ctx, `INSERT INTO runs
 		(started_at, status, label, fault, keep_alive_ms, keep_dead_ms, keep_running_ms, devices, cycles_planned,
 		 config_json, tool_version, engine_version, image_id, host, machine, pid, client, clock_offset_ms, clock_uncertainty_ms,
 		 broker, netns, study_id, study_position)
-		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		r.StartedAt.UnixNano(), r.Label, r.Fault, r.KeepAlive.Milliseconds(), r.KeepDead.Milliseconds(),
 		r.KeepRunning.Milliseconds(), r.Devices, r.CyclesPlanned, r.ConfigJSON, r.ToolVersion, r.EngineVersion,
 		r.ImageID, r.Host, r.Machine, r.PID, r.Client, msf(r.ClockOffset), msf(r.ClockError), r.Broker, r.NetNS,
-		null(r.StudyID), null(int64(r.StudyPosition)))
+		null(r.StudyID), null(int64(r.StudyPosition))).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("store: start run: %w", err)
 	}
-	return res.LastInsertId()
+	return id, nil
 }
 
 // SetImage records the image and engine a run uses, once they are known.
 func (s *Store) SetImage(ctx context.Context, id int64, imageID, engineVersion string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE runs SET image_id = ?, engine_version = ? WHERE id = ?`, imageID, engineVersion, id)
+	_, err := s.exec(ctx, `UPDATE runs SET image_id = ?, engine_version = ? WHERE id = ?`, imageID, engineVersion, id)
 	if err != nil {
 		return fmt.Errorf("store: run %d: %w", id, err)
 	}
@@ -326,7 +411,7 @@ func (s *Store) SetImage(ctx context.Context, id int64, imageID, engineVersion s
 
 // FinishRun sets a run's final status, its end time and error text.
 func (s *Store) FinishRun(ctx context.Context, id int64, status, errText string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
+	_, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
 		status, errText, time.Now().UnixNano(), id)
 	if err != nil {
 		return fmt.Errorf("store: finish run %d: %w", id, err)
@@ -342,13 +427,13 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO cycles
+	stmt, err := tx.PrepareContext(ctx, s.rebind(`INSERT INTO cycles
 		(run_id, cycle, device, fault_at, lost_at, healed_at, listening_at, resumed_at, held_until_at, ready_at,
 		 reconnected_at, first_ack_at, last_ack_before_at, interrupted, reconnect_attempts, published, acknowledged,
 		 delivered, lost, duplicated, error,
 		 listens, resubscribed_at, commands_back_at, first_c2d_at, session, c2d_sent, c2d_received, c2d_lost, c2d_duplicated, attempt_at, puback_median_ns, broker_address, broker_accept_peak)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''),
-		 ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?)`)
+		 ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?)`))
 	if err != nil {
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
@@ -356,9 +441,9 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 	for _, c := range rows {
 		_, err := stmt.ExecContext(ctx, runID, c.Cycle, c.Device,
 			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ListeningAt), null(c.ResumedAt), null(c.HeldUntilAt), null(c.ReadyAt),
-			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt), c.Interrupted,
+			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt), b2i(c.Interrupted),
 			c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error,
-			c.Listens, null(c.ResubscribedAt), null(c.CommandsBackAt), null(c.FirstC2DAt), c.Session, c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, null(c.AttemptAt), null(int64(c.PubackMedian)), c.BrokerAddress, null(int64(c.BrokerAcceptPeak)))
+			b2i(c.Listens), null(c.ResubscribedAt), null(c.CommandsBackAt), null(c.FirstC2DAt), c.Session, c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, null(c.AttemptAt), null(int64(c.PubackMedian)), c.BrokerAddress, null(int64(c.BrokerAcceptPeak)))
 		if err != nil {
 			return fmt.Errorf("store: save cycle %d of %s: %w", c.Cycle, c.Device, err)
 		}
@@ -367,6 +452,15 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
 	return nil
+}
+
+// b2i stores a flag as 0 or 1: an INTEGER (BIGINT) column in both
+// databases.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func null(ns int64) any {
@@ -378,7 +472,7 @@ func null(ns int64) any {
 
 // Running returns the runs still marked running.
 func (s *Store) Running(ctx context.Context) ([]Run, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, machine, pid FROM runs WHERE status = 'running'`)
+	rows, err := s.query(ctx, `SELECT id, machine, pid FROM runs WHERE status = 'running'`)
 	if err != nil {
 		return nil, fmt.Errorf("store: running runs: %w", err)
 	}
@@ -396,7 +490,7 @@ func (s *Store) Running(ctx context.Context) ([]Run, error) {
 
 // Cycles returns a run's cycles ordered by cycle and device.
 func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT cycle, device,
+	rows, err := s.query(ctx, `SELECT cycle, device,
 		coalesce(fault_at, 0), coalesce(lost_at, 0), coalesce(healed_at, 0), coalesce(listening_at, 0),
 		coalesce(resumed_at, 0), coalesce(held_until_at, 0), coalesce(ready_at, 0), coalesce(reconnected_at, 0), coalesce(first_ack_at, 0),
 		coalesce(last_ack_before_at, 0), interrupted, reconnect_attempts, published, acknowledged, delivered, lost,

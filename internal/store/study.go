@@ -57,12 +57,9 @@ func (st Study) Plan() (StudyPlan, error) {
 // CreateStudy inserts st and returns its id. A label already taken is an
 // error: resume that study instead (FindStudy).
 func (s *Store) CreateStudy(ctx context.Context, st Study) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO studies (label, seed, plan_json, started_at) VALUES (?, ?, ?, ?)`,
-		st.Label, int64(st.Seed), st.PlanJSON, st.StartedAt.UnixNano())
-	if err != nil {
-		return 0, fmt.Errorf("store: create study %q: %w", st.Label, err)
-	}
-	id, err := res.LastInsertId()
+	var id int64
+	err := s.queryRow(ctx, `INSERT INTO studies (label, seed, plan_json, started_at) VALUES (?, ?, ?, ?) RETURNING id`,
+		st.Label, int64(st.Seed), st.PlanJSON, st.StartedAt.UnixNano()).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("store: create study %q: %w", st.Label, err)
 	}
@@ -82,7 +79,7 @@ func (s *Store) LatestStudy(ctx context.Context) (Study, error) {
 func (s *Store) study(ctx context.Context, where string, args ...any) (Study, error) {
 	var st Study
 	var seed, started int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, label, seed, plan_json, started_at FROM studies `+where, args...).
+	err := s.queryRow(ctx, `SELECT id, label, seed, plan_json, started_at FROM studies `+where, args...).
 		Scan(&st.ID, &st.Label, &seed, &st.PlanJSON, &started)
 	if errors.Is(err, sql.ErrNoRows) {
 		what := "no study yet"

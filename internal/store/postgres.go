@@ -1,0 +1,86 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// connectTimeout bounds the first connection to a PostgreSQL server.
+const connectTimeout = 10 * time.Second
+
+// openPostgres connects to the database ref (a postgres:// URL), read-only
+// when asked: every transaction of a read-only store is. Errors name
+// MTTR_DB with the password hidden, and never carry it.
+func openPostgres(ctx context.Context, ref string, readOnly bool) (*Store, error) {
+	shown, secret := redactURL(ref)
+	fail := func(err error) error {
+		return fmt.Errorf("MTTR_DB=%s: %w", shown, &hidden{err: err, secret: secret})
+	}
+	cfg, err := pgx.ParseConfig(ref)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if cfg.ConnectTimeout == 0 || cfg.ConnectTimeout > connectTimeout {
+		cfg.ConnectTimeout = connectTimeout
+	}
+	if readOnly {
+		cfg.RuntimeParams["default_transaction_read_only"] = "on"
+	}
+	db := stdlib.OpenDB(*cfg)
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, fail(err)
+	}
+	return &Store{db: db, path: shown, pg: true}, nil
+}
+
+// Shown is MTTR_DB as it may be printed or stored: a PostgreSQL URL
+// with its password as xxxxx; a path as it is.
+func Shown(ref string) string {
+	if !IsPostgres(ref) {
+		return ref
+	}
+	shown, _ := redactURL(ref)
+	return shown
+}
+
+// redactURL is ref with its password shown as xxxxx, and the password.
+func redactURL(ref string) (shown, secret string) {
+	u, err := url.Parse(ref)
+	if err != nil {
+		return "(a postgres URL that does not parse)", ""
+	}
+	if p, ok := u.User.Password(); ok {
+		secret = p
+	}
+	if v := u.Query().Get("password"); v != "" {
+		secret = v
+		q := u.Query()
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted(), secret
+}
+
+// hidden is an error whose text never shows secret.
+type hidden struct {
+	err    error
+	secret string
+}
+
+func (h *hidden) Error() string {
+	if h.secret == "" {
+		return h.err.Error()
+	}
+	return strings.ReplaceAll(h.err.Error(), h.secret, "xxxxx")
+}
+
+func (h *hidden) Unwrap() error { return h.err }
