@@ -16,18 +16,37 @@ import (
 	"time"
 
 	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/pgtest"
 	"github.com/mttrlab/mttr/internal/stats"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
+// backends runs fn as a subtest for each backend the fixtures can be
+// stored in: "sqlite", and "postgres" where there is a test server
+// (pgtest); dbRef tells them apart by the subtest's name.
+func backends(t *testing.T, fn func(t *testing.T)) {
+	for _, b := range []string{"sqlite", "postgres"} {
+		t.Run(b, fn)
+	}
+}
+
+// dbRef is where a fixture of t is stored: a PostgreSQL schema of its own
+// under backends' "postgres" subtest, else an SQLite file.
+func dbRef(t testing.TB) string {
+	if strings.Contains(t.Name()+"/", "/postgres/") {
+		return pgtest.URL(t)
+	}
+	return filepath.Join(t.TempDir(), "mttr.db")
+}
+
 // fixture builds a database with three runs: two completed runs of one
 // scenario whose recoveries differ clearly, and a newer interrupted run of
 // another scenario with a device that did not recover.
 func fixture(t testing.TB) *store.Store {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "mttr.db")
+	path := dbRef(t)
 	w, err := store.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
@@ -100,10 +119,7 @@ func fixture(t testing.TB) *store.Store {
 				t.Fatal(err)
 			}
 		}
-		if err := w.FinishRun(context.Background(), id, sp.status, ""); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.DB().Exec(`UPDATE runs SET finished_at = ? WHERE id = ?`, started.Add(30*time.Minute).UnixNano(), id); err != nil {
+		if err := w.FinishRunAt(context.Background(), id, sp.status, "", started.Add(30*time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -144,37 +160,41 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func TestGoldenFormats(t *testing.T) {
-	rep := build(t, Options{Last: 20, Alpha: 0.05})
-	for _, format := range []string{"text", "markdown", "csv", "json"} {
-		t.Run(format, func(t *testing.T) {
-			var b bytes.Buffer
-			if err := Write(&b, rep, format); err != nil {
-				t.Fatal(err)
-			}
-			golden(t, "report."+map[string]string{"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}[format], b.Bytes())
-		})
-	}
-	if err := Write(new(bytes.Buffer), rep, "xml"); err == nil {
-		t.Error("unknown format accepted")
-	}
+	backends(t, func(t *testing.T) {
+		rep := build(t, Options{Last: 20, Alpha: 0.05})
+		for _, format := range []string{"text", "markdown", "csv", "json"} {
+			t.Run(format, func(t *testing.T) {
+				var b bytes.Buffer
+				if err := Write(&b, rep, format); err != nil {
+					t.Fatal(err)
+				}
+				golden(t, "report."+map[string]string{"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}[format], b.Bytes())
+			})
+		}
+		if err := Write(new(bytes.Buffer), rep, "xml"); err == nil {
+			t.Error("unknown format accepted")
+		}
+	})
 }
 
 func TestGoldenCompare(t *testing.T) {
-	c, err := Compare(t.Context(), fixture(t), "sdk-1.0", "2", 0.05)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteComparison(&b, c, "text"); err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "compare.txt", b.Bytes())
-	if _, err := Compare(t.Context(), fixture(t), "nope", "2", 0.05); err == nil || !strings.Contains(err.Error(), `run "nope": no such run`) {
-		t.Errorf("unknown label: %v", err)
-	}
-	if _, err := Compare(t.Context(), fixture(t), "1", "99", 0.05); err == nil {
-		t.Error("unknown id accepted")
-	}
+	backends(t, func(t *testing.T) {
+		c, err := Compare(t.Context(), fixture(t), "sdk-1.0", "2", 0.05)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := WriteComparison(&b, c, "text"); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "compare.txt", b.Bytes())
+		if _, err := Compare(t.Context(), fixture(t), "nope", "2", 0.05); err == nil || !strings.Contains(err.Error(), `run "nope": no such run`) {
+			t.Errorf("unknown label: %v", err)
+		}
+		if _, err := Compare(t.Context(), fixture(t), "1", "99", 0.05); err == nil {
+			t.Error("unknown id accepted")
+		}
+	})
 }
 
 var svgElement = regexp.MustCompile(`(?s)<svg.*?</svg>`)
@@ -208,74 +228,78 @@ func TestGoldenHTMLStructure(t *testing.T) {
 }
 
 func TestComparisonChoosesScenarioAndBaseline(t *testing.T) {
-	rep := build(t, Options{Last: 20, Alpha: 0.05})
-	c := rep.Comparison
-	if c == nil || c.Old.ID != 1 || c.New.ID != 2 {
-		t.Fatalf("comparison %+v, want run 1 vs run 2", c)
-	}
-	// Medians 512.5 and 802.5 ms; eight values each, completely separated:
-	// p = 2/C(16,8) = 0.000155.
-	if d := c.Deltas[0]; !d.Worse() || d.Delta != "+56.59%" || math.Abs(d.P-2.0/12870) > 1e-9 {
-		t.Errorf("recovery delta %+v, want significantly worse by +56.59%%, p=2/12870", d)
-	}
-	if len(c.Settings) != 1 || c.Settings[0].Name != "MTTR_MAX_RECONNECT_INTERVAL" {
-		t.Errorf("settings that differ %+v", c.Settings)
-	}
-	rep = build(t, Options{Last: 1, Alpha: 0.05, Baseline: "2"})
-	if rep.Comparison != nil || !strings.Contains(rep.Note, "itself") {
-		t.Errorf("baseline = newest: comparison %v, note %q", rep.Comparison, rep.Note)
-	}
-	if len(rep.Runs) != 1 || rep.Runs[0].ID != 3 {
-		t.Errorf("MTTR_LAST=1 listed %d runs", len(rep.Runs))
-	}
-	rep = build(t, Options{Last: 5, Alpha: 0.05, Baseline: "sdk-1.0"})
-	if rep.Comparison == nil || rep.Comparison.Old.ID != 1 || !strings.Contains(rep.Comparison.Why, "MTTR_BASELINE=sdk-1.0") {
-		t.Errorf("baseline by label: %+v", rep.Comparison)
-	}
-	if _, err := Build(t.Context(), fixture(t), Options{Last: 5, Alpha: 0.05, Baseline: "missing"}); err == nil || !strings.Contains(err.Error(), "MTTR_BASELINE") {
-		t.Errorf("unknown baseline: %v", err)
-	}
+	backends(t, func(t *testing.T) {
+		rep := build(t, Options{Last: 20, Alpha: 0.05})
+		c := rep.Comparison
+		if c == nil || c.Old.ID != 1 || c.New.ID != 2 {
+			t.Fatalf("comparison %+v, want run 1 vs run 2", c)
+		}
+		// Medians 512.5 and 802.5 ms; eight values each, completely separated:
+		// p = 2/C(16,8) = 0.000155.
+		if d := c.Deltas[0]; !d.Worse() || d.Delta != "+56.59%" || math.Abs(d.P-2.0/12870) > 1e-9 {
+			t.Errorf("recovery delta %+v, want significantly worse by +56.59%%, p=2/12870", d)
+		}
+		if len(c.Settings) != 1 || c.Settings[0].Name != "MTTR_MAX_RECONNECT_INTERVAL" {
+			t.Errorf("settings that differ %+v", c.Settings)
+		}
+		rep = build(t, Options{Last: 1, Alpha: 0.05, Baseline: "2"})
+		if rep.Comparison != nil || !strings.Contains(rep.Note, "itself") {
+			t.Errorf("baseline = newest: comparison %v, note %q", rep.Comparison, rep.Note)
+		}
+		if len(rep.Runs) != 1 || rep.Runs[0].ID != 3 {
+			t.Errorf("MTTR_LAST=1 listed %d runs", len(rep.Runs))
+		}
+		rep = build(t, Options{Last: 5, Alpha: 0.05, Baseline: "sdk-1.0"})
+		if rep.Comparison == nil || rep.Comparison.Old.ID != 1 || !strings.Contains(rep.Comparison.Why, "MTTR_BASELINE=sdk-1.0") {
+			t.Errorf("baseline by label: %+v", rep.Comparison)
+		}
+		if _, err := Build(t.Context(), fixture(t), Options{Last: 5, Alpha: 0.05, Baseline: "missing"}); err == nil || !strings.Contains(err.Error(), "MTTR_BASELINE") {
+			t.Errorf("unknown baseline: %v", err)
+		}
+	})
 }
 
 func TestCheck(t *testing.T) {
-	rep := build(t, Options{Last: 20, Alpha: 0.05})
-	v, err := Check(rep, 900)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.OK() || len(v.Failures) != 1 || !strings.HasPrefix(v.Failures[0], "recovery is significantly worse than run 1 (sdk-1.0)") ||
-		!slices.ContainsFunc(v.Passes, func(p string) bool { return strings.HasPrefix(p, "downstream against run 1 (sdk-1.0)") }) {
-		t.Errorf("verdict %+v", v)
-	}
-	v, _ = Check(rep, 700)
-	if len(v.Failures) != 2 || !strings.Contains(v.Failures[0], "recovery p95 820 ms exceeds MTTR_MAX_P95=700 ms") {
-		t.Errorf("verdict with a tight p95 %+v", v)
-	}
-	// The same downstream, 300 ms later in the new run, and the same
-	// recovery: only downstream fails.
-	down := rep.Comparison.Deltas[1]
-	if down.Name != "downstream" {
-		t.Fatalf("delta 1 is %s", down.Name)
-	}
-	var slower []float64
-	for _, c := range rep.Comparison.New.Cycles {
-		d, _ := c.Downstream()
-		slower = append(slower, float64(d)/1e6+300)
-	}
-	var old []float64
-	for _, c := range rep.Comparison.Old.Cycles {
-		d, _ := c.Downstream()
-		old = append(old, float64(d)/1e6)
-	}
-	rep.Comparison.Deltas = []stats.Delta{stats.CompareSamples("recovery", old, old, 0.05), stats.CompareSamples("downstream", old, slower, 0.05)}
-	if v, _ = Check(rep, 0); len(v.Failures) != 1 || !strings.HasPrefix(v.Failures[0], "downstream is significantly worse than run 1 (sdk-1.0)") {
-		t.Errorf("verdict with a slower downstream %+v", v)
-	}
-	rep.Comparison = nil
-	rep.Note = "none"
-	if v, _ = Check(rep, 0); !v.OK() {
-		t.Errorf("run 2 alone should pass: %+v", v)
-	}
+	backends(t, func(t *testing.T) {
+		rep := build(t, Options{Last: 20, Alpha: 0.05})
+		v, err := Check(rep, 900)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.OK() || len(v.Failures) != 1 || !strings.HasPrefix(v.Failures[0], "recovery is significantly worse than run 1 (sdk-1.0)") ||
+			!slices.ContainsFunc(v.Passes, func(p string) bool { return strings.HasPrefix(p, "downstream against run 1 (sdk-1.0)") }) {
+			t.Errorf("verdict %+v", v)
+		}
+		v, _ = Check(rep, 700)
+		if len(v.Failures) != 2 || !strings.Contains(v.Failures[0], "recovery p95 820 ms exceeds MTTR_MAX_P95=700 ms") {
+			t.Errorf("verdict with a tight p95 %+v", v)
+		}
+		// The same downstream, 300 ms later in the new run, and the same
+		// recovery: only downstream fails.
+		down := rep.Comparison.Deltas[1]
+		if down.Name != "downstream" {
+			t.Fatalf("delta 1 is %s", down.Name)
+		}
+		var slower []float64
+		for _, c := range rep.Comparison.New.Cycles {
+			d, _ := c.Downstream()
+			slower = append(slower, float64(d)/1e6+300)
+		}
+		var old []float64
+		for _, c := range rep.Comparison.Old.Cycles {
+			d, _ := c.Downstream()
+			old = append(old, float64(d)/1e6)
+		}
+		rep.Comparison.Deltas = []stats.Delta{stats.CompareSamples("recovery", old, old, 0.05), stats.CompareSamples("downstream", old, slower, 0.05)}
+		if v, _ = Check(rep, 0); len(v.Failures) != 1 || !strings.HasPrefix(v.Failures[0], "downstream is significantly worse than run 1 (sdk-1.0)") {
+			t.Errorf("verdict with a slower downstream %+v", v)
+		}
+		rep.Comparison = nil
+		rep.Note = "none"
+		if v, _ = Check(rep, 0); !v.OK() {
+			t.Errorf("run 2 alone should pass: %+v", v)
+		}
+	})
 }
 
 // TestCheckDeaf fails a run whose devices' messages were acknowledged again
@@ -312,12 +336,14 @@ func TestEmptyDatabase(t *testing.T) {
 // TestInterruptedCycleCountsInNothing checks that the cycle the interrupt
 // cut short is neither "not recovered" nor loss, and is still listed.
 func TestInterruptedCycleCountsInNothing(t *testing.T) {
-	rep := build(t, Options{Last: 20, Alpha: 0.05})
-	r := rep.Runs[0] // the interrupted pause run
-	if r.Interrupted != 1 || r.NotRecovered != 2 || r.Deaf != 1 || r.Lost != 2 || r.DeviceCycles != 3 || len(r.Cycles) != 4 {
-		t.Errorf("interrupted %d not recovered %d deaf %d lost %d device-cycles %d rows %d; want 1 2 1 2 3 4",
-			r.Interrupted, r.NotRecovered, r.Deaf, r.Lost, r.DeviceCycles, len(r.Cycles))
-	}
+	backends(t, func(t *testing.T) {
+		rep := build(t, Options{Last: 20, Alpha: 0.05})
+		r := rep.Runs[0] // the interrupted pause run
+		if r.Interrupted != 1 || r.NotRecovered != 2 || r.Deaf != 1 || r.Lost != 2 || r.DeviceCycles != 3 || len(r.Cycles) != 4 {
+			t.Errorf("interrupted %d not recovered %d deaf %d lost %d device-cycles %d rows %d; want 1 2 1 2 3 4",
+				r.Interrupted, r.NotRecovered, r.Deaf, r.Lost, r.DeviceCycles, len(r.Cycles))
+		}
+	})
 }
 
 // TestTrendWarning stores a run whose recovery doubles from cycle to

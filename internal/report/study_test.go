@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ import (
 // completed one.
 func studyFixture(t *testing.T) *store.Store {
 	t.Helper()
-	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "mttr.db"))
+	st, err := store.Open(t.Context(), dbRef(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,69 +84,73 @@ func buildStudy(t *testing.T, st *store.Store, label string) *StudyReport {
 }
 
 func TestGoldenStudy(t *testing.T) {
-	st := studyFixture(t)
-	rep := buildStudy(t, st, "sdk-1.0")
-	rep.Chart = "results/study-sdk-1.0.svg"
-	if rep.Completed != 4 || rep.Planned != 4 || len(rep.Cells) != 4 {
-		t.Fatalf("completed %d of %d, %d cells", rep.Completed, rep.Planned, len(rep.Cells))
-	}
-	for _, format := range []string{"text", "markdown", "csv", "json"} {
-		t.Run(format, func(t *testing.T) {
-			var b bytes.Buffer
-			if err := WriteStudy(&b, rep, format); err != nil {
-				t.Fatal(err)
-			}
-			golden(t, "study."+map[string]string{"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}[format], b.Bytes())
-			if format != "csv" && !strings.Contains(b.String(), rep.Chart) {
-				t.Errorf("%s output does not point to the chart", format)
-			}
-		})
-	}
-	var page bytes.Buffer
-	if err := WriteStudyHTML(&page, rep); err != nil {
-		t.Fatal(err)
-	}
-	svgs := svgElement.FindAllString(page.String(), -1)
-	if len(svgs) != 1 {
-		t.Fatalf("%d charts in the study page, want 1", len(svgs))
-	}
-	// Two lines (kill, stop), each with its confidence band.
-	if n := strings.Count(svgs[0], "kill") + strings.Count(svgs[0], "stop"); n < 2 {
-		t.Errorf("the chart's legend names %d faults", n)
-	}
-	golden(t, "study.html", []byte(svgElement.ReplaceAllString(page.String(), "<svg>…</svg>")))
+	backends(t, func(t *testing.T) {
+		st := studyFixture(t)
+		rep := buildStudy(t, st, "sdk-1.0")
+		rep.Chart = "results/study-sdk-1.0.svg"
+		if rep.Completed != 4 || rep.Planned != 4 || len(rep.Cells) != 4 {
+			t.Fatalf("completed %d of %d, %d cells", rep.Completed, rep.Planned, len(rep.Cells))
+		}
+		for _, format := range []string{"text", "markdown", "csv", "json"} {
+			t.Run(format, func(t *testing.T) {
+				var b bytes.Buffer
+				if err := WriteStudy(&b, rep, format); err != nil {
+					t.Fatal(err)
+				}
+				golden(t, "study."+map[string]string{"text": "txt", "markdown": "md", "csv": "csv", "json": "json"}[format], b.Bytes())
+				if format != "csv" && !strings.Contains(b.String(), rep.Chart) {
+					t.Errorf("%s output does not point to the chart", format)
+				}
+			})
+		}
+		var page bytes.Buffer
+		if err := WriteStudyHTML(&page, rep); err != nil {
+			t.Fatal(err)
+		}
+		svgs := svgElement.FindAllString(page.String(), -1)
+		if len(svgs) != 1 {
+			t.Fatalf("%d charts in the study page, want 1", len(svgs))
+		}
+		// Two lines (kill, stop), each with its confidence band.
+		if n := strings.Count(svgs[0], "kill") + strings.Count(svgs[0], "stop"); n < 2 {
+			t.Errorf("the chart's legend names %d faults", n)
+		}
+		golden(t, "study.html", []byte(svgElement.ReplaceAllString(page.String(), "<svg>…</svg>")))
 
-	// The newest study when none is named; a cell with only an
-	// interrupted run shows it, and counts as not completed.
-	latest := buildStudy(t, st, "")
-	if latest.Label != "sdk-1.1" || latest.Completed != 3 {
-		t.Errorf("latest study %s, %d completed", latest.Label, latest.Completed)
-	}
-	if _, err := BuildStudy(t.Context(), st, "nope", 0.05); err == nil || !strings.Contains(err.Error(), `study "nope": no such study`) {
-		t.Errorf("unknown study: %v", err)
-	}
+		// The newest study when none is named; a cell with only an
+		// interrupted run shows it, and counts as not completed.
+		latest := buildStudy(t, st, "")
+		if latest.Label != "sdk-1.1" || latest.Completed != 3 {
+			t.Errorf("latest study %s, %d completed", latest.Label, latest.Completed)
+		}
+		if _, err := BuildStudy(t.Context(), st, "nope", 0.05); err == nil || !strings.Contains(err.Error(), `study "nope": no such study`) {
+			t.Errorf("unknown study: %v", err)
+		}
+	})
 }
 
 func TestGoldenStudyCompare(t *testing.T) {
-	st := studyFixture(t)
-	c, err := CompareStudies(t.Context(), st, "sdk-1.0", "sdk-1.1", 0.05)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := WriteStudyComparison(&b, c, "text"); err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "study-compare.txt", b.Bytes())
-	sig := map[string]bool{}
-	for _, cell := range c.Cells {
-		sig[cell.Cell] = cell.Recovery.Significant
-	}
-	want := map[string]bool{"fault kill, keep-dead 1s, 1 device(s)": false, "fault kill, keep-dead 5s, 1 device(s)": false,
-		"fault stop, keep-dead 1s, 1 device(s)": false, "fault stop, keep-dead 5s, 1 device(s)": true}
-	if fmt.Sprint(sig) != fmt.Sprint(want) {
-		t.Errorf("significant cells %v, want %v", sig, want)
-	}
+	backends(t, func(t *testing.T) {
+		st := studyFixture(t)
+		c, err := CompareStudies(t.Context(), st, "sdk-1.0", "sdk-1.1", 0.05)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := WriteStudyComparison(&b, c, "text"); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, "study-compare.txt", b.Bytes())
+		sig := map[string]bool{}
+		for _, cell := range c.Cells {
+			sig[cell.Cell] = cell.Recovery.Significant
+		}
+		want := map[string]bool{"fault kill, keep-dead 1s, 1 device(s)": false, "fault kill, keep-dead 5s, 1 device(s)": false,
+			"fault stop, keep-dead 1s, 1 device(s)": false, "fault stop, keep-dead 5s, 1 device(s)": true}
+		if fmt.Sprint(sig) != fmt.Sprint(want) {
+			t.Errorf("significant cells %v, want %v", sig, want)
+		}
+	})
 }
 
 // TestGoldenStudyCharts checks the study's chart byte for byte, and the

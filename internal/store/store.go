@@ -409,10 +409,16 @@ func (s *Store) SetImage(ctx context.Context, id int64, imageID, engineVersion s
 	return nil
 }
 
-// FinishRun sets a run's final status, its end time and error text.
+// FinishRun sets a run's final status, its end time (now) and error text.
 func (s *Store) FinishRun(ctx context.Context, id int64, status, errText string) error {
+	return s.FinishRunAt(ctx, id, status, errText, time.Now())
+}
+
+// FinishRunAt is FinishRun with the end time given: a run that ended
+// elsewhere.
+func (s *Store) FinishRunAt(ctx context.Context, id int64, status, errText string, at time.Time) error {
 	_, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
-		status, errText, time.Now().UnixNano(), id)
+		status, errText, at.UnixNano(), id)
 	if err != nil {
 		return fmt.Errorf("store: finish run %d: %w", id, err)
 	}
