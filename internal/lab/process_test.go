@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/pgtest"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -95,4 +97,45 @@ func brokerProcesses(t *testing.T, port int) []int {
 		}
 	}
 	return pids
+}
+
+// TestMttrPostgres makes one short run, against the broker as a local
+// process, stored in PostgreSQL (MTTR_TEST_POSTGRES): every cycle is
+// there, and the report and the check read it.
+func TestMttrPostgres(t *testing.T) {
+	requireNode(t)
+	ref := pgtest.URL(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	cfg := config.Defaults
+	cfg.Broker, cfg.Fault = "process", "stop"
+	cfg.CertDir, cfg.CertDays = t.TempDir(), 1
+	cfg.Port = dockertest.FreePort(t)
+	cfg.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
+	cfg.DB = ref
+	cfg.HTML = filepath.Join(t.TempDir(), "report.html")
+	cfg.RestartCount = 2
+	cfg.KeepRunning, cfg.KeepDead = 500*time.Millisecond, time.Second
+	cfg.SendInterval, cfg.MaxReconnectInterval = 100*time.Millisecond, time.Second
+	cfg.ReadyTimeout, cfg.RecoveryTimeout = 30*time.Second, 30*time.Second
+	var out bytes.Buffer
+	l := &Lab{Config: cfg, Out: &out, BuildDir: filepath.Join("..", "..", "aedes")}
+	run, rows := runMttr(t, l)
+	if run.Status != store.StatusCompleted || len(rows) != 2 {
+		t.Fatalf("run %+v with %d rows\n%s", run, len(rows), out.String())
+	}
+	for _, c := range rows {
+		if _, ok := c.Recovery(); !ok {
+			t.Errorf("cycle %d: no recovery: %+v", c.Cycle, c)
+		}
+	}
+	l.Out = &out
+	if err := l.Report(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Check(t.Context()); err != nil && !strings.Contains(err.Error(), "check:") {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "stored in postgres://") {
+		t.Errorf("the run does not say where it was stored:\n%s", out.String())
+	}
 }
