@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mttrlab/mttr/internal/pgtest"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
@@ -151,6 +152,61 @@ func BenchmarkStudyReport(b *testing.B) {
 			b.Fatal(err)
 		}
 		if err := WriteStudyHTML(io.Discard, rep); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReportMillionRowsPostgres is BenchmarkReportMillionRows with the
+// rows in PostgreSQL (MTTR_TEST_POSTGRES), made by the server itself.
+//
+//	MTTR_TEST_POSTGRES=postgres://… go test ./internal/report -run '^$' -bench MillionRowsPostgres -benchtime 3x
+func BenchmarkReportMillionRowsPostgres(b *testing.B) {
+	const runs, cycles, devices = 1000, 100, 10
+	ref := pgtest.URL(b)
+	w, err := store.Open(context.Background(), ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	for _, q := range []string{
+		fmt.Sprintf(`INSERT INTO runs (id, started_at, finished_at, status, fault, keep_alive_ms, keep_dead_ms, keep_running_ms,
+			devices, cycles_planned, config_json, tool_version, engine_version, image_id, host)
+			SELECT r, %d + r * 1000000000000, %d + r * 1000000000000 + 100000000000, 'completed', 'stop', 15000, 7500, 10000, %d, %d, '{}', 't', 'e', 'i', 'localhost'
+			FROM generate_series(1, %d) AS r`, t0, t0, devices, cycles, runs),
+		fmt.Sprintf(`INSERT INTO cycles (run_id, cycle, device, fault_at, lost_at, healed_at, ready_at, reconnected_at, first_ack_at,
+			last_ack_before_at, reconnect_attempts, published, acknowledged, delivered)
+			SELECT r, c, 'dev-' || (d + 1), f, f + 1000000, f + 7500000000, f + 7600000000, f + 7600000000 + rec - 2000000, f + 7600000000 + rec, f - 1000000000, 1, 6, 6, 6
+			FROM generate_series(1, %d) AS r, generate_series(1, %d) AS c, generate_series(0, %d) AS d,
+			LATERAL (SELECT %d + r * 1000000000000 + c * 20000000000 AS f, (400 + (r * 7 + c * 13 + d * 31) %% 300) * 1000000 AS rec) AS x`,
+			runs, cycles, devices-1, t0),
+		`ANALYZE`,
+	} {
+		if _, err := w.DB().Exec(q); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.Close()
+	b.Logf("built %d cycle rows in %s", runs*cycles*devices, time.Since(start).Round(time.Millisecond))
+	st, err := store.OpenReadOnly(context.Background(), ref)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		rep, err := Build(context.Background(), st, Options{Last: 20, Alpha: 0.05})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rep.Comparison == nil || len(rep.Runs) != 20 {
+			b.Fatalf("report has %d runs, comparison %v", len(rep.Runs), rep.Comparison != nil)
+		}
+		if err := Write(io.Discard, rep, "text"); err != nil {
+			b.Fatal(err)
+		}
+		if err := WriteHTML(io.Discard, rep); err != nil {
 			b.Fatal(err)
 		}
 	}
