@@ -99,40 +99,70 @@ func brokerProcesses(t *testing.T, port int) []int {
 	return pids
 }
 
-// TestMttrPostgres makes one short run, against the broker as a local
-// process, stored in PostgreSQL (MTTR_TEST_POSTGRES): every cycle is
-// there, and the report and the check read it.
+// TestMttrPostgres makes two short runs at once, each against a broker of
+// its own as a local process, stored in one PostgreSQL database
+// (MTTR_TEST_POSTGRES): both complete with every cycle stored, each under
+// its own id and this machine's name, and the report and the check read
+// them.
 func TestMttrPostgres(t *testing.T) {
 	requireNode(t)
 	ref := pgtest.URL(t)
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	cfg := config.Defaults
-	cfg.Broker, cfg.Fault = "process", "stop"
-	cfg.CertDir, cfg.CertDays = t.TempDir(), 1
-	cfg.Port = dockertest.FreePort(t)
-	cfg.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
-	cfg.DB = ref
-	cfg.HTML = filepath.Join(t.TempDir(), "report.html")
-	cfg.RestartCount = 2
-	cfg.KeepRunning, cfg.KeepDead = 500*time.Millisecond, time.Second
-	cfg.SendInterval, cfg.MaxReconnectInterval = 100*time.Millisecond, time.Second
-	cfg.ReadyTimeout, cfg.RecoveryTimeout = 30*time.Second, 30*time.Second
-	var out bytes.Buffer
-	l := &Lab{Config: cfg, Out: &out, BuildDir: filepath.Join("..", "..", "aedes")}
-	run, rows := runMttr(t, l)
-	if run.Status != store.StatusCompleted || len(rows) != 2 {
-		t.Fatalf("run %+v with %d rows\n%s", run, len(rows), out.String())
+	certDir := t.TempDir()
+	lab := func() (*Lab, *bytes.Buffer) {
+		cfg := config.Defaults
+		cfg.Broker, cfg.Fault = "process", "stop"
+		cfg.CertDir, cfg.CertDays = certDir, 1
+		cfg.Port = dockertest.FreePort(t)
+		cfg.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
+		cfg.DB = ref
+		cfg.HTML = filepath.Join(t.TempDir(), "report.html")
+		cfg.RestartCount = 2
+		cfg.KeepRunning, cfg.KeepDead = 500*time.Millisecond, time.Second
+		cfg.SendInterval, cfg.MaxReconnectInterval = 100*time.Millisecond, time.Second
+		cfg.ReadyTimeout, cfg.RecoveryTimeout = 30*time.Second, 30*time.Second
+		out := new(bytes.Buffer)
+		return &Lab{Config: cfg, Out: out, BuildDir: filepath.Join("..", "..", "aedes")}, out
 	}
-	for _, c := range rows {
-		if _, ok := c.Recovery(); !ok {
-			t.Errorf("cycle %d: no recovery: %+v", c.Cycle, c)
+	// The broker's sources are installed once, before the two start.
+	first, out := lab()
+	runMttr(t, first)
+	a, outA := lab()
+	b, outB := lab()
+	type result struct {
+		id  int64
+		err error
+	}
+	done := make(chan result, 2)
+	for _, l := range []*Lab{a, b} {
+		go func() {
+			id, err := l.Mttr(t.Context())
+			done <- result{id, err}
+		}()
+	}
+	ids := map[int64]bool{}
+	for range 2 {
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("a concurrent run: %v\n%s\n%s", r.err, outA, outB)
+		}
+		ids[r.id] = true
+	}
+	machine, _ := os.Hostname()
+	for id := range ids {
+		run, rows := readRun(t, ref, id)
+		if run.Status != store.StatusCompleted || len(rows) != 2 || run.Machine != machine {
+			t.Errorf("run %d: %s on %q with %d rows", id, run.Status, run.Machine, len(rows))
 		}
 	}
-	l.Out = &out
-	if err := l.Report(t.Context()); err != nil {
+	if len(ids) != 2 {
+		t.Errorf("run ids %v", ids)
+	}
+	first.Out = out
+	if err := first.Report(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Check(t.Context()); err != nil && !strings.Contains(err.Error(), "check:") {
+	if err := first.Check(t.Context()); err != nil && !strings.Contains(err.Error(), "check:") {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "stored in postgres://") {
