@@ -56,6 +56,16 @@ func Compare(ctx context.Context, a, b string) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Compare(ctx, a, b) })
 }
 
+// Export writes the runs named by what (run ids, run labels or study labels, comma-separated) from MTTR_DB, with their cycles and studies, to the SQLite file file (MTTR_DB).
+func Export(ctx context.Context, what, file string) error {
+	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Export(ctx, what, file) })
+}
+
+// Import loads the runs of the SQLite file file (an export) into MTTR_DB under new ids, skipping those it has already (MTTR_DB).
+func Import(ctx context.Context, file string) error {
+	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Import(ctx, file) })
+}
+
 // Check fails when the newest completed run regressed: p95 over MTTR_MAX_P95, a device not recovered in either direction, or recovery or downstream significantly worse than its baseline (MTTR_DB, MTTR_BASELINE, MTTR_ALPHA, MTTR_MAX_P95).
 func Check(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Check(ctx) })

@@ -24,7 +24,7 @@ func TestMagefileTargets(t *testing.T) {
 	}
 	for target, verb := range map[string]string{
 		"certs": "writes", "image": "builds", "rmi": "removes", "up": "runs", "down": "stops", "send": "connects",
-		"mttr": "runs", "report": "prints", "compare": "compares", "check": "fails",
+		"mttr": "runs", "report": "prints", "compare": "compares", "check": "fails", "export": "writes", "import": "loads",
 	} {
 		if !strings.Contains(string(out), "  "+target+" ") || !strings.Contains(string(out), " "+verb+" ") {
 			t.Errorf("mage -l lacks %q with %q:\n%s", target, verb, out)

@@ -1,0 +1,74 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/mttrlab/mttr/internal/store"
+)
+
+// Export writes the runs what names (comma-separated run ids, run labels
+// or study labels) from MTTR_DB, with their cycles and studies, to the
+// SQLite file file, created if missing: an artifact a CI runner can keep.
+// Runs the file has already are skipped.
+func (l *Lab) Export(ctx context.Context, what, file string) error {
+	if store.IsPostgres(file) {
+		return fmt.Errorf("export %s: writes an SQLite file; to fill another PostgreSQL database, import the file there", store.Shown(file))
+	}
+	src, err := l.openResults(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	var refs []string
+	for _, r := range strings.Split(what, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			refs = append(refs, r)
+		}
+	}
+	if len(refs) == 0 {
+		return fmt.Errorf("export: name the runs: run ids, run labels or study labels, comma-separated")
+	}
+	runs, err := src.Select(ctx, refs)
+	if err != nil {
+		return fmt.Errorf("export from %s: %w", store.Shown(l.Config.DB), err)
+	}
+	dst, err := store.Open(ctx, file)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	got, err := dst.Copy(ctx, src, runs)
+	if err != nil {
+		return fmt.Errorf("export to %s: %w", file, err)
+	}
+	l.printf("exported %d runs (%d cycle rows) to %s; %d it had already\n", got.Runs, got.Cycles, file, got.Skipped)
+	return nil
+}
+
+// Import loads every run of the SQLite file file (an export) into MTTR_DB,
+// under ids MTTR_DB gives them; runs it has already (the same machine,
+// process and start) are skipped, so importing twice imports once.
+func (l *Lab) Import(ctx context.Context, file string) error {
+	src, err := store.OpenReadOnly(ctx, file)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", file, err)
+	}
+	defer src.Close()
+	runs, err := src.AllRuns(ctx)
+	if err != nil {
+		return err
+	}
+	dst, err := store.Open(ctx, l.Config.DB)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	got, err := dst.Copy(ctx, src, runs)
+	if err != nil {
+		return fmt.Errorf("import %s into %s: %w", file, store.Shown(l.Config.DB), err)
+	}
+	l.printf("imported %d runs (%d cycle rows) from %s into %s; %d it had already\n", got.Runs, got.Cycles, file, store.Shown(l.Config.DB), got.Skipped)
+	return nil
+}
