@@ -67,6 +67,7 @@ type Config struct {
 	C2DInterval          time.Duration // MTTR_C2D_INTERVAL: between commands sent to each device
 	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
 	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
+	StoreGrace           time.Duration // MTTR_STORE_GRACE: how long a run's end retries a store that refuses its rows before writing them to a rescue file
 	Study                string        // MTTR_STUDY: the label of the study the run or runs belong to
 	StudySeed            uint64        // MTTR_STUDY_SEED: the seed of a new study's order; 0 draws one
 	// Cells are a study's combinations, one run each, every one resolved
@@ -154,6 +155,7 @@ var Defaults = Config{
 	QoS:                  1,
 	Client:               "paho",
 	DB:                   "results/mttr.db",
+	StoreGrace:           30 * time.Second,
 
 	Last:   20,
 	Alpha:  0.05,
@@ -315,6 +317,7 @@ func load(lookup func(string) (string, bool)) (Config, error) {
 	r.oneOf("MTTR_CLIENT", &c.Client, []string{"paho", "external"})
 	r.str("MTTR_CLIENT_CMD", &c.ClientCmd)
 	r.str("MTTR_DB", &c.DB)
+	r.duration("MTTR_STORE_GRACE", &c.StoreGrace)
 	r.count("MTTR_LAST", &c.Last)
 	r.str("MTTR_BASELINE", &c.Baseline)
 	r.positive("MTTR_ALPHA", &c.Alpha)
@@ -430,7 +433,7 @@ func (c Config) withinLimits() error {
 		{"MTTR_KEEP_RUNNING", c.KeepRunning}, {"MTTR_KEEP_DEAD", c.KeepDead},
 		{"MTTR_RECOVERY_TIMEOUT", c.RecoveryTimeout}, {"MTTR_PING_TIMEOUT", c.PingTimeout},
 		{"MTTR_CONNECT_TIMEOUT", c.ConnectTimeout}, {"MTTR_MAX_RECONNECT_INTERVAL", c.MaxReconnectInterval},
-		{"MTTR_CONNECT_RETRY_INTERVAL", c.ConnectRetryInterval}, {"MTTR_MAX_P95", c.MaxP95}, {"MTTR_C2D_INTERVAL", c.C2DInterval},
+		{"MTTR_CONNECT_RETRY_INTERVAL", c.ConnectRetryInterval}, {"MTTR_STORE_GRACE", c.StoreGrace}, {"MTTR_MAX_P95", c.MaxP95}, {"MTTR_C2D_INTERVAL", c.C2DInterval},
 	} {
 		if d.v > MaxDuration {
 			return fmt.Errorf("%s=%s: at most %s", d.name, d.v, MaxDuration)
@@ -475,6 +478,7 @@ func (c Config) Vars() map[string]string {
 	}
 	return map[string]string{
 		"MTTR_STUDY":                  c.Study,
+		"MTTR_STORE_GRACE":            d(c.StoreGrace),
 		"MTTR_STUDY_SEED":             seed,
 		"MTTR_HOST":                   c.Host,
 		"MTTR_CERT_DIR":               c.CertDir,

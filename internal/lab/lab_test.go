@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,4 +262,53 @@ func TestAbandonNotedRuns(t *testing.T) {
 	if len(notes) != 1 || !strings.HasPrefix(notes[0].Name(), machine+":"+strconv.Itoa(os.Getpid())) {
 		t.Errorf("notes left: %v, want the live run's only", notes)
 	}
+}
+
+// lineWatch keeps what is written to it and closes, for each string
+// registered with on, its channel once the output contains that string.
+type lineWatch struct {
+	mu    sync.Mutex
+	b     strings.Builder
+	waits map[string]chan struct{}
+}
+
+// on returns a channel closed once the output contains s.
+func (w *lineWatch) on(s string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waits == nil {
+		w.waits = map[string]chan struct{}{}
+	}
+	ch, ok := w.waits[s]
+	if !ok {
+		ch = make(chan struct{})
+		w.waits[s] = ch
+		w.check()
+	}
+	return ch
+}
+
+func (w *lineWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	w.check()
+	return len(p), nil
+}
+
+// check closes the channels of strings the output now contains; w.mu is
+// held.
+func (w *lineWatch) check() {
+	for s, ch := range w.waits {
+		if ch != nil && strings.Contains(w.b.String(), s) {
+			close(ch)
+			w.waits[s] = nil
+		}
+	}
+}
+
+func (w *lineWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -97,18 +98,25 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 		unnote = func() {}
 	}
 	defer unnote() // after the run is finished, below
+	run.ID = runID
+	rec := &runRecord{db: db, run: run, printf: l.printf, grace: cfg.StoreGrace,
+		rescue: filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d.db", runID))}
+	// finish records the outcome; a store that will not take it turns
+	// even a completed run into an error naming the rescue file.
+	var storeErr error
 	finish := func(status string, err error) {
 		text := ""
 		if err != nil {
 			text = err.Error()
 		}
-		if ferr := db.FinishRun(context.WithoutCancel(ctx), runID, status, text); ferr != nil {
-			l.printf("%v\n", ferr)
+		storeErr = rec.finish(ctx, status, text, status == store.StatusInterrupted)
+		if storeErr != nil {
+			l.printf("%v\n", storeErr)
 		}
 	}
 
 	var cleanup cleanups
-	sum, runErr := l.experiment(ctx, bed, db, runID, id, tlsConf, &cleanup)
+	sum, runErr := l.experiment(ctx, bed, rec, id, tlsConf, &cleanup)
 	// Record the outcome first: after an interrupt the process may be
 	// given only a few seconds.
 	defer cleanup.run(ctx)
@@ -129,6 +137,9 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	}
 	l.printf("\n")
 	sum.Print(l.Out)
+	if storeErr != nil {
+		return runID, fmt.Errorf("run %d completed %d cycles: %w", runID, sum.Cycles, storeErr)
+	}
 	l.printf("run %d completed: %d cycles × %d devices stored in %s\n", runID, sum.Cycles, cfg.Devices, store.Shown(cfg.DB))
 	return runID, nil
 }
@@ -151,7 +162,8 @@ func (c cleanups) run(ctx context.Context) {
 
 // experiment starts the broker and the devices and runs the cycles. What it
 // started is stopped by cleanup, whatever happened.
-func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runID int64, id device.Identity, tlsConf *tls.Config, cleanup *cleanups) (mttr.Summary, error) {
+func (l *Lab) experiment(ctx context.Context, bed testBed, rec *runRecord, id device.Identity, tlsConf *tls.Config, cleanup *cleanups) (mttr.Summary, error) {
+	runID := rec.run.ID
 	cfg := l.Config
 	verifierID := id.DeviceID + "-verifier"
 	var watch *externalWatch
@@ -265,7 +277,7 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, db *store.Store, runI
 		Cycles: cfg.RestartCount, KeepRunning: cfg.KeepRunning, KeepRunningJitter: cfg.KeepRunningJitter, KeepDead: cfg.KeepDead,
 		RecoveryTimeout: cfg.RecoveryTimeout, QoS: byte(cfg.QoS),
 	}
-	sink := func(ctx context.Context, rows []mttr.Cycle) error { return db.SaveCycle(ctx, runID, rows) }
+	sink := rec.save
 	// Devices on a network path dial the broker's own address, past the
 	// path of Docker's that can hold a SYN; one that the fault holds is the
 	// device's own wait, part of its recovery.

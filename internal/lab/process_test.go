@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -167,5 +168,82 @@ func TestMttrPostgres(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "stored in postgres://") {
 		t.Errorf("the run does not say where it was stored:\n%s", out.String())
+	}
+}
+
+// TestStoreGoesAway kills the PostgreSQL server of a run after its first
+// cycle, as documented (README "Results database"): the run goes on and
+// keeps its cycles. Brought back before the run ends, the server gets them
+// all; left down, they go to the rescue file, which mage import loads
+// once the server is back. Either way no finished cycle is lost.
+func TestStoreGoesAway(t *testing.T) {
+	requireNode(t)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	certDir := t.TempDir()
+	for _, back := range []bool{true, false} {
+		t.Run(map[bool]string{true: "back", false: "gone"}[back], func(t *testing.T) {
+			srv := pgtest.StartServer(t)
+			cfg := config.Defaults
+			cfg.Broker, cfg.Fault = "process", "stop"
+			cfg.CertDir, cfg.CertDays = certDir, 1
+			cfg.Port = dockertest.FreePort(t)
+			cfg.BrokerAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Port))
+			cfg.DB = srv.URL
+			cfg.HTML = filepath.Join(t.TempDir(), "report.html")
+			cfg.RestartCount = 4
+			cfg.KeepRunning, cfg.KeepDead = 500*time.Millisecond, time.Second
+			cfg.SendInterval, cfg.MaxReconnectInterval = 100*time.Millisecond, time.Second
+			cfg.ReadyTimeout, cfg.RecoveryTimeout = 30*time.Second, 30*time.Second
+			cfg.StoreGrace = 2 * time.Second
+			out := &lineWatch{}
+			first, third := out.on("cycle 1/4"), out.on("cycle 3/4")
+			l := &Lab{Config: cfg, Out: out, BuildDir: filepath.Join("..", "..", "aedes")}
+			type result struct {
+				id  int64
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				id, err := l.Mttr(t.Context())
+				done <- result{id, err}
+			}()
+			<-first
+			srv.Stop(t)
+			if back {
+				<-third
+				srv.Start(t)
+			}
+			res := <-done
+			text := out.String()
+			rescue := filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d.db", res.id))
+			if back {
+				if res.err != nil {
+					t.Fatalf("run: %v\n%s", res.err, text)
+				}
+				for _, want := range []string{"refused cycle", "took the waiting cycles again"} {
+					if !strings.Contains(text, want) {
+						t.Errorf("output lacks %q:\n%s", want, text)
+					}
+				}
+			} else {
+				if res.err == nil || !strings.Contains(res.err.Error(), rescue) || !strings.Contains(res.err.Error(), "mage import") {
+					t.Fatalf("run with its store gone: %v\n%s", res.err, text)
+				}
+				srv.Start(t)
+				imp := &Lab{Config: cfg, Out: new(bytes.Buffer)}
+				if err := imp.Import(t.Context(), rescue); err != nil {
+					t.Fatal(err)
+				}
+			}
+			run, rows := readRun(t, srv.URL, res.id)
+			if run.Status != store.StatusCompleted || len(rows) != 4 {
+				t.Errorf("run %s with %d cycles, want completed with 4", run.Status, len(rows))
+			}
+			for _, c := range rows {
+				if _, ok := c.Recovery(); !ok {
+					t.Errorf("cycle %d: no recovery", c.Cycle)
+				}
+			}
+		})
 	}
 }

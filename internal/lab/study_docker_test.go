@@ -7,33 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/store"
 )
-
-// signalWriter passes writes on to w and closes seen once what was
-// written contains want.
-type signalWriter struct {
-	mu   sync.Mutex
-	w    strings.Builder
-	want string
-	seen chan struct{}
-	once sync.Once
-}
-
-func (s *signalWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.w.Write(p)
-	if strings.Contains(s.w.String(), s.want) {
-		s.once.Do(func() { close(s.seen) })
-	}
-	return len(p), nil
-}
 
 // TestDockerStudy runs a 2 × 2 study (stop, kill × two keep-deads),
 // interrupts it once its first run has completed, resumes it, and checks
@@ -55,13 +34,14 @@ func TestDockerStudy(t *testing.T) {
 	base.Config.Study, base.Config.StudySeed = "s2x2", 7
 
 	// Interrupted as soon as its first run has completed.
-	out := &signalWriter{want: "completed: 1 cycles", seen: make(chan struct{})}
+	out := &lineWatch{}
+	firstDone := out.on("completed: 1 cycles")
 	first := *base
 	first.Out = out
 	ctx, cancel := context.WithCancel(t.Context())
 	go func() {
 		select {
-		case <-out.seen:
+		case <-firstDone:
 		case <-ctx.Done():
 		}
 		cancel()
@@ -69,7 +49,7 @@ func TestDockerStudy(t *testing.T) {
 	_, err := first.Mttr(ctx)
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "study s2x2 interrupted") || !strings.Contains(err.Error(), "resume with MTTR_STUDY=s2x2") {
-		t.Fatalf("interrupted study: %v\n%s", err, out.w.String())
+		t.Fatalf("interrupted study: %v\n%s", err, out.String())
 	}
 	completed := studyRuns(t, base.Config.DB, "s2x2")
 	if n := countCompleted(completed); n != 1 {

@@ -1,8 +1,8 @@
 // Package pgtest gives tests a PostgreSQL database of their own: a fresh
 // schema in the database MTTR_TEST_POSTGRES names (a postgres:// URL),
-// dropped when the test ends. Without MTTR_TEST_POSTGRES the test is
-// skipped, unless MTTR_REQUIRE_POSTGRES=1 (set by .ci/run) makes that a
-// failure.
+// dropped when the test ends, or a whole server of their own that they
+// can stop and start (StartServer). Without them the test is skipped,
+// unless MTTR_REQUIRE_POSTGRES=1 (set by .ci/run) makes that a failure.
 package pgtest
 
 import (
@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,4 +78,86 @@ func URL(t testing.TB) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// Server is a PostgreSQL server of a test's own, on a Unix socket in a
+// temporary directory, that the test can stop and start again: a database
+// that goes away in the middle of a run. As root it runs as the postgres
+// user, which PostgreSQL requires.
+type Server struct {
+	URL  string // its database mttr, as MTTR_DB takes it
+	bin  string // the directory of initdb and pg_ctl
+	dir  string
+	port int
+	user string // who runs it; empty: this process's user
+	up   bool
+}
+
+// StartServer makes and starts a Server, stopped when the test ends. It
+// skips the test when PostgreSQL's programs are not installed, unless
+// MTTR_REQUIRE_POSTGRES=1.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(bins) == 0 {
+		if Required() {
+			t.Fatal("MTTR_REQUIRE_POSTGRES=1 but PostgreSQL's initdb is not installed (Debian: postgresql)")
+		}
+		t.Skip("no PostgreSQL server programs (Debian: postgresql)")
+	}
+	// Not t.TempDir: its parent is private to this user, and the server
+	// may run as another.
+	dir, err := os.MkdirTemp("", "mttr-pgtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &Server{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, port: 56000 + os.Getpid()%1000}
+	if os.Geteuid() == 0 {
+		s.user = "postgres"
+		if err := exec.Command("chown", "-R", s.user, s.dir).Run(); err != nil {
+			t.Fatalf("chown %s: %v", s.dir, err)
+		}
+	}
+	s.run(t, "initdb", "-D", filepath.Join(s.dir, "data"), "-A", "trust", "-U", "postgres")
+	s.Start(t)
+	t.Cleanup(func() { s.Stop(t) })
+	s.run(t, "psql", "-h", s.dir, "-p", fmt.Sprint(s.port), "-U", "postgres", "-qc", "CREATE DATABASE mttr")
+	s.URL = fmt.Sprintf("postgres://postgres@/mttr?host=%s&port=%d", url.QueryEscape(s.dir), s.port)
+	return s
+}
+
+// Start starts the server and returns once it accepts connections.
+func (s *Server) Start(t testing.TB) {
+	t.Helper()
+	s.run(t, "pg_ctl", "-D", filepath.Join(s.dir, "data"), "-l", filepath.Join(s.dir, "log"), "-w",
+		"-o", fmt.Sprintf("-k %s -p %d -c listen_addresses=''", s.dir, s.port), "start")
+	s.up = true
+}
+
+// Stop kills the server at once (immediate shutdown: every connection
+// dropped, as a crash would).
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	if s.up {
+		s.run(t, "pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
+		s.up = false
+	}
+}
+
+func (s *Server) run(t testing.TB, tool string, args ...string) {
+	t.Helper()
+	bin := filepath.Join(s.bin, tool)
+	if tool == "psql" {
+		if p, err := exec.LookPath("psql"); err == nil {
+			bin = p
+		}
+	}
+	cmd := exec.Command(bin, args...)
+	if s.user != "" {
+		cmd = exec.Command("runuser", append([]string{"-u", s.user, "--", bin}, args...)...)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
+	}
 }

@@ -65,19 +65,29 @@ type Copied struct {
 
 // Copy writes runs of from, with their cycles and their studies, into s,
 // under ids s gives them. A run s has already (the same machine, process
-// and start) is skipped, so copying twice copies once; a study s has (the
-// same label) is reused when its plan is the same, and refused when not.
+// and start) gets only the cycles it lacks, and its outcome while it is
+// still running there (a rescue file's); with nothing to add it is
+// skipped, so copying twice copies once. A study s has (the same label)
+// is reused when its plan is the same, and refused when not.
 func (s *Store) Copy(ctx context.Context, from *Store, runs []Run) (Copied, error) {
 	var c Copied
 	studies := map[int64]int64{} // from's study id → s's
 	for _, r := range runs {
-		var have int
-		if err := s.queryRow(ctx, `SELECT count(*) FROM runs WHERE machine = ? AND pid = ? AND started_at = ?`,
-			r.Machine, r.PID, r.StartedAt.UnixNano()).Scan(&have); err != nil {
+		have, err := s.queryRuns(ctx, `WHERE machine = ? AND pid = ? AND started_at = ?`, r.Machine, r.PID, r.StartedAt.UnixNano())
+		if err != nil {
 			return c, fmt.Errorf("store: copy run %d: %w", r.ID, err)
 		}
-		if have > 0 {
-			c.Skipped++
+		if len(have) > 0 {
+			added, err := s.complete(ctx, have[0], from, r)
+			if err != nil {
+				return c, err
+			}
+			if added < 0 {
+				c.Skipped++
+			} else {
+				c.Runs++
+				c.Cycles += added
+			}
 			continue
 		}
 		if r.StudyID != 0 {
@@ -132,6 +142,59 @@ func (s *Store) copyRun(ctx context.Context, r Run, cycles []mttr.Cycle) (err er
 		i = j
 	}
 	return nil
+}
+
+// complete gives have, s's copy of from's run r, the cycles of r it
+// lacks and, while have is still running (or was marked abandoned), r's
+// outcome: what a rescue file brings once the store is back. It returns how many cycles it added, or
+// -1 when it changed nothing.
+func (s *Store) complete(ctx context.Context, have Run, from *Store, r Run) (int, error) {
+	theirs, err := from.Cycles(ctx, r.ID)
+	if err != nil {
+		return 0, err
+	}
+	ours, err := s.Cycles(ctx, have.ID)
+	if err != nil {
+		return 0, err
+	}
+	type key struct {
+		cycle  int
+		device string
+	}
+	known := map[key]bool{}
+	for _, c := range ours {
+		known[key{c.Cycle, c.Device}] = true
+	}
+	var missing []mttr.Cycle
+	for _, c := range theirs {
+		if !known[key{c.Cycle, c.Device}] {
+			missing = append(missing, c)
+		}
+	}
+	for i := 0; i < len(missing); {
+		j := i
+		for j < len(missing) && missing[j].Cycle == missing[i].Cycle {
+			j++
+		}
+		if err := s.SaveCycle(ctx, have.ID, missing[i:j]); err != nil {
+			return 0, err
+		}
+		i = j
+	}
+	changed := len(missing) > 0
+	// Running, or marked abandoned by a later run that found its process
+	// gone: the source knows how it ended.
+	if (have.Status == StatusRunning || have.Status == StatusAbandoned) && r.Status != StatusRunning && r.Status != have.Status {
+		if _, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
+			r.Status, r.Error, null(unixNano(r)), have.ID); err != nil {
+			return 0, fmt.Errorf("store: complete run %d: %w", have.ID, err)
+		}
+		changed = true
+	}
+	if !changed {
+		return -1, nil
+	}
+	return len(missing), nil
 }
 
 // unixNano is when r finished, or 0 while it runs.

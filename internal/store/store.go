@@ -460,6 +460,16 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 	return nil
 }
 
+// IsDuplicate reports whether err is the database refusing a row whose key
+// it has already: a cycle written twice.
+func IsDuplicate(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "SQLSTATE 23505")
+}
+
 // b2i stores a flag as 0 or 1: an INTEGER (BIGINT) column in both
 // databases.
 func b2i(b bool) int {

@@ -90,8 +90,8 @@ func TestRunLifecycle(t *testing.T) {
 		if err := s.DB().QueryRowContext(ctx, `SELECT recovery_ms FROM cycles WHERE device = 'd-2'`).Scan(&missing); err != nil || missing != nil {
 			t.Errorf("recovery_ms of a device without first ack = %v, %v; want NULL", missing, err)
 		}
-		if err := s.SaveCycle(ctx, id, rows[:1]); err == nil {
-			t.Error("saving the same cycle twice succeeded")
+		if err := s.SaveCycle(ctx, id, rows[:1]); err == nil || !IsDuplicate(err) {
+			t.Errorf("saving the same cycle twice: %v, want a duplicate", err)
 		}
 		if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
 			t.Fatal(err)
