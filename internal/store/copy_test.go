@@ -117,3 +117,36 @@ func TestCopyRoundTrip(t *testing.T) {
 		}
 	})
 }
+
+// TestBaselineAcrossMachines: runs of one database made on different
+// machines (CI runners) are each other's baselines, and runs.machine says
+// where each ran.
+func TestBaselineAcrossMachines(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ string) {
+		ctx := t.Context()
+		var ids []int64
+		for i, m := range []string{"runner-a", "runner-b"} {
+			r := sampleRun()
+			r.Machine, r.StartedAt, r.Label = m, time.Unix(int64(1000+i), 0), "nightly"
+			id, err := s.StartRun(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		newest, err := s.GetRun(ctx, ids[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev, err := s.PreviousOfScenario(ctx, newest)
+		if err != nil || prev.ID != ids[0] || prev.Machine != "runner-a" || newest.Machine != "runner-b" {
+			t.Errorf("baseline of runner-b's run: %+v, %v", prev, err)
+		}
+		if r, err := s.FindRun(ctx, "nightly"); err != nil || r.ID != ids[1] {
+			t.Errorf("label nightly names run %d, %v; want the newest, %d", r.ID, err, ids[1])
+		}
+	})
+}
