@@ -404,9 +404,12 @@ func redactedDB(db string) string {
 	if err != nil {
 		return "(a postgres URL that does not parse)"
 	}
-	if q := u.Query(); q.Get("password") != "" {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
+	q := u.Query()
+	for _, k := range []string{"password", "sslpassword"} {
+		if q.Get(k) != "" {
+			q.Set(k, "xxxxx")
+			u.RawQuery = q.Encode()
+		}
 	}
 	return u.Redacted()
 }

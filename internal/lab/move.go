@@ -51,6 +51,9 @@ func (l *Lab) Export(ctx context.Context, what, file string) error {
 // under ids MTTR_DB gives them; runs it has already (the same machine,
 // process and start) are skipped, so importing twice imports once.
 func (l *Lab) Import(ctx context.Context, file string) error {
+	if store.IsPostgres(file) {
+		return fmt.Errorf("import %s: reads an SQLite file (an export, or a run's rescue file); MTTR_DB names where it goes", store.Shown(file))
+	}
 	src, err := store.OpenReadOnly(ctx, file)
 	if err != nil {
 		return fmt.Errorf("import %s: %w", file, err)

@@ -100,7 +100,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	defer unnote() // after the run is finished, below
 	run.ID = runID
 	rec := &runRecord{db: db, run: run, printf: l.printf, grace: cfg.StoreGrace,
-		rescue: filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d.db", runID))}
+		rescue: filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d-%d.db", runID, run.StartedAt.UnixNano()))}
 	// finish records the outcome; a store that will not take it turns
 	// even a completed run into an error naming the rescue file.
 	var storeErr error
@@ -110,9 +110,6 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 			text = err.Error()
 		}
 		storeErr = rec.finish(ctx, status, text, status == store.StatusInterrupted)
-		if storeErr != nil {
-			l.printf("%v\n", storeErr)
-		}
 	}
 
 	var cleanup cleanups
@@ -130,10 +127,13 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 			runErr = fmt.Errorf("%s: %w", r, runErr)
 		}
 		finish(store.StatusInterrupted, runErr)
+		if storeErr != nil {
+			return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles: %w", runID, why, sum.Cycles, cfg.RestartCount, storeErr)
+		}
 		return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, store.Shown(cfg.DB))
 	default:
 		finish(store.StatusFailed, runErr)
-		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, runErr)
+		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, errors.Join(runErr, storeErr))
 	}
 	l.printf("\n")
 	sum.Print(l.Out)

@@ -235,17 +235,24 @@ func TestStoreGoesAway(t *testing.T) {
 			}
 			res := <-done
 			text := out.String()
-			rescue := filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d.db", res.id))
+			rescues, _ := filepath.Glob(filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d-*.db", res.id)))
 			if back {
 				if res.err != nil {
 					t.Fatalf("run: %v\n%s", res.err, text)
 				}
-				for _, want := range []string{"refused cycle", "took the waiting cycles again"} {
+				for _, want := range []string{"refused cycle", "took the waiting cycles again", "has every cycle: removed the rescue file"} {
 					if !strings.Contains(text, want) {
 						t.Errorf("output lacks %q:\n%s", want, text)
 					}
 				}
+				if len(rescues) != 0 {
+					t.Errorf("rescue files left: %v", rescues)
+				}
 			} else {
+				if len(rescues) != 1 {
+					t.Fatalf("rescue files %v, want one; run: %v\n%s", rescues, res.err, text)
+				}
+				rescue := rescues[0]
 				if res.err == nil || !strings.Contains(res.err.Error(), rescue) || !strings.Contains(res.err.Error(), "mage import") {
 					t.Fatalf("run with its store gone: %v\n%s", res.err, text)
 				}

@@ -18,7 +18,7 @@ import (
 // openResults opens MTTR_DB read-only; a report never changes it.
 func (l *Lab) openResults(ctx context.Context) (*store.Store, error) {
 	st, err := store.OpenReadOnly(ctx, l.Config.DB)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) && !store.IsPostgres(l.Config.DB) {
 		return nil, fmt.Errorf("no results database at %s (MTTR_DB): make a run with `mage mttr`", l.Config.DB)
 	}
 	return st, err

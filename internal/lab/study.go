@@ -33,7 +33,7 @@ func sharedSettings(c config.Config) map[string]string {
 	if c.BrokerAddrPublished() { // derived from MTTR_PORT, which may differ
 		delete(vars, "MTTR_BROKER_ADDR")
 	}
-	for _, k := range append(slices.Clone(config.StudyAxes), "MTTR_STUDY", "MTTR_STUDY_SEED", "MTTR_LABEL", "MTTR_DB",
+	for _, k := range append(slices.Clone(config.StudyAxes), "MTTR_STUDY", "MTTR_STUDY_SEED", "MTTR_LABEL", "MTTR_DB", "MTTR_STORE_GRACE",
 		"MTTR_LAST", "MTTR_BASELINE", "MTTR_FORMAT", "MTTR_HTML", "MTTR_ALPHA", "MTTR_MAX_P95", "MTTR_CONTAINER", "MTTR_PORT") {
 		delete(vars, k)
 	}

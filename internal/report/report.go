@@ -363,7 +363,7 @@ type SettingDiff struct {
 }
 
 // ignoredSettings differ between runs without changing what is measured.
-var ignoredSettings = map[string]bool{"MTTR_LABEL": true, "MTTR_STUDY": true, "MTTR_STUDY_SEED": true, "MTTR_DB": true, "MTTR_BASELINE": true, "MTTR_FORMAT": true,
+var ignoredSettings = map[string]bool{"MTTR_LABEL": true, "MTTR_STUDY": true, "MTTR_STUDY_SEED": true, "MTTR_STORE_GRACE": true, "MTTR_DB": true, "MTTR_BASELINE": true, "MTTR_FORMAT": true,
 	"MTTR_LAST": true, "MTTR_ALPHA": true, "MTTR_MAX_P95": true, "MTTR_HTML": true, "MTTR_CONTAINER": true, "MTTR_CERT_DIR": true}
 
 func (rr runReader) compare(ctx context.Context, oldRun, newRun store.Run, alpha float64) (*Comparison, error) {

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/mttrlab/mttr/internal/mttr"
 )
 
 // Select resolves refs, each a run id, a study's label or a run label, to
-// runs, oldest first and each once: an id names its run, a study's label
+// runs, oldest (first started) first and each once: an id names its run, a study's label
 // the study's runs, a label every run that carries it.
 func (s *Store) Select(ctx context.Context, refs []string) ([]Run, error) {
 	seen := map[int64]bool{}
@@ -51,6 +52,9 @@ func (s *Store) Select(ctx context.Context, refs []string) ([]Run, error) {
 		}
 		add(runs)
 	}
+	// Copies get ids in this order, and reports take a higher id for a
+	// newer run.
+	slices.SortStableFunc(out, func(a, b Run) int { return a.StartedAt.Compare(b.StartedAt) })
 	return out, nil
 }
 
@@ -127,10 +131,6 @@ func (s *Store) copyRun(ctx context.Context, r Run, cycles []mttr.Cycle) (err er
 			_, _ = s.exec(context.WithoutCancel(ctx), `DELETE FROM runs WHERE id = ?`, id)
 		}
 	}()
-	if _, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
-		r.Status, r.Error, null(unixNano(r)), id); err != nil {
-		return fmt.Errorf("store: copy run %d: %w", r.ID, err)
-	}
 	for i := 0; i < len(cycles); {
 		j := i
 		for j < len(cycles) && cycles[j].Cycle == cycles[i].Cycle {
@@ -141,13 +141,19 @@ func (s *Store) copyRun(ctx context.Context, r Run, cycles []mttr.Cycle) (err er
 		}
 		i = j
 	}
+	// Its outcome last: a report meanwhile sees it running, not finished
+	// with half its cycles.
+	if _, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
+		r.Status, r.Error, null(unixNano(r)), id); err != nil {
+		return fmt.Errorf("store: copy run %d: %w", r.ID, err)
+	}
 	return nil
 }
 
 // complete gives have, s's copy of from's run r, the cycles of r it
 // lacks and, while have is still running (or was marked abandoned), r's
-// outcome: what a rescue file brings once the store is back. It returns how many cycles it added, or
-// -1 when it changed nothing.
+// outcome: what a rescue file brings once the store is back. It returns
+// how many cycles it added, or -1 when it changed nothing.
 func (s *Store) complete(ctx context.Context, have Run, from *Store, r Run) (int, error) {
 	theirs, err := from.Cycles(ctx, r.ID)
 	if err != nil {

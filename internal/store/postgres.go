@@ -61,11 +61,15 @@ func redactURL(ref string) (shown, secret string) {
 	if p, ok := u.User.Password(); ok {
 		secret = p
 	}
-	if v := u.Query().Get("password"); v != "" {
-		secret = v
-		q := u.Query()
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
+	q := u.Query()
+	for _, k := range []string{"password", "sslpassword"} {
+		if v := q.Get(k); v != "" {
+			if secret == "" {
+				secret = v
+			}
+			q.Set(k, "xxxxx")
+			u.RawQuery = q.Encode()
+		}
 	}
 	return u.Redacted(), secret
 }
@@ -76,11 +80,14 @@ type hidden struct {
 	secret string
 }
 
+// Error is err's text on one line (pgconn joins the errors of each address
+// it tried with newlines), without the secret.
 func (h *hidden) Error() string {
+	msg := strings.ReplaceAll(strings.TrimSpace(h.err.Error()), "\n", "; ")
 	if h.secret == "" {
-		return h.err.Error()
+		return msg
 	}
-	return strings.ReplaceAll(h.err.Error(), h.secret, "xxxxx")
+	return strings.ReplaceAll(msg, h.secret, "xxxxx")
 }
 
 func (h *hidden) Unwrap() error { return h.err }

@@ -1,7 +1,11 @@
 package store
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 
@@ -56,5 +60,47 @@ func TestPostgresErrors(t *testing.T) {
 func closeIf(s *Store) {
 	if s != nil {
 		s.Close()
+	}
+}
+
+// TestRedaction: the password of a URL, in its user part or as a
+// parameter, never shows in what is printed of it or of an error that
+// carries it, and an error spread over lines is one line.
+func TestRedaction(t *testing.T) {
+	for _, ref := range []string{
+		"postgres://u:pw-123@db.example/x",
+		"postgresql://u@db.example/x?password=pw-123",
+		"postgres://u@db.example/x?sslpassword=pw-123",
+	} {
+		shown, secret := redactURL(ref)
+		if strings.Contains(shown, "pw-123") || secret != "pw-123" || !strings.Contains(shown, "xxxxx") {
+			t.Errorf("redactURL(%q) = %q, %q", ref, shown, secret)
+		}
+		if got := Shown(ref); got != shown {
+			t.Errorf("Shown(%q) = %q, want %q", ref, got, shown)
+		}
+		err := &hidden{err: errors.New("dial a: refused pw-123\ndial b: auth pw-123"), secret: secret}
+		if msg := err.Error(); strings.Contains(msg, "pw-123") || strings.Contains(msg, "\n") {
+			t.Errorf("error %q", msg)
+		}
+	}
+	if got := Shown("results/mttr.db"); got != "results/mttr.db" {
+		t.Errorf("Shown(a path) = %q", got)
+	}
+}
+
+// TestMigrationSets: the PostgreSQL migrations are the SQLite ones, version
+// for version, so that Latest holds for both.
+func TestMigrationSets(t *testing.T) {
+	for _, dir := range []string{"sqlite", "postgres"} {
+		entries, err := fs.Glob(migrations, "migrations/"+dir+"/*.sql")
+		if err != nil || int64(len(entries)) != Latest() {
+			t.Errorf("%s: %d migrations, want %d (%v)", dir, len(entries), Latest(), err)
+		}
+		for i, e := range entries {
+			if want := fmt.Sprintf("%05d_", i+1); !strings.HasPrefix(path.Base(e), want) {
+				t.Errorf("%s: migration %d is %s", dir, i+1, e)
+			}
+		}
 	}
 }

@@ -22,9 +22,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/pressly/goose/v3/lock"
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/mttr"
@@ -74,6 +77,15 @@ func (s *Store) rebind(query string) string {
 	return b.String()
 }
 
+// bytewise makes an ORDER BY of text sort by bytes, as SQLite does, in
+// PostgreSQL too, whatever the database's collation.
+func (s *Store) bytewise() string {
+	if s.pg {
+		return ` COLLATE "C"`
+	}
+	return ""
+}
+
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return s.db.ExecContext(ctx, s.rebind(query), args...)
 }
@@ -114,6 +126,13 @@ func (s *Store) provider() (*goose.Provider, error) {
 	sub, err := fs.Sub(migrations, dir)
 	if err != nil {
 		return nil, err
+	}
+	if s.pg { // runners starting at once on a new database migrate one at a time
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return nil, err
+		}
+		return goose.NewProvider(dialect, s.db, sub, goose.WithSessionLocker(locker))
 	}
 	return goose.NewProvider(dialect, s.db, sub)
 }
@@ -463,11 +482,15 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 // IsDuplicate reports whether err is the database refusing a row whose key
 // it has already: a cycle written twice.
 func IsDuplicate(err error) bool {
-	if err == nil {
-		return false
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505" // unique_violation
 	}
-	msg := err.Error()
-	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "SQLSTATE 23505")
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+	}
+	return false
 }
 
 // b2i stores a flag as 0 or 1: an INTEGER (BIGINT) column in both
@@ -512,7 +535,7 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 		coalesce(last_ack_before_at, 0), interrupted, reconnect_attempts, published, acknowledged, delivered, lost,
 		duplicated, coalesce(error, ''),
 		listens, coalesce(resubscribed_at, 0), coalesce(commands_back_at, 0), coalesce(first_c2d_at, 0), coalesce(session, ''), c2d_sent, c2d_received, c2d_lost, c2d_duplicated, coalesce(attempt_at, 0), coalesce(puback_median_ns, 0), coalesce(broker_address, ''), coalesce(broker_accept_peak, 0)
-		FROM cycles WHERE run_id = ? ORDER BY cycle, device`, runID)
+		FROM cycles WHERE run_id = ? ORDER BY cycle, device`+s.bytewise(), runID)
 	if err != nil {
 		return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
 	}

@@ -315,7 +315,9 @@ func TestGeneratedColumnsMirrorMethods(t *testing.T) {
 		senderLate := full
 		senderLate.CommandsBackAt = 2.1e9
 		var rows []mttr.Cycle
-		for i, c := range []mttr.Cycle{full, resumed, deaf, noDownstream, senderLate, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
+		notReady := full
+		notReady.ReadyAt = 0
+		for i, c := range []mttr.Cycle{full, resumed, deaf, noDownstream, senderLate, notReady, {FaultAt: 1e9, ReadyAt: 2e9}, {LostAt: 1e9, FirstAckAt: 2e9}, {}} {
 			c.Cycle, c.Device = 1, fmt.Sprintf("d-%d", i)
 			rows = append(rows, c)
 		}

@@ -26,7 +26,7 @@ ALTER TABLE cycles ADD COLUMN c2d_received BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN c2d_lost BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN c2d_duplicated BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE cycles ADD COLUMN downstream_ms DOUBLE PRECISION
-    GENERATED ALWAYS AS (CASE WHEN listens = 1 THEN (first_c2d_at - greatest(ready_at, coalesce(commands_back_at, 0))) / 1e6 END) STORED;
+    GENERATED ALWAYS AS (CASE WHEN listens = 1 AND ready_at IS NOT NULL THEN (first_c2d_at - greatest(ready_at, coalesce(commands_back_at, 0))) / 1e6 END) STORED;
 
 -- +goose Down
 ALTER TABLE cycles DROP COLUMN downstream_ms;
