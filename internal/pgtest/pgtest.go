@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,6 +94,10 @@ type Server struct {
 	up   bool
 }
 
+// servers counts the servers started, for their ports (each names only
+// its socket file: no server here listens on TCP).
+var servers atomic.Int64
+
 // StartServer makes and starts a Server, stopped when the test ends. It
 // skips the test when PostgreSQL's programs are not installed, unless
 // MTTR_REQUIRE_POSTGRES=1.
@@ -112,7 +117,7 @@ func StartServer(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := &Server{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, port: 56000 + os.Getpid()%1000}
+	s := &Server{bin: filepath.Dir(bins[len(bins)-1]), dir: dir, port: 56000 + os.Getpid()%500*2 + int(servers.Add(1)%2)}
 	if os.Geteuid() == 0 {
 		s.user = "postgres"
 		if err := exec.Command("chown", "-R", s.user, s.dir).Run(); err != nil {
