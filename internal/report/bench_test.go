@@ -60,22 +60,7 @@ func BenchmarkReportMillionRows(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	b.ReportAllocs()
-	for b.Loop() {
-		rep, err := Build(context.Background(), st, Options{Last: 20, Alpha: 0.05})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if rep.Comparison == nil || len(rep.Runs) != 20 {
-			b.Fatalf("report has %d runs, comparison %v", len(rep.Runs), rep.Comparison != nil)
-		}
-		if err := Write(io.Discard, rep, "text"); err != nil {
-			b.Fatal(err)
-		}
-		if err := WriteHTML(io.Discard, rep); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchReport(b, st)
 }
 
 // BenchmarkStudyReport builds a study of 100 runs (4 faults × 25
@@ -194,6 +179,12 @@ func BenchmarkReportMillionRowsPostgres(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
+	benchReport(b, st)
+}
+
+// benchReport times a full report of st: the run table, the comparison,
+// the text output and the HTML page.
+func benchReport(b *testing.B, st *store.Store) {
 	b.ReportAllocs()
 	for b.Loop() {
 		rep, err := Build(context.Background(), st, Options{Last: 20, Alpha: 0.05})
