@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mttrlab/mttr/internal/host"
 	"github.com/mttrlab/mttr/internal/netfault"
 )
 
@@ -49,16 +50,11 @@ func (s *syncBuffer) String() string {
 // has exited, using a pidfd, which becomes readable when it does.
 func exited(t *testing.T, pid int) bool {
 	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return true
-	} else if err != nil {
-		t.Fatalf("pidfd_open(%d): %v", pid, err)
+	gone, err := host.AwaitExit(pid, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 10_000)
-	return err == nil && n == 1
+	return gone
 }
 
 func waitExit(t *testing.T, s *Supervisor) Exit {

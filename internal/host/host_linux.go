@@ -116,3 +116,31 @@ func Machine() Limits {
 	}
 	return l
 }
+
+// AwaitExit waits, at most timeout, until process pid (not necessarily a
+// child of ours) has exited, through a pidfd, which becomes readable when
+// it does. It reports whether it has.
+func AwaitExit(pid int, timeout time.Duration) (bool, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return true, nil
+	} else if err != nil {
+		return false, fmt.Errorf("pidfd_open(%d): %w", pid, err)
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		if left < 0 {
+			left = 0
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(left.Milliseconds()))
+		switch {
+		case errors.Is(err, unix.EINTR): // a signal (Go's own preemption) woke it: wait on
+			continue
+		case err != nil:
+			return false, fmt.Errorf("poll pidfd of %d: %w", pid, err)
+		}
+		return n == 1, nil
+	}
+}

@@ -38,3 +38,8 @@ func Reap(cmd *exec.Cmd, exited func()) (time.Time, error) {
 
 // Machine knows no limits here.
 func Machine() Limits { return Limits{} }
+
+// AwaitExit needs Linux's pidfd.
+func AwaitExit(pid int, _ time.Duration) (bool, error) {
+	return false, fmt.Errorf("process %d: %w", pid, errors.ErrUnsupported)
+}

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/client"
 	"github.com/mttrlab/mttr/internal/dockertest"
@@ -169,15 +167,8 @@ func (c *command) targets(t *testing.T) int {
 // exited, through a pidfd, which becomes readable when it does.
 func awaitGone(t *testing.T, pid int) {
 	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return
-	} else if err != nil {
-		t.Fatalf("pidfd_open(%d): %v", pid, err)
-	}
-	defer unix.Close(fd)
-	if n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 60_000); err != nil || n != 1 {
-		t.Fatalf("process %d still running a minute later", pid)
+	if gone, err := host.AwaitExit(pid, time.Minute); err != nil || !gone {
+		t.Fatalf("process %d still running a minute later (%v)", pid, err)
 	}
 }
 
