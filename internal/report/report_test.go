@@ -360,36 +360,21 @@ func TestTrendWarning(t *testing.T) {
 	shuffled := []float64{10010, 2050, 10040, 510, 10030, 8030, 1020, 10050, 4010, 10020}
 	base := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 	for i, recs := range [][]float64{rising, shuffled} {
-		id, err := st.StartRun(t.Context(), store.Run{StartedAt: base.Add(time.Duration(i) * time.Hour), Fault: "stop",
-			KeepAlive: 15 * time.Second, KeepDead: time.Second, KeepRunning: time.Second, Devices: 1, CyclesPlanned: len(recs), ConfigJSON: "{}"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		start := base.Add(time.Duration(i) * time.Hour)
+		var cycles [][]mttr.Cycle
 		for n, rec := range recs {
-			fault := base.Add(time.Duration(i)*time.Hour + time.Duration(n+1)*time.Minute).UnixNano()
-			c := mttr.Cycle{Cycle: n + 1, Device: "d", FaultAt: fault, HealedAt: fault + 1e9, ReadyAt: fault + 1e9, Published: 1, Acknowledged: 1, Delivered: 1}
+			c := cycleAt(start, n+1, "d")
 			c.FirstAckAt = c.ReadyAt + int64(rec*1e6)
-			if err := st.SaveCycle(t.Context(), id, []mttr.Cycle{c}); err != nil {
-				t.Fatal(err)
-			}
+			cycles = append(cycles, []mttr.Cycle{c})
 		}
-		if err := st.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
-			t.Fatal(err)
-		}
+		storeRun(t, st, start, 1, cycles)
 	}
-	rep, err := Build(t.Context(), st, Options{Last: 10, Alpha: 0.05})
-	if err != nil {
-		t.Fatal(err)
+	_, text := buildText(t, st)
+	if !strings.Contains(text, "warning: run 1: recovery rises with the cycle") {
+		t.Errorf("no trend warning for run 1:\n%s", text)
 	}
-	var text bytes.Buffer
-	if err := Write(&text, rep, "text"); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(text.String(), "warning: run 1: recovery rises with the cycle") {
-		t.Errorf("no trend warning for run 1:\n%s", text.String())
-	}
-	if strings.Contains(text.String(), "warning: run 2") {
-		t.Errorf("a trend warning for the shuffled run 2:\n%s", text.String())
+	if strings.Contains(text, "warning: run 2") {
+		t.Errorf("a trend warning for the shuffled run 2:\n%s", text)
 	}
 }
 
@@ -403,17 +388,12 @@ func TestStorms(t *testing.T) {
 	}
 	defer st.Close()
 	base := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
-	id, err := st.StartRun(t.Context(), store.Run{StartedAt: base, Fault: "stop", KeepAlive: 15 * time.Second, KeepDead: time.Second,
-		KeepRunning: time.Second, Devices: 10, CyclesPlanned: 2, ConfigJSON: "{}"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cycles [][]mttr.Cycle
 	for cycle := 1; cycle <= 2; cycle++ {
 		var rows []mttr.Cycle
 		for i := range 10 {
-			fault := base.Add(time.Duration(cycle) * time.Minute).UnixNano()
-			c := mttr.Cycle{Cycle: cycle, Device: fmt.Sprintf("d-%02d", i), FaultAt: fault, HealedAt: fault + 1e9, ReadyAt: fault + 1e9,
-				Published: 1, Acknowledged: 1, Delivered: 1, BrokerAcceptPeak: 10 - cycle}
+			c := cycleAt(base, cycle, fmt.Sprintf("d-%02d", i))
+			c.BrokerAcceptPeak = 10 - cycle
 			switch {
 			case cycle == 2:
 				c.FirstAckAt = c.ReadyAt + 50e6
@@ -422,29 +402,18 @@ func TestStorms(t *testing.T) {
 			}
 			rows = append(rows, c)
 		}
-		if err := st.SaveCycle(t.Context(), id, rows); err != nil {
-			t.Fatal(err)
-		}
+		cycles = append(cycles, rows)
 	}
-	if err := st.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
-		t.Fatal(err)
-	}
-	rep, err := Build(t.Context(), st, Options{Last: 10, Alpha: 0.05})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text bytes.Buffer
-	if err := Write(&text, rep, "text"); err != nil {
-		t.Fatal(err)
-	}
-	flat := strings.Join(strings.Fields(text.String()), " ")
+	storeRun(t, st, base, 10, cycles)
+	rep, text := buildText(t, st)
+	flat := strings.Join(strings.Fields(text), " ")
 	for _, want := range []string{
 		"Reconnect storms of run 1 (10 devices)",
 		"1 10 500 ms 900 ms - - 9",
 		"2 10 50.0 ms 50.0 ms 50.0 ms 50.0 ms 8",
 	} {
 		if !strings.Contains(flat, want) {
-			t.Errorf("report lacks %q:\n%s", want, text.String())
+			t.Errorf("report lacks %q:\n%s", want, text)
 		}
 	}
 	var page bytes.Buffer
@@ -459,4 +428,45 @@ func TestStorms(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "storm-chart.svg", []byte(chart))
+}
+
+// cycleAt is device's row of cycle n of a run started at start: the fault
+// n minutes in, healed and ready a second later, one message sent and
+// delivered; the caller sets when it was acknowledged.
+func cycleAt(start time.Time, n int, device string) mttr.Cycle {
+	fault := start.Add(time.Duration(n) * time.Minute).UnixNano()
+	return mttr.Cycle{Cycle: n, Device: device, FaultAt: fault, HealedAt: fault + 1e9, ReadyAt: fault + 1e9, Published: 1, Acknowledged: 1, Delivered: 1}
+}
+
+// storeRun stores a completed stop run of devices started at start, one
+// row set per cycle.
+func storeRun(t *testing.T, st *store.Store, start time.Time, devices int, cycles [][]mttr.Cycle) {
+	t.Helper()
+	id, err := st.StartRun(t.Context(), store.Run{StartedAt: start, Fault: "stop", KeepAlive: 15 * time.Second, KeepDead: time.Second,
+		KeepRunning: time.Second, Devices: devices, CyclesPlanned: len(cycles), ConfigJSON: "{}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rows := range cycles {
+		if err := st.SaveCycle(t.Context(), id, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.FinishRun(t.Context(), id, store.StatusCompleted, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildText is st's report and its text output.
+func buildText(t *testing.T, st *store.Store) (*Report, string) {
+	t.Helper()
+	rep, err := Build(t.Context(), st, Options{Last: 10, Alpha: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := Write(&text, rep, "text"); err != nil {
+		t.Fatal(err)
+	}
+	return rep, text.String()
 }
