@@ -54,7 +54,7 @@ func TestCopyRoundTrip(t *testing.T) {
 		mk("", 4e15, study, 1, StatusCompleted)
 		mk("other", 5e15, 0, 0, StatusCompleted) // not chosen
 
-		chosen, err := s.Select(ctx, []string{"1", "sdk-2", "s1", "sdk-1"})
+		chosen, err := s.Select(ctx, []string{"s1", "sdk-2", "1", "sdk-1"}) // oldest first, whatever the order asked
 		if err != nil || len(chosen) != 4 || chosen[0].ID != a {
 			t.Fatalf("Select = %d runs, %v", len(chosen), err)
 		}
