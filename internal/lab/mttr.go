@@ -383,34 +383,30 @@ func owner() string {
 }
 
 // removeLeftovers removes broker containers, their readdress networks
-// and hosts files, whose run was killed on this machine (its process is gone). Containers of live processes, or of other
-// machines, are left alone.
+// and hosts files, whose run was killed on this machine (its process is
+// gone). Those of live processes, or of other machines, are left alone.
 func (l *Lab) removeLeftovers(ctx context.Context, eng *broker.Engine) error {
-	left, err := eng.Leftovers(ctx, LabelOwner)
-	if err != nil {
-		return err
-	}
-	for _, c := range left {
-		if _, gone := ownerGone(c.Label); !gone {
-			continue
-		}
-		if err := eng.RemoveID(ctx, c.ID); err != nil {
+	for _, kind := range []struct {
+		what   string
+		list   func(context.Context, string) ([]broker.LeftOver, error)
+		remove func(context.Context, string) error
+	}{
+		{"container", eng.Leftovers, eng.RemoveID},
+		{"network", eng.LeftoverNetworks, eng.RemoveNetwork}, // after the containers attached to them
+	} {
+		left, err := kind.list(ctx, LabelOwner)
+		if err != nil {
 			return err
 		}
-		l.printf("removed container %s: the process that ran it (%s) is gone\n", c.Name, c.Label)
-	}
-	nets, err := eng.LeftoverNetworks(ctx, LabelOwner)
-	if err != nil {
-		return err
-	}
-	for _, n := range nets {
-		if _, gone := ownerGone(n.Label); !gone {
-			continue
+		for _, c := range left {
+			if _, gone := ownerGone(c.Label); !gone {
+				continue
+			}
+			if err := kind.remove(ctx, c.ID); err != nil {
+				return err
+			}
+			l.printf("removed %s %s: the process that made it (%s) is gone\n", kind.what, c.Name, c.Label)
 		}
-		if err := eng.RemoveNetwork(ctx, n.ID); err != nil {
-			return err
-		}
-		l.printf("removed network %s: the process that made it (%s) is gone\n", n.Name, n.Label)
 	}
 	hosts, err := netfault.RemoveStaleHosts("", host.Alive)
 	for _, f := range hosts {
