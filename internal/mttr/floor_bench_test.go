@@ -36,13 +36,13 @@ func benchPahoFloor(b *testing.B, n int) {
 		clients := make([]paho.Client, n)
 		for i := range clients {
 			opts := paho.NewClientOptions().
-				AddBroker("tls://"+br.addr).
+				AddBroker("tls://" + br.addr).
 				SetTLSConfig(br.tls).
 				SetClientID(DeviceID("floor", i)).
 				SetProtocolVersion(4).
-				SetKeepAlive(15*time.Second).
-				SetPingTimeout(10*time.Second).
-				SetConnectTimeout(30*time.Second).
+				SetKeepAlive(15 * time.Second).
+				SetPingTimeout(10 * time.Second).
+				SetConnectTimeout(30 * time.Second).
 				SetMaxReconnectInterval(time.Second).
 				SetConnectRetryInterval(time.Second).
 				SetAutoReconnect(true).
