@@ -11,19 +11,25 @@ import (
 // measure, as much as the median.
 type Storm []Cycle
 
-// counted are the rows that count in statistics (not cut short).
-func (s Storm) counted() []Cycle {
-	return slices.DeleteFunc(slices.Clone(s), func(c Cycle) bool { return !c.Counts() })
+// Devices is how many devices the cycle counts (rows not cut short).
+func (s Storm) Devices() int {
+	n := 0
+	for _, c := range s {
+		if c.Counts() {
+			n++
+		}
+	}
+	return n
 }
 
-// Devices is how many devices the cycle counts.
-func (s Storm) Devices() int { return len(s.counted()) }
-
 // recoveries are the cycle's recovery durations, shortest first: one per
-// device whose messages were acknowledged again.
+// counted device whose messages were acknowledged again.
 func (s Storm) recoveries() []time.Duration {
 	var out []time.Duration
-	for _, c := range s.counted() {
+	for _, c := range s {
+		if !c.Counts() {
+			continue
+		}
 		if d, ok := c.Recovery(); ok {
 			out = append(out, d)
 		}

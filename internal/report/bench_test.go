@@ -64,7 +64,7 @@ func BenchmarkReportMillionRows(b *testing.B) {
 }
 
 // BenchmarkStudyReport builds a study of 100 runs (4 faults × 25
-// keep-deads, each run 100 cycles × 10 devices: 1 000 000 cycle rows) and
+// keep-deads, each run 100 cycles × 10 devices: 100 000 cycle rows) and
 // times its report: the table, the chart, the text output and the HTML
 // page.
 //

@@ -269,10 +269,9 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 	}
 	var sm samples
 	seen := map[int]bool{}
-	s.Cycles = make(Cycles, 0, len(cycles))
+	s.Cycles = cycles
 	for _, c := range cycles {
 		seen[c.Cycle] = true
-		s.Cycles = append(s.Cycles, c)
 		if !c.Counts() {
 			s.Interrupted++
 			continue

@@ -88,7 +88,6 @@ func BuildStudy(ctx context.Context, st *store.Store, label string, alpha float6
 		return nil, err
 	}
 	rep := &StudyReport{DB: st.Path(), Label: study.Label, Seed: study.Seed, StartedAt: study.StartedAt.UTC(), Alpha: alpha, Planned: len(plan.Cells)}
-	read := runReader{st: st, alpha: alpha, done: map[int64]loaded{}}
 	for pos, pc := range plan.Cells {
 		kd, err := time.ParseDuration(pc.KeepDead)
 		if err != nil {
@@ -106,7 +105,7 @@ func BuildStudy(ctx context.Context, st *store.Store, label string, alpha float6
 			}
 		}
 		if chosen != nil {
-			l, err := read.run(ctx, *chosen)
+			l, err := summarize(ctx, st, *chosen, alpha) // its cycles go with l: the cell keeps the statistics and samples
 			if err != nil {
 				return nil, err
 			}
