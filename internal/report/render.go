@@ -19,32 +19,54 @@ import (
 
 // Write renders rep in format: "text", "markdown", "csv" or "json".
 func Write(w io.Writer, rep *Report, format string) error {
-	switch format {
-	case "text":
-		return writeTables(w, reportTables(rep), false)
-	case "markdown":
-		return writeTables(w, reportTables(rep), true)
-	case "csv":
-		return writeCSV(w, rep.Runs)
-	case "json":
-		return writeJSON(w, rep)
-	}
-	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
+	return formats{
+		tables: func() []section { return reportTables(rep) },
+		csv:    func(w io.Writer) error { return writeCSV(w, rep.Runs) },
+		json:   rep,
+	}.write(w, format)
 }
 
 // WriteComparison renders a comparison of two runs in format.
 func WriteComparison(w io.Writer, c *Comparison, format string) error {
+	return formats{
+		tables: func() []section { return comparisonTables(c) },
+		csv:    func(w io.Writer) error { return writeCSV(w, []RunSummary{c.Old, c.New}) },
+		json:   c,
+	}.write(w, format)
+}
+
+// formats is what one kind of report gives each output format: its
+// tables (text and markdown), its CSV, and the value JSON encodes.
+type formats struct {
+	tables func() []section
+	csv    func(io.Writer) error
+	json   any
+}
+
+func (f formats) write(w io.Writer, format string) error {
 	switch format {
 	case "text":
-		return writeTables(w, comparisonTables(c), false)
+		return writeTables(w, f.tables(), false)
 	case "markdown":
-		return writeTables(w, comparisonTables(c), true)
+		return writeTables(w, f.tables(), true)
 	case "csv":
-		return writeCSV(w, []RunSummary{c.Old, c.New})
+		return f.csv(w)
 	case "json":
-		return writeJSON(w, c)
+		return writeJSON(w, f.json)
 	}
 	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
+}
+
+// writeTableCSV writes a table as CSV: its head, then its rows.
+func writeTableCSV(w io.Writer, head []string, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(head); err != nil {
+		return err
+	}
+	if err := cw.WriteAll(rows); err != nil {
+		return err
+	}
+	return cw.Error()
 }
 
 // section is a heading, a table, lines of notes, and the path of a chart

@@ -1,7 +1,6 @@
 package report
 
 import (
-	"encoding/csv"
 	"fmt"
 	"html/template"
 	"image/color"
@@ -19,28 +18,18 @@ import (
 // WriteStudy renders a study in format: "text", "markdown", "csv" (one row
 // per combination) or "json".
 func WriteStudy(w io.Writer, s *StudyReport, format string) error {
-	switch format {
-	case "text":
-		return writeTables(w, studyTables(s), false)
-	case "markdown":
-		return writeTables(w, studyTables(s), true)
-	case "csv":
-		cw := csv.NewWriter(w)
-		sec := studyTables(s)[0]
-		if err := cw.Write(append([]string{"study"}, sec.Head...)); err != nil {
-			return err
-		}
-		for _, r := range sec.Rows {
-			if err := cw.Write(append([]string{s.Label}, r...)); err != nil {
-				return err
+	return formats{
+		tables: func() []section { return studyTables(s) },
+		csv: func(w io.Writer) error { // the table, each row led by the study's label
+			sec := studyTables(s)[0]
+			rows := make([][]string, len(sec.Rows))
+			for i, r := range sec.Rows {
+				rows[i] = append([]string{s.Label}, r...)
 			}
-		}
-		cw.Flush()
-		return cw.Error()
-	case "json":
-		return writeJSON(w, s)
-	}
-	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
+			return writeTableCSV(w, append([]string{"study"}, sec.Head...), rows)
+		},
+		json: s,
+	}.write(w, format)
 }
 
 func studyTables(s *StudyReport) []section {
@@ -67,25 +56,14 @@ func studyTables(s *StudyReport) []section {
 
 // WriteStudyComparison renders two studies compared in format.
 func WriteStudyComparison(w io.Writer, c *StudyComparison, format string) error {
-	switch format {
-	case "text":
-		return writeTables(w, studyComparisonTables(c), false)
-	case "markdown":
-		return writeTables(w, studyComparisonTables(c), true)
-	case "csv":
-		cw := csv.NewWriter(w)
-		sec := studyComparisonTables(c)[0]
-		if err := cw.Write(sec.Head); err != nil {
-			return err
-		}
-		if err := cw.WriteAll(sec.Rows); err != nil {
-			return err
-		}
-		return cw.Error()
-	case "json":
-		return writeJSON(w, c)
-	}
-	return fmt.Errorf("format %q: want text, markdown, csv or json", format)
+	return formats{
+		tables: func() []section { return studyComparisonTables(c) },
+		csv: func(w io.Writer) error {
+			sec := studyComparisonTables(c)[0]
+			return writeTableCSV(w, sec.Head, sec.Rows)
+		},
+		json: c,
+	}.write(w, format)
 }
 
 func studyComparisonTables(c *StudyComparison) []section {
