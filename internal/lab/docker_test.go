@@ -23,7 +23,6 @@ import (
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
 	"github.com/mttrlab/mttr/internal/netfault"
-	"github.com/mttrlab/mttr/internal/store"
 )
 
 // newLab returns a Lab whose names cannot collide with a user's: a random
@@ -466,12 +465,7 @@ func TestDockerLiveRunContainerUntouched(t *testing.T) {
 	if err != nil || still.ID != c.ID {
 		t.Errorf("the live run's container was touched: %v, %v", still, err)
 	}
-	db, err := store.OpenReadOnly(testCtx(t), second.Config.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if runs, err := db.Runs(testCtx(t), 10); err != nil || len(runs) != 0 {
+	if runs, err := readStore(t, second.Config.DB).Runs(testCtx(t), 10); err != nil || len(runs) != 0 {
 		t.Errorf("the refused run was recorded: %v, %v", runs, err)
 	}
 }

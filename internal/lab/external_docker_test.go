@@ -197,11 +197,7 @@ func TestDockerImpatientClient(t *testing.T) {
 	}
 
 	// The key is fingerprinted or masked everywhere it could land.
-	st, err := store.OpenReadOnly(t.Context(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := readStore(t, db)
 	clientLog := filepath.Join(filepath.Dir(db), fmt.Sprintf("clients-run-%d.log", runs[len(runs)-1]))
 	outputs := map[string][]byte{}
 	for _, f := range []string{db, db + "-wal", clientLog} {

@@ -312,3 +312,15 @@ func (w *lineWatch) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// readStore opens the results database at path read-only; it closes at
+// the test's end.
+func readStore(t *testing.T, path string) *store.Store {
+	t.Helper()
+	st, err := store.OpenReadOnly(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}

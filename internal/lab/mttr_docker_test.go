@@ -76,11 +76,7 @@ func checkOrder(t *testing.T, r mttr.Cycle) {
 
 func readRun(t *testing.T, path string, id int64) (store.Run, []mttr.Cycle) {
 	t.Helper()
-	db, err := store.OpenReadOnly(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := readStore(t, path)
 	r, err := db.GetRun(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)

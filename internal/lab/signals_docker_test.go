@@ -177,12 +177,7 @@ func awaitGone(t *testing.T, pid int) {
 // process of it.
 func checkInterrupted(t *testing.T, eng *broker.Engine, l *Lab, reason string) {
 	t.Helper()
-	db, err := store.OpenReadOnly(t.Context(), l.Config.DB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	runs, err := db.Runs(t.Context(), 1)
+	runs, err := readStore(t, l.Config.DB).Runs(t.Context(), 1)
 	if err != nil || len(runs) != 1 {
 		t.Fatalf("runs: %v %+v", err, runs)
 	}

@@ -120,11 +120,7 @@ func TestDockerStudy(t *testing.T) {
 
 func studyRuns(t *testing.T, db, label string) []store.Run {
 	t.Helper()
-	st, err := store.OpenReadOnly(t.Context(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := readStore(t, db)
 	s, err := st.FindStudy(t.Context(), label)
 	if err != nil {
 		t.Fatal(err)
