@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/interrupt"
 	"github.com/mttrlab/mttr/internal/pgtest"
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -195,14 +197,19 @@ func TestMttrPostgres(t *testing.T) {
 // of its three cycles, as documented (README "Results database"): the run
 // goes on and keeps its cycles. Brought back after the second, the server
 // gets them all; left down, they stay in the rescue file, which mage
-// import loads once the server is back. Either way no finished cycle is
-// lost.
+// import loads once the server is back; and so does the second when the
+// run is interrupted (Ctrl-C) after it, the server still down. No
+// finished cycle is lost.
 func TestStoreGoesAway(t *testing.T) {
 	requireNode(t)
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	certDir := t.TempDir()
-	for _, back := range []bool{true, false} {
-		t.Run(map[bool]string{true: "back", false: "gone"}[back], func(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		back        bool // the server comes back while the run goes on
+		interrupted bool // the run is interrupted while the server is down
+	}{{name: "back", back: true}, {name: "gone"}, {name: "interrupted", interrupted: true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := pgtest.StartServer(t)
 			cfg := config.Defaults
@@ -224,21 +231,27 @@ func TestStoreGoesAway(t *testing.T) {
 				id  int64
 				err error
 			}
+			ctx, stop := context.WithCancelCause(t.Context())
+			defer stop(nil)
 			done := make(chan result, 1)
 			go func() {
-				id, err := l.Mttr(t.Context())
+				id, err := l.Mttr(ctx)
 				done <- result{id, err}
 			}()
 			<-first
 			srv.Stop(t)
-			if back {
-				<-second
+			<-second
+			switch {
+			case tc.back:
 				srv.Start(t)
+			case tc.interrupted:
+				stop(&interrupt.Stopped{Reason: "SIGINT"})
 			}
 			res := <-done
 			text := out.String()
 			rescues, _ := filepath.Glob(filepath.Join(filepath.Dir(cfg.HTML), fmt.Sprintf("unsaved-run-%d-*.db", res.id)))
-			if back {
+			wantStatus, wantCycles := store.StatusCompleted, 3
+			if tc.back {
 				if res.err != nil {
 					t.Fatalf("run: %v\n%s", res.err, text)
 				}
@@ -258,6 +271,12 @@ func TestStoreGoesAway(t *testing.T) {
 				if res.err == nil || !strings.Contains(res.err.Error(), rescue) || !strings.Contains(res.err.Error(), "mage import") {
 					t.Fatalf("run with its store gone: %v\n%s", res.err, text)
 				}
+				if tc.interrupted {
+					if !strings.Contains(res.err.Error(), "interrupted (SIGINT) after 2 of 3 cycles") || !strings.Contains(res.err.Error(), "1 of its cycles at the interrupt") {
+						t.Errorf("interrupted run: %v", res.err)
+					}
+					wantStatus, wantCycles = store.StatusInterrupted, 2
+				}
 				srv.Start(t)
 				imp := &Lab{Config: cfg, Out: new(bytes.Buffer)}
 				if err := imp.Import(t.Context(), rescue); err != nil {
@@ -265,13 +284,18 @@ func TestStoreGoesAway(t *testing.T) {
 				}
 			}
 			run, rows := readRun(t, srv.URL, res.id)
-			if run.Status != store.StatusCompleted || len(rows) != 3 {
-				t.Errorf("run %s with %d cycles, want completed with 3", run.Status, len(rows))
-			}
+			finished := 0
 			for _, c := range rows {
+				if !c.Counts() {
+					continue // the cycle the interrupt cut short
+				}
+				finished++
 				if _, ok := c.Recovery(); !ok {
 					t.Errorf("cycle %d: no recovery", c.Cycle)
 				}
+			}
+			if run.Status != wantStatus || finished != wantCycles {
+				t.Errorf("run %s with %d finished cycles, want %s with %d", run.Status, finished, wantStatus, wantCycles)
 			}
 		})
 	}

@@ -155,8 +155,12 @@ func (r *runRecord) finish(ctx context.Context, status, errText string, interrup
 		return fmt.Errorf("store %s refused run %d (%v), and so did the rescue file %s: %w", r.db.Path(), r.run.ID, r.down, r.rescue, err)
 	}
 	r.file.Close()
-	return fmt.Errorf("store %s did not take run %d's outcome and %d of its cycles within %s (%v); they are in %s: `go tool mage import %s` with MTTR_DB set to that store once it is back",
-		r.db.Path(), r.run.ID, len(r.pending), r.grace, r.down, r.rescue, r.rescue)
+	when := "within " + r.grace.String()
+	if interrupted {
+		when = "at the interrupt"
+	}
+	return fmt.Errorf("store %s did not take run %d's outcome and %d of its cycles %s (%v); they are in %s: `go tool mage import %s` with MTTR_DB set to that store once it is back",
+		r.db.Path(), r.run.ID, len(r.pending), when, r.down, r.rescue, r.rescue)
 }
 
 // dropRescue removes the rescue file once the store has everything in it.
