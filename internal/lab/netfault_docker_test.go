@@ -410,10 +410,10 @@ func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
 
 // TestDockerNetworkFaultLeftovers stops a run in the middle of each
 // network fault. After SIGINT the run cleans up; after SIGKILL, which runs
-// no clean-up, the next run (another container, the same database) does
-// before it starts: neither the broker, its namespace holder nor the
-// netfilter helper, whose namespace holds the fault's rules, is left. The
-// link lives in the run's process and ends with it.
+// no clean-up, the next run (another container) does before it starts:
+// neither the broker, its namespace holder nor the netfilter helper, whose
+// namespace holds the fault's rules, is left, nor the readdress network.
+// The link lives in the run's process and ends with it.
 func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
@@ -427,14 +427,10 @@ func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	faults := []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle, netfault.Readdress}
 	t.Run("interrupt", func(t *testing.T) {
 		for _, fault := range faults {
-			t.Run(fault, func(t *testing.T) { t.Parallel(); bed.stop(t, fault, syscall.SIGINT) })
+			t.Run(fault, func(t *testing.T) { t.Parallel(); bed.interrupt(t, fault) })
 		}
 	})
-	// One after the other: every run's start removes what killed runs left,
-	// whoever's they were.
-	for _, fault := range faults {
-		t.Run("killed/"+fault, func(t *testing.T) { bed.stop(t, fault, syscall.SIGKILL) })
-	}
+	t.Run("killed", func(t *testing.T) { bed.kill(t, faults) })
 }
 
 // leftovers is what TestDockerNetworkFaultLeftovers's runs share.
@@ -444,41 +440,69 @@ type leftovers struct {
 	compiled string // the compiled magefile
 }
 
-// stop runs fault with the compiled binary, stops it with sig in the
-// middle of the fault, and checks that nothing is left.
-func (b leftovers) stop(t *testing.T, fault string, sig syscall.Signal) {
+// start runs fault with the compiled binary and returns once the fault is
+// in effect.
+func (b leftovers) start(t *testing.T, fault string) (*Lab, *command) {
 	l := shortRun(t, b.base, fault)
 	l.Config.RestartCount = 1
 	l.Config.KeepDead = time.Minute
 	if fault != netfault.Readdress { // which takes no link: it has a network of its own instead
 		l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
 	}
-	c := startCommand(t, l, b.compiled, "mttr")
+	return l, startCommand(t, l, b.compiled, "mttr")
+}
+
+// interrupt stops a run of fault with SIGINT in the middle of the fault
+// and checks that it left nothing.
+func (b leftovers) interrupt(t *testing.T, fault string) {
+	l, c := b.start(t, fault)
 	c.await(t, "cycle 1/1  fault in effect")
-	if err := syscall.Kill(c.cmd.Process.Pid, sig); err != nil {
+	if err := syscall.Kill(c.cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	if sig == syscall.SIGINT {
-		if code := c.exit(t); code == 0 {
-			t.Errorf("exit status 0; stderr:\n%s", c.stderr())
-		}
-		checkInterrupted(t, b.eng, l, "")
-		b.gone(t, l)
-		return
+	if code := c.exit(t); code == 0 {
+		t.Errorf("exit status 0; stderr:\n%s", c.stderr())
 	}
-	c.exit(t)
-	if fault == netfault.Readdress {
-		if !b.network(t, l) {
-			t.Fatal("the killed run's readdress network is not there to be cleaned up")
+	checkInterrupted(t, b.eng, l, "")
+	b.gone(t, l)
+}
+
+// kill runs every fault at once, kills each run with SIGKILL in the
+// middle of its fault, checks that each left its helper (or readdress
+// network), and that the next run removes all of it. Every run starts
+// before any is killed: a run's start removes what dead runs left,
+// whoever's they were.
+func (b leftovers) kill(t *testing.T, faults []string) {
+	labs := make([]*Lab, len(faults))
+	cmds := make([]*command, len(faults))
+	for i, fault := range faults {
+		labs[i], cmds[i] = b.start(t, fault)
+	}
+	for _, c := range cmds {
+		c.await(t, "cycle 1/1  fault in effect")
+	}
+	for _, c := range cmds {
+		if err := syscall.Kill(c.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
 		}
-	} else if _, err := b.eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
-		t.Fatalf("the killed run's helper is not there to be cleaned up: %v", err)
+		c.exit(t)
+	}
+	for i, l := range labs {
+		if faults[i] == netfault.Readdress {
+			if !b.network(t, l) {
+				t.Fatal("the killed run's readdress network is not there to be cleaned up")
+			}
+		} else if _, err := b.eng.Find(t.Context(), broker.NetfilterName(l.Config.Container)); err != nil {
+			t.Fatalf("the killed %s run's helper is not there to be cleaned up: %v", faults[i], err)
+		}
 	}
 	next := shortRun(t, b.base, "stop")
-	next.Config.DB = l.Config.DB
+	next.Config.DB = labs[0].Config.DB
 	next.Config.RestartCount = 1
 	runMttr(t, next)
-	b.gone(t, l)
+	for _, l := range labs {
+		b.gone(t, l)
+	}
 }
 
 // gone checks that l's broker, holder, netfilter helper and readdress
