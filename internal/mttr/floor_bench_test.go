@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,15 +13,16 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
-// BenchmarkPahoFloor connects n bare paho clients (TLS, the options
-// BenchmarkFleet's devices use, nothing of ours around them: no custom
-// dial, no events, no publishing) to the broker in a child process, then
-// kills the broker, starts it again and waits until every client is back.
-// It reports what any tool holding n paho v1.5 clients in one process
-// pays: resident memory connected and at the peak of the reconnect, and
-// per client the goroutines, their stacks and the heap in use. Beside
-// BenchmarkFleet it tells the tool's share from paho's. One size per
-// process for a clean peak:
+// BenchmarkPahoFloor connects n bare paho clients (TLS, the session and
+// timing options BenchmarkFleet's devices use, connectParallel at a time
+// as a fleet connects, nothing of ours around them: no custom dial, no
+// events, no publishing) to the broker in a child process, then kills the
+// broker, starts it again and waits until every client is back. It reports
+// what any tool holding n paho v1.5 clients in one process pays: resident
+// memory once connected (after a GC that returns free memory to the OS)
+// and the process's peak, and per client the goroutines, their stacks and
+// the heap in use. Beside BenchmarkFleet it tells the tool's share from
+// paho's. One size per process for a clean peak:
 //
 //	go test ./internal/mttr -run '^$' -bench 'PahoFloor/clients=10000$' -benchtime 1x
 func BenchmarkPahoFloor(b *testing.B) {
@@ -31,7 +34,10 @@ func BenchmarkPahoFloor(b *testing.B) {
 func benchPahoFloor(b *testing.B, n int) {
 	for b.Loop() {
 		br := startProcBroker(b)
-		var connects atomic.Int64
+		// Each client says when it connects in a round (the first connect,
+		// then the reconnect), once however often it connects in that round.
+		var round atomic.Int64
+		seen := make([]atomic.Int64, n)
 		up := make(chan struct{}, n)
 		clients := make([]paho.Client, n)
 		for i := range clients {
@@ -39,34 +45,56 @@ func benchPahoFloor(b *testing.B, n int) {
 				AddBroker("tls://" + br.addr).
 				SetTLSConfig(br.tls).
 				SetClientID(DeviceID("floor", i)).
+				SetUsername("floor").
+				SetPassword("floor").
 				SetProtocolVersion(4).
+				SetCleanSession(false).
 				SetKeepAlive(15 * time.Second).
 				SetPingTimeout(10 * time.Second).
 				SetConnectTimeout(30 * time.Second).
 				SetMaxReconnectInterval(time.Second).
 				SetConnectRetryInterval(time.Second).
+				SetConnectRetry(true). // a first connect that fails is tried again, as a device's is
 				SetAutoReconnect(true).
 				SetOrderMatters(false).
-				SetOnConnectHandler(func(paho.Client) { connects.Add(1); up <- struct{}{} })
+				SetOnConnectHandler(func(paho.Client) {
+					if r := round.Load(); seen[i].Swap(r) != r {
+						up <- struct{}{}
+					}
+				})
 			clients[i] = paho.NewClient(opts)
 		}
+		b.Cleanup(func() {
+			for _, c := range clients {
+				c.Disconnect(0)
+			}
+		})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
 		await := func(what string) {
-			for range n {
+			for got := range n {
 				select {
 				case <-up:
 				case <-ctx.Done():
-					b.Fatalf("%s: %d of %d clients connected", what, connects.Load()%int64(n), n)
+					b.Fatalf("%s: %d of %d clients connected", what, got, n)
 				}
 			}
 		}
+		round.Store(1)
 		start := time.Now()
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, connectParallel)
 		for _, c := range clients {
-			c.Connect() // paho connects in its own goroutine; OnConnect counts it
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				c.Connect().WaitTimeout(time.Minute)
+			})
 		}
 		await("connect")
 		connected := time.Since(start)
-		runtime.GC()
+		wg.Wait()
+		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		goroutines := runtime.NumGoroutine()
@@ -75,16 +103,13 @@ func benchPahoFloor(b *testing.B, n int) {
 		if _, err := br.Inject(ctx); err != nil {
 			b.Fatal(err)
 		}
+		round.Store(2)
 		healed, err := br.Heal(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
 		await("reconnect")
 		back := time.Since(healed)
-		for _, c := range clients {
-			c.Disconnect(0)
-		}
-		cancel()
 
 		b.ReportMetric(connected.Seconds(), "connect-s")
 		b.ReportMetric(back.Seconds(), "all-back-s")
