@@ -143,7 +143,7 @@ func (r *runRecord) finish(ctx context.Context, status, errText string, interrup
 		t := time.NewTimer(storeRetry)
 		select {
 		case <-ctx.Done(): // interrupted while retrying: the rescue file now
-			deadline = time.Now()
+			deadline, interrupted = time.Now(), true
 		case <-t.C:
 		}
 		t.Stop()
