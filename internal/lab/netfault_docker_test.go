@@ -445,7 +445,8 @@ type leftovers struct {
 func (b leftovers) start(t *testing.T, fault string) (*Lab, *command) {
 	l := shortRun(t, b.base, fault)
 	l.Config.RestartCount = 1
-	l.Config.KeepDead = 10 * time.Minute // it is stopped in the fault: never healed while others start
+	// Stopped in the fault, it must not heal while other runs start.
+	l.Config.KeepDead = 10 * time.Minute
 	if fault != netfault.Readdress { // which takes no link: it has a network of its own instead
 		l.Config.Link = netfault.Link{Loss: 0.01, Latency: 5 * time.Millisecond} // the helper and the link in every run
 	}
