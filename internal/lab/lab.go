@@ -87,9 +87,19 @@ func (l *Lab) Certs(_ context.Context, host string) error {
 		return fmt.Errorf("certs: %w", err)
 	}
 	pair := certs.For(l.Config.CertDir, host)
-	fp, err := certs.Generate(pair, l.Config.CertDays)
+	unlock, err := pair.Lock()
 	if err != nil {
 		return fmt.Errorf("certs %s: %w", host, err)
+	}
+	defer unlock()
+	return l.makeCert(pair)
+}
+
+// makeCert writes a new pair; the caller holds the pair's lock.
+func (l *Lab) makeCert(pair certs.Pair) error {
+	fp, err := certs.Generate(pair, l.Config.CertDays)
+	if err != nil {
+		return fmt.Errorf("certs %s: %w", pair.Host, err)
 	}
 	l.printf("certificate %s\nkey         %s\nvalid for   %d days\nsha256      %s\n", pair.CertPath, pair.KeyPath, l.Config.CertDays, fp)
 	return nil
@@ -111,9 +121,17 @@ func (h hostCert) trust(host string) *tls.Config {
 }
 
 // cert reads the certificate for MTTR_HOST; with create set, it generates
-// the pair first when it is missing or expired.
+// the pair first when it is missing or expired, holding the pair's lock
+// so that runs starting at once make one pair and all trust it.
 func (l *Lab) cert(create bool) (hostCert, error) {
 	pair := certs.For(l.Config.CertDir, l.Config.Host)
+	if create {
+		unlock, err := pair.Lock()
+		if err != nil {
+			return hostCert{}, fmt.Errorf("certificate for MTTR_HOST=%s: %w", l.Config.Host, err)
+		}
+		defer unlock()
+	}
 	c, fp, err := certs.Load(pair.CertPath)
 	switch {
 	case err == nil && time.Now().Before(c.NotAfter):
@@ -126,7 +144,7 @@ func (l *Lab) cert(create bool) (hostCert, error) {
 		return hostCert{}, fmt.Errorf("certificate %s expired on %s: run `mage certs %s` and `mage image`", pair.CertPath, c.NotAfter.Format(time.DateOnly), l.Config.Host)
 	}
 	l.printf("making a certificate for %s\n", l.Config.Host)
-	if err := l.Certs(context.Background(), l.Config.Host); err != nil {
+	if err := l.makeCert(pair); err != nil {
 		return hostCert{}, err
 	}
 	c, fp, err = certs.Load(pair.CertPath)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,12 +18,45 @@ import (
 
 	"github.com/mttrlab/mttr/internal/broker"
 	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/config"
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/host"
 	"github.com/mttrlab/mttr/internal/mttr"
 	"github.com/mttrlab/mttr/internal/store"
 )
+
+// TestCertOnceForRunsAtOnce starts eight runs' certificate step at once
+// with no certificate yet: one pair is made, and every run trusts the
+// pair on disk (TestStoreGoesAway's runs, sharing a certificate directory,
+// once trusted a certificate the broker did not serve).
+func TestCertOnceForRunsAtOnce(t *testing.T) {
+	cfg := config.Defaults
+	cfg.Host, cfg.CertDir, cfg.CertDays = "localhost", t.TempDir(), 1
+	var wg sync.WaitGroup
+	fps := make([]string, 8)
+	for i := range fps {
+		wg.Go(func() {
+			l := &Lab{Config: cfg, Out: io.Discard}
+			hc, err := l.cert(true)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			fps[i] = hc.fp
+		})
+	}
+	wg.Wait()
+	_, onDisk, err := certs.Load(certs.For(cfg.CertDir, cfg.Host).CertPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, fp := range fps {
+		if fp != onDisk {
+			t.Errorf("run %d trusts %s; the pair on disk is %s", i, fp, onDisk)
+		}
+	}
+}
 
 func TestImageCurrent(t *testing.T) {
 	img := broker.Image{Host: "localhost", Fingerprint: "AA", Source: "s1"}
