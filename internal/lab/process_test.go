@@ -307,8 +307,8 @@ func TestStoreGoesAway(t *testing.T) {
 					t.Errorf("cycle %d: no recovery", c.Cycle)
 				}
 			}
-			if run.Status != wantStatus || finished != wantCycles {
-				t.Errorf("run %s with %d finished cycles, want %s with %d", run.Status, finished, wantStatus, wantCycles)
+			if run.Status != wantStatus || finished != wantCycles || (!tc.interrupted && len(rows) != wantCycles) {
+				t.Errorf("run %s with %d cycles, %d finished, want %s with %d", run.Status, len(rows), finished, wantStatus, wantCycles)
 			}
 		})
 	}
