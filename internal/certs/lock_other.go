@@ -2,5 +2,7 @@
 
 package certs
 
+import "context"
+
 // Lock does nothing where there are no Unix file locks.
-func (p Pair) Lock() (unlock func(), err error) { return func() {}, nil }
+func (p Pair) Lock(context.Context) (unlock func(), err error) { return func() {}, nil }

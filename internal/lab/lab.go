@@ -82,12 +82,12 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 }
 
 // Certs writes a new self-signed certificate and key for host.
-func (l *Lab) Certs(_ context.Context, host string) error {
+func (l *Lab) Certs(ctx context.Context, host string) error {
 	if err := certs.ValidateHost(host); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
 	pair := certs.For(l.Config.CertDir, host)
-	unlock, err := pair.Lock()
+	unlock, err := pair.Lock(ctx)
 	if err != nil {
 		return fmt.Errorf("certs %s: %w", host, err)
 	}
@@ -123,10 +123,10 @@ func (h hostCert) trust(host string) *tls.Config {
 // cert reads the certificate for MTTR_HOST; with create set, it generates
 // the pair first when it is missing or expired, holding the pair's lock
 // so that runs starting at once make one pair and all trust it.
-func (l *Lab) cert(create bool) (hostCert, error) {
+func (l *Lab) cert(ctx context.Context, create bool) (hostCert, error) {
 	pair := certs.For(l.Config.CertDir, l.Config.Host)
 	if create {
-		unlock, err := pair.Lock()
+		unlock, err := pair.Lock(ctx)
 		if err != nil {
 			return hostCert{}, fmt.Errorf("certificate for MTTR_HOST=%s: %w", l.Config.Host, err)
 		}
@@ -153,7 +153,7 @@ func (l *Lab) cert(create bool) (hostCert, error) {
 
 // tlsConfig trusts only the certificate for MTTR_HOST and verifies that name.
 func (l *Lab) tlsConfig() (*tls.Config, error) {
-	hc, err := l.cert(false)
+	hc, err := l.cert(context.Background(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func (l *Lab) engine(ctx context.Context) (*broker.Engine, error) {
 
 // Image builds the broker image, making the certificate first if needed.
 func (l *Lab) Image(ctx context.Context) error {
-	hc, err := l.cert(true)
+	hc, err := l.cert(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func (l *Lab) Up(ctx context.Context) error {
 }
 
 func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
-	hc, err := l.cert(false)
+	hc, err := l.cert(context.Background(), false)
 	if err != nil {
 		return nil, err
 	}

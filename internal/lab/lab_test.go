@@ -38,7 +38,7 @@ func TestCertOnceForRunsAtOnce(t *testing.T) {
 	for i := range fps {
 		wg.Go(func() {
 			l := &Lab{Config: cfg, Out: io.Discard}
-			hc, err := l.cert(true)
+			hc, err := l.cert(t.Context(), true)
 			if err != nil {
 				t.Error(err)
 				return

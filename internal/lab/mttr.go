@@ -338,7 +338,7 @@ func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.C
 // certificate, building the certificate and the image when either is
 // missing or stale, and the TLS configuration that trusts that certificate.
 func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, *tls.Config, error) {
-	hc, err := l.cert(true)
+	hc, err := l.cert(ctx, true)
 	if err != nil {
 		return "", nil, err
 	}

@@ -259,7 +259,7 @@ func (f followedOutage) Heal(ctx context.Context) (time.Time, error) {
 // openProcessBed installs the broker's sources for the local node and
 // makes the certificate it serves.
 func (l *Lab) openProcessBed(ctx context.Context) (testBed, *tls.Config, error) {
-	hc, err := l.cert(true)
+	hc, err := l.cert(ctx, true)
 	if err != nil {
 		return nil, nil, err
 	}
