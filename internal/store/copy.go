@@ -131,21 +131,20 @@ func (s *Store) copyRun(ctx context.Context, r Run, cycles []mttr.Cycle) (err er
 			_, _ = s.exec(context.WithoutCancel(ctx), `DELETE FROM runs WHERE id = ?`, id)
 		}
 	}()
-	for i := 0; i < len(cycles); {
-		j := i
-		for j < len(cycles) && cycles[j].Cycle == cycles[i].Cycle {
-			j++
-		}
-		if err := s.SaveCycle(ctx, id, cycles[i:j]); err != nil {
-			return err
-		}
-		i = j
+	if err := s.saveCycles(ctx, id, cycles); err != nil {
+		return err
 	}
 	// Its outcome last: a report meanwhile sees it running, not finished
 	// with half its cycles.
-	if _, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
-		r.Status, r.Error, null(unixNano(r)), id); err != nil {
-		return fmt.Errorf("store: copy run %d: %w", r.ID, err)
+	return s.FinishRunAt(ctx, id, r.Status, r.Error, r.FinishedAt)
+}
+
+// saveCycles saves rows (ordered by cycle) cycle by cycle.
+func (s *Store) saveCycles(ctx context.Context, runID int64, rows []mttr.Cycle) error {
+	for _, cycle := range mttr.Storms(rows) {
+		if err := s.SaveCycle(ctx, runID, cycle); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -177,23 +176,15 @@ func (s *Store) complete(ctx context.Context, have Run, from *Store, r Run) (int
 			missing = append(missing, c)
 		}
 	}
-	for i := 0; i < len(missing); {
-		j := i
-		for j < len(missing) && missing[j].Cycle == missing[i].Cycle {
-			j++
-		}
-		if err := s.SaveCycle(ctx, have.ID, missing[i:j]); err != nil {
-			return 0, err
-		}
-		i = j
+	if err := s.saveCycles(ctx, have.ID, missing); err != nil {
+		return 0, err
 	}
 	changed := len(missing) > 0
 	// Running, or marked abandoned by a later run that found its process
 	// gone: the source knows how it ended.
 	if (have.Status == StatusRunning || have.Status == StatusAbandoned) && r.Status != StatusRunning && r.Status != have.Status {
-		if _, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
-			r.Status, r.Error, null(unixNano(r)), have.ID); err != nil {
-			return 0, fmt.Errorf("store: complete run %d: %w", have.ID, err)
+		if err := s.FinishRunAt(ctx, have.ID, r.Status, r.Error, r.FinishedAt); err != nil {
+			return 0, err
 		}
 		changed = true
 	}
@@ -201,14 +192,6 @@ func (s *Store) complete(ctx context.Context, have Run, from *Store, r Run) (int
 		return -1, nil
 	}
 	return len(missing), nil
-}
-
-// unixNano is when r finished, or 0 while it runs.
-func unixNano(r Run) int64 {
-	if r.FinishedAt.IsZero() {
-		return 0
-	}
-	return r.FinishedAt.UnixNano()
 }
 
 // copyStudy gives s from's study id, or finds s's study of that label and

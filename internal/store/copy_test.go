@@ -150,3 +150,34 @@ func TestBaselineAcrossMachines(t *testing.T) {
 		}
 	})
 }
+
+// TestCopyRunningRun copies a run still running (a rescue file's, say):
+// it stays running in the copy, with no end time.
+func TestCopyRunningRun(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ string) {
+		r := sampleRun()
+		id, err := s.StartRun(t.Context(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err = s.GetRun(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file, err := Open(t.Context(), filepath.Join(t.TempDir(), "export.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		if got, err := file.Copy(t.Context(), s, []Run{r}); err != nil || got.Runs != 1 {
+			t.Fatalf("copy: %+v, %v", got, err)
+		}
+		runs, err := file.AllRuns(t.Context())
+		if err != nil || len(runs) != 1 {
+			t.Fatalf("runs %v, %v", runs, err)
+		}
+		if got := runs[0]; got.Status != StatusRunning || !got.FinishedAt.IsZero() {
+			t.Errorf("copied run: status %s, finished %v; want running, not finished", got.Status, got.FinishedAt)
+		}
+	})
+}

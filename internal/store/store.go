@@ -433,11 +433,15 @@ func (s *Store) FinishRun(ctx context.Context, id int64, status, errText string)
 	return s.FinishRunAt(ctx, id, status, errText, time.Now())
 }
 
-// FinishRunAt is FinishRun with the end time given: a run that ended
-// elsewhere.
+// FinishRunAt is FinishRun with the end time given (a run that ended
+// elsewhere); a zero time leaves finished_at NULL (a run still running).
 func (s *Store) FinishRunAt(ctx context.Context, id int64, status, errText string, at time.Time) error {
+	var ns int64
+	if !at.IsZero() {
+		ns = at.UnixNano()
+	}
 	_, err := s.exec(ctx, `UPDATE runs SET status = ?, error = NULLIF(?, ''), finished_at = ? WHERE id = ?`,
-		status, errText, at.UnixNano(), id)
+		status, errText, null(ns), id)
 	if err != nil {
 		return fmt.Errorf("store: finish run %d: %w", id, err)
 	}
