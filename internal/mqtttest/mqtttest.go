@@ -144,16 +144,18 @@ func (b *Broker) Close() {
 
 // Proxy relays TCP connections to a target and can freeze them: while
 // paused, connections stay open but no byte moves in either direction and
-// new connections wait, as with a frozen broker.
+// new connections wait, as with a frozen broker. It can also hold back
+// only what the target sends, and cut the connections it relays.
 type Proxy struct {
 	Addr   string
 	target string
 	ln     net.Listener
 
-	mu     sync.Mutex
-	open   chan struct{} // closed while traffic flows
-	conns  map[net.Conn]struct{}
-	closed bool
+	mu      sync.Mutex
+	open    chan struct{} // closed while traffic flows
+	replies chan struct{} // closed while what the target sends flows
+	conns   map[net.Conn]struct{}
+	closed  bool
 }
 
 // NewProxy relays connections on a free port of 127.0.0.1 to target until
@@ -164,8 +166,9 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Addr: ln.Addr().String(), target: target, ln: ln, open: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	p := &Proxy{Addr: ln.Addr().String(), target: target, ln: ln, open: make(chan struct{}), replies: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	close(p.open)
+	close(p.replies)
 	go p.accept()
 	t.Cleanup(p.Close)
 	return p
@@ -182,14 +185,39 @@ func (p *Proxy) Pause() {
 	}
 }
 
-// Resume lets traffic flow again.
-func (p *Proxy) Resume() {
+// HoldReplies freezes what the target sends until Resume; what clients
+// send still flows, as when the broker's acknowledgements are lost.
+func (p *Proxy) HoldReplies() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
-	case <-p.open:
+	case <-p.replies:
+		p.replies = make(chan struct{})
 	default:
-		close(p.open)
+	}
+}
+
+// Resume lets traffic flow again, both ways.
+func (p *Proxy) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, gate := range []chan struct{}{p.open, p.replies} {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}
+}
+
+// Cut closes every connection relayed so far, as a network that drops
+// them would; what they held back is lost. New connections are relayed.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
 	}
 }
 
@@ -197,6 +225,19 @@ func (p *Proxy) gate() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.open
+}
+
+// replyGate is open while both traffic and what the target sends flow.
+func (p *Proxy) replyGate() <-chan struct{} {
+	p.mu.Lock()
+	open, replies := p.open, p.replies
+	p.mu.Unlock()
+	select {
+	case <-replies:
+		return open
+	default:
+		return replies
+	}
 }
 
 // Close stops the proxy and drops its connections.
@@ -238,21 +279,21 @@ func (p *Proxy) accept() {
 				in.Close()
 				return
 			}
-			go p.pipe(out, in)
-			p.pipe(in, out)
+			go p.pipe(out, in, p.gate)
+			p.pipe(in, out, p.replyGate)
 		}()
 	}
 }
 
-// pipe copies src to dst, holding each chunk while paused.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst, holding each chunk while gate is not open.
+func (p *Proxy) pipe(dst, src net.Conn, gate func() <-chan struct{}) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			<-p.gate()
+			<-gate()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}

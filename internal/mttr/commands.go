@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -31,7 +32,13 @@ const acceptWait = 10 * time.Second
 
 // CommandsSpec is what StartCommands needs.
 type CommandsSpec struct {
-	Sender   device.Config // from Verifier: its identity names the sender's client id
+	// Sender is from Verifier: its identity names the sender's client id.
+	// StartCommands gives it a clean session: a sender that kept one would
+	// have paho send again, after a reconnect, every command whose PUBACK
+	// the outage took, which the device may well have received already;
+	// and paho sends what is published while it does so twice (once from
+	// its store). Either would count as the device's duplicate.
+	Sender   device.Config
 	Devices  []device.Identity
 	Interval time.Duration // between commands to a device
 	// SeenFromBroker says the devices are external clients, known only from
@@ -81,12 +88,14 @@ type downstream struct {
 	listens bool
 	seq     int64
 	log     c2dLog
-	handed  map[int64]handed  // commands handed to the sender, by seq
-	digests map[string]int64  // by the payload's digest, for receipts known from the broker's acknowledgements
-	waiting map[int64]sentCmd // sent and not received yet
+	handed  map[int64]handed    // commands handed to the sender, by seq
+	acking  map[int64]time.Time // handed to the sender, its PUBACK not yet read or given up on: when handed
+	digests map[string]int64    // by the payload's digest, for receipts known from the broker's acknowledgements
+	waiting map[int64]sentCmd   // sent and not received yet
 
-	pending bool // a heal happened and nothing was received since
-	seen    bool // pending, and it was seen reconnecting or subscribing: the fast cadence
+	pending bool      // a heal happened and nothing was received since
+	backAt  time.Time // the receipt that ended the last pending
+	seen    bool      // pending, and it was seen reconnecting or subscribing: the fast cadence
 	step    time.Duration
 	next    time.Time
 }
@@ -134,7 +143,9 @@ func CloudID(base string) string { return base + "-cloud" }
 // StartCommands connects the sender and starts sending commands to the
 // devices of spec.
 func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
-	dev, err := device.New(spec.Sender)
+	sender := spec.Sender
+	sender.CleanSession = true
+	dev, err := device.New(sender)
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
@@ -151,7 +162,7 @@ func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
 		// leave in one tick.
 		next := now.Add(spec.Interval * time.Duration(i) / time.Duration(len(spec.Devices)))
 		c.devs[id.DeviceID] = &downstream{topic: id.CommandTopic(), listens: !spec.SeenFromBroker,
-			handed: map[int64]handed{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}, next: next}
+			handed: map[int64]handed{}, acking: map[int64]time.Time{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}, next: next}
 	}
 	c.ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
 	go c.run()
@@ -197,18 +208,24 @@ func (c *Commands) run() {
 			if p == nil {
 				continue // not connected: nothing sent; the sender comes back at the next heal or settle
 			}
-			c.mu.Lock()
-			if d := c.devs[o.id]; d != nil {
-				d.handed[o.seq] = handed{o.at, brokerlog.Digest(o.payload)}
-				d.digests[brokerlog.Digest(o.payload)] = o.seq
-			}
-			c.unacked = append(c.unacked, unacked{p, o})
-			c.mu.Unlock()
-			select {
-			case c.queued <- struct{}{}:
-			default:
-			}
+			c.handOver(o, p)
 		}
+	}
+}
+
+// handOver records o as handed to the sender's connection (p), for collect.
+func (c *Commands) handOver(o outgoing, p *device.Pending) {
+	c.mu.Lock()
+	if d := c.devs[o.id]; d != nil {
+		d.handed[o.seq] = handed{o.at, brokerlog.Digest(o.payload)}
+		d.acking[o.seq] = o.at
+		d.digests[brokerlog.Digest(o.payload)] = o.seq
+	}
+	c.unacked = append(c.unacked, unacked{p, o})
+	c.mu.Unlock()
+	select {
+	case c.queued <- struct{}{}:
+	default:
 	}
 }
 
@@ -283,22 +300,38 @@ func (c *Commands) collect() {
 	}
 }
 
-// accepted records o as sent once the broker acknowledged it, within
-// acceptWait of its hand-over.
+// accepted waits for the broker's PUBACK of o, within acceptWait of its
+// hand-over, and records the outcome.
 func (c *Commands) accepted(p *device.Pending, o outgoing) {
 	ctx, cancel := context.WithDeadline(c.ctx, o.at.Add(acceptWait))
 	defer cancel()
-	if _, err := p.Wait(ctx); err != nil {
-		return
-	}
+	_, err := p.Wait(ctx)
+	c.acked(o, err == nil)
+}
+
+// acked records that the broker acknowledged o (ok), or that it will not
+// be known to have: only an acknowledged command counts as sent. One the
+// device has not received yet is waited for when the cycle settles, unless
+// it went in the fast cadence before the device's first receipt since the
+// heal: the broker may have had no subscription for it then.
+func (c *Commands) acked(o outgoing, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if d := c.devs[o.id]; d != nil {
-		s := sentCmd{o.seq, o.at}
-		d.log.sent = append(d.log.sent, s)
-		if !o.fast && !slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq }) {
-			d.waiting[o.seq] = s
-		}
+	d := c.devs[o.id]
+	if d == nil {
+		return
+	}
+	delete(d.acking, o.seq)
+	if !ok {
+		return
+	}
+	s := sentCmd{o.seq, o.at}
+	d.log.sent = append(d.log.sent, s)
+	if slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq }) {
+		return
+	}
+	if !o.fast || d.pending || !o.at.Before(d.backAt) {
+		d.waiting[o.seq] = s
 	}
 }
 
@@ -392,9 +425,11 @@ func (c *Commands) receipt(id string, seq int64, at time.Time) {
 		d.log.received = append(d.log.received, receipt{seq, at})
 		delete(d.waiting, seq)
 		if d.pending {
-			d.pending, d.seen = false, false
+			d.pending, d.seen, d.backAt = false, false, at
 			d.next = at.Add(c.spec.Interval)
-			clear(d.waiting) // sent before it listened again: the broker dropped what did not arrive
+			// Sent before it listened again: the broker dropped what did
+			// not arrive.
+			maps.DeleteFunc(d.waiting, func(_ int64, s sentCmd) bool { return s.at.Before(at) })
 		}
 	}
 	c.mu.Unlock()
@@ -494,9 +529,12 @@ func (c *Commands) subscribers(subs []brokerlog.Subscription) []string {
 }
 
 // Settled reports whether no command is in flight to a device that
-// listens again: every one sent before cutoff, and less than an interval
-// ago, has been received. It brings the sender back if the broker dropped
-// it, since the broker is up while a cycle settles.
+// listens again: every one handed over before cutoff has its PUBACK (or
+// never will), and every one waited for (see acked) sent before cutoff,
+// and less than an interval ago, has been received. A cycle's row counts
+// what was sent before its end: without this wait, a command still on its
+// way to the device would count as lost. It brings the sender back if the
+// broker dropped it, since the broker is up while a cycle settles.
 func (c *Commands) Settled(cutoff time.Time) bool {
 	if c == nil {
 		return true
@@ -509,6 +547,11 @@ func (c *Commands) Settled(cutoff time.Time) bool {
 	for _, d := range c.devs {
 		if !d.listens || d.pending {
 			continue
+		}
+		for _, at := range d.acking {
+			if at.Before(cutoff) {
+				return false
+			}
 		}
 		for _, s := range d.waiting {
 			if s.at.Before(cutoff) && time.Since(s.at) < c.spec.Interval {

@@ -2,13 +2,18 @@ package mttr
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/mqtttest"
 )
 
@@ -338,5 +343,144 @@ func TestCommandsCadence(t *testing.T) {
 	c.receipt("a", d.seq, at(2985))
 	if d.pending || d.seen || !d.next.Equal(at(3985)) {
 		t.Errorf("after a receipt: pending %v, fast %v, next at %v; want the usual cadence, at 3985 ms", d.pending, d.seen, d.next.Sub(t0))
+	}
+}
+
+// TestCommandsSettle: a cycle's row counts the commands sent before its
+// end, so a cycle settles only once those on their way to a device that
+// listens again have arrived: one handed over whose PUBACK has not been
+// read yet, and one acknowledged and not yet received, also when it went
+// in the fast cadence just after the device's first receipt since the
+// heal. One sent in the fast cadence before that receipt is not waited
+// for (the broker may have had no subscription for it), nor is one whose
+// PUBACK will not come (it does not count as sent).
+func TestCommandsSettle(t *testing.T) {
+	c := &Commands{spec: CommandsSpec{Interval: time.Hour}, devs: map[string]*downstream{}, ids: []string{"a"}}
+	d := &downstream{topic: "devices/a/messages/devicebound/", listens: true,
+		handed: map[int64]handed{}, acking: map[int64]time.Time{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}}
+	c.devs["a"] = d
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	cutoff := at(100)
+	settled := func(want bool, when string) {
+		t.Helper()
+		if got := c.Settled(cutoff); got != want {
+			t.Fatalf("%s: settled %v, want %v (acking %v, waiting %v)", when, got, want, d.acking, d.waiting)
+		}
+	}
+	cmd := func(seq int64, ms int) outgoing {
+		return outgoing{id: "a", topic: d.topic, seq: seq, payload: []byte{byte(seq)}, at: at(ms), fast: d.pending}
+	}
+
+	c.Nudge() // a heal
+	// All three are due in the fast cadence; the receipt of the second
+	// comes before the third is handed over, and is recorded after.
+	early, first, late := cmd(1, 0), cmd(2, 1), cmd(3, 3)
+	if !late.fast {
+		t.Fatal("the test's commands are not in the fast cadence")
+	}
+	c.handOver(early, nil)
+	c.handOver(first, nil)
+	settled(true, "nothing received since the heal")
+	c.acked(first, true)
+	c.receipt("a", 2, at(2))
+	c.acked(early, true) // its PUBACK read after the receipt of a later one
+	settled(true, "a fast command sent before the first receipt since the heal, never received")
+
+	c.handOver(late, nil)
+	settled(false, "handed over after the first receipt, PUBACK not read yet")
+	c.acked(late, true)
+	settled(false, "acknowledged, not received yet")
+	c.receipt("a", 3, at(4))
+	settled(true, "received")
+
+	c.handOver(cmd(4, 5), nil)
+	c.acked(cmd(4, 5), false)
+	settled(true, "a command whose PUBACK will not come")
+	if got := len(c.log("a").sent); got != 3 {
+		t.Errorf("%d commands count as sent, want 3: one without a PUBACK does not", got)
+	}
+}
+
+// TestCommandsSentOnce: a command whose PUBACK the broker sent but the
+// sender never read (its connection was cut) is not sent again when the
+// sender reconnects; the device may have it already, and a second copy
+// would count as the device's duplicate. A subscriber that takes its
+// messages in order stands for the device: once it has the command sent
+// after the reconnect, it has every copy sent before.
+func TestCommandsSentOnce(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	p := mqtttest.NewProxy(t, b.Addr)
+	devs, ver := configs(b.Addr, b.Client, 1, fastTimings)
+	id := devs[0].Identity
+
+	copies := map[int64]int{}
+	var mu sync.Mutex
+	arrived := make(chan int64, 16)
+	opts := paho.NewClientOptions().AddBroker("tls://" + b.Addr).SetTLSConfig(b.Client).
+		SetClientID("observer").SetCleanSession(true).SetOrderMatters(true).SetAutoReconnect(false)
+	obs := paho.NewClient(opts)
+	if tok := obs.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("observer: connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { obs.Disconnect(0) })
+	if tok := obs.Subscribe(id.CommandTopic()+"#", 1, func(_ paho.Client, m paho.Message) {
+		var cmd device.Telemetry
+		if json.Unmarshal(m.Payload(), &cmd) != nil {
+			return
+		}
+		mu.Lock()
+		copies[cmd.Seq]++
+		mu.Unlock()
+		arrived <- cmd.Seq
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("observer: subscribe: %v", tok.Error())
+	}
+	await := func(seq int64) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case got := <-arrived:
+				if got == seq {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("command %d never arrived", seq)
+			}
+		}
+	}
+
+	cloud := ver
+	cloud.Identity.DeviceID = CloudID("dev")
+	cloud.BrokerAddr = p.Addr
+	c, err := StartCommands(t.Context(), CommandsSpec{Sender: cloud, Devices: []device.Identity{id}, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	await(1) // the first goes at once
+
+	p.HoldReplies()
+	c.Nudge() // one at once
+	await(2)
+	p.Cut()
+	p.Resume()
+	for e := range c.dev.Events() {
+		if e.Kind == device.Lost {
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.dev.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Nudge()
+	await(3)
+	mu.Lock()
+	defer mu.Unlock()
+	if copies[2] != 1 {
+		t.Errorf("command 2, its PUBACK lost, arrived %d times; want once (copies by seq: %v)", copies[2], copies)
 	}
 }
