@@ -168,10 +168,32 @@ func (f *fixture) start(t *testing.T, env ...string) *Broker {
 			t.Error(err)
 		}
 	})
+	t.Cleanup(func() { f.explain(t, b) })
 	if _, err := b.WaitReady(ctx, f.tls, 5*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// explain logs, when t failed, whether b's process still runs (with its
+// last output if not) and every broker event line of the test.
+func (f *fixture) explain(t *testing.T, b *Broker) {
+	if !t.Failed() {
+		return
+	}
+	state := "no broker process"
+	if p := b.current(); p != nil {
+		state = fmt.Sprintf("broker process %d running", p.pid)
+		if err := p.alive(); err != nil {
+			state = err.Error()
+		}
+	}
+	t.Logf("at the failure (%s): %s", time.Now().Format(time.StampMicro), state)
+	f.events.mu.Lock()
+	defer f.events.mu.Unlock()
+	for _, e := range f.events.events {
+		t.Logf("broker event %s %s %s", e.At.Format(time.StampMicro), e.Kind, e.ClientID)
+	}
 }
 
 func freeAddr(t *testing.T) string {
