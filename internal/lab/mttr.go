@@ -207,7 +207,6 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, rec *runRecord, id de
 	}
 	verifier := mttr.Verifier(l.deviceConfig(id, verifierID, tlsConf))
 	cloud := mttr.Verifier(l.deviceConfig(id, mttr.CloudID(id.DeviceID), tlsConf))
-	cloud.CleanSession = true // it only sends
 	verifier.BrokerAddr, cloud.BrokerAddr = probeAddr, probeAddr
 	if path != nil { // the cloud's side: no fault of the devices' touches it
 		verifier.Dial, cloud.Dial = path.dialOwn, path.dialOwn

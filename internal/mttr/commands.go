@@ -95,6 +95,7 @@ type downstream struct {
 
 	pending bool      // a heal happened and nothing was received since
 	backAt  time.Time // the receipt that ended the last pending
+	kept    bool      // the broker had its session when it last connected: it queued what was sent meanwhile
 	seen    bool      // pending, and it was seen reconnecting or subscribing: the fast cadence
 	step    time.Duration
 	next    time.Time
@@ -189,7 +190,6 @@ type outgoing struct {
 	seq       int64
 	payload   []byte
 	at        time.Time
-	fast      bool // sent while the device was waiting for one after a heal: it may have had no subscription yet
 }
 
 func (c *Commands) run() {
@@ -261,7 +261,7 @@ func (c *Commands) due(now time.Time) []outgoing {
 		d.next = now.Add(d.step)
 		d.seq++
 		payload, _ := json.Marshal(device.Telemetry{DeviceID: id, Seq: d.seq, SentAt: now.UnixNano()})
-		out = append(out, outgoing{id, d.topic, d.seq, payload, now, d.pending})
+		out = append(out, outgoing{id, d.topic, d.seq, payload, now})
 	}
 	return out
 }
@@ -311,27 +311,27 @@ func (c *Commands) accepted(p *device.Pending, o outgoing) {
 
 // acked records that the broker acknowledged o (ok), or that it will not
 // be known to have: only an acknowledged command counts as sent. One the
-// device has not received yet is waited for when the cycle settles, unless
-// it went in the fast cadence before the device's first receipt since the
-// heal: the broker may have had no subscription for it then.
+// device has not received yet is waited for when the cycle settles (see
+// receipt for what the first receipt after a heal drops), unless it was
+// sent before that receipt to a device whose session the broker did not
+// keep: the broker had no subscription for it then.
 func (c *Commands) acked(o outgoing, ok bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	d := c.devs[o.id]
-	if d == nil {
-		return
+	if d != nil {
+		delete(d.acking, o.seq)
+		s := sentCmd{o.seq, o.at}
+		if ok {
+			d.log.sent = append(d.log.sent, s)
+		}
+		received := slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq })
+		if ok && !received && (d.pending || d.kept || !o.at.Before(d.backAt)) {
+			d.waiting[o.seq] = s
+		}
 	}
-	delete(d.acking, o.seq)
-	if !ok {
-		return
-	}
-	s := sentCmd{o.seq, o.at}
-	d.log.sent = append(d.log.sent, s)
-	if slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq }) {
-		return
-	}
-	if !o.fast || d.pending || !o.at.Before(d.backAt) {
-		d.waiting[o.seq] = s
+	c.mu.Unlock()
+	if d != nil && c.spec.Notify != nil {
+		c.spec.Notify() // a cycle settling may have waited for this PUBACK
 	}
 }
 
@@ -400,13 +400,29 @@ func (c *Commands) poke(id string) {
 	}
 	c.mu.Lock()
 	d := c.devs[id]
-	if d != nil && d.pending {
+	waiting := d != nil && d.pending
+	if waiting {
 		fastLocked(d, time.Now())
 	}
 	c.mu.Unlock()
-	if d != nil && d.pending {
+	if waiting {
 		c.wakeUp()
 	}
+}
+
+// connected records that our device id connected, and whether the broker
+// had its session, and pokes it: a session the broker kept is a
+// subscription.
+func (c *Commands) connected(id string, session bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if d := c.devs[id]; d != nil {
+		d.kept = session
+	}
+	c.mu.Unlock()
+	c.poke(id)
 }
 
 // Received records a command our own device id received.
@@ -427,9 +443,11 @@ func (c *Commands) receipt(id string, seq int64, at time.Time) {
 		if d.pending {
 			d.pending, d.seen, d.backAt = false, false, at
 			d.next = at.Add(c.spec.Interval)
-			// Sent before it listened again: the broker dropped what did
-			// not arrive.
-			maps.DeleteFunc(d.waiting, func(_ int64, s sentCmd) bool { return s.at.Before(at) })
+			if !d.kept {
+				// Sent before it listened again, with a new session: the
+				// broker dropped what did not arrive.
+				maps.DeleteFunc(d.waiting, func(_ int64, s sentCmd) bool { return s.at.Before(at) })
+			}
 		}
 	}
 	c.mu.Unlock()
@@ -462,6 +480,9 @@ func (c *Commands) Observe(e brokerlog.Event) {
 	case brokerlog.Connack:
 		if d := c.devs[e.ClientID]; d != nil {
 			d.log.connacks = append(d.log.connacks, sessionAt{e.At, e.SessionPresent})
+			if c.spec.SeenFromBroker { // our own devices say so themselves (connected)
+				d.kept = e.SessionPresent
+			}
 		}
 	case brokerlog.Subscribe:
 		for _, id := range c.subscribers(e.Subscriptions) {

@@ -349,57 +349,85 @@ func TestCommandsCadence(t *testing.T) {
 // TestCommandsSettle: a cycle's row counts the commands sent before its
 // end, so a cycle settles only once those on their way to a device that
 // listens again have arrived: one handed over whose PUBACK has not been
-// read yet, and one acknowledged and not yet received, also when it went
-// in the fast cadence just after the device's first receipt since the
-// heal. One sent in the fast cadence before that receipt is not waited
-// for (the broker may have had no subscription for it), nor is one whose
-// PUBACK will not come (it does not count as sent).
+// read yet, and one acknowledged and not yet received, also when its
+// PUBACK was read before the device's first receipt since the heal was
+// recorded. One sent before that receipt to a device with a new session
+// is not waited for (the broker had no subscription for it then); to a
+// device whose session the broker kept, it is (the broker queued it). One
+// whose PUBACK will not come does not count as sent.
 func TestCommandsSettle(t *testing.T) {
-	c := &Commands{spec: CommandsSpec{Interval: time.Hour}, devs: map[string]*downstream{}, ids: []string{"a"}}
-	d := &downstream{topic: "devices/a/messages/devicebound/", listens: true,
-		handed: map[int64]handed{}, acking: map[int64]time.Time{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}}
-	c.devs["a"] = d
 	t0 := time.Now()
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	cutoff := at(100)
-	settled := func(want bool, when string) {
+	setup := func() (*Commands, *downstream) {
+		c := &Commands{spec: CommandsSpec{Interval: time.Hour}, devs: map[string]*downstream{}, ids: []string{"a"}}
+		d := &downstream{topic: "devices/a/messages/devicebound/", listens: true,
+			handed: map[int64]handed{}, acking: map[int64]time.Time{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}}
+		c.devs["a"] = d
+		return c, d
+	}
+	settled := func(c *Commands, want bool, when string) {
 		t.Helper()
 		if got := c.Settled(cutoff); got != want {
+			d := c.devs["a"]
 			t.Fatalf("%s: settled %v, want %v (acking %v, waiting %v)", when, got, want, d.acking, d.waiting)
 		}
 	}
 	cmd := func(seq int64, ms int) outgoing {
-		return outgoing{id: "a", topic: d.topic, seq: seq, payload: []byte{byte(seq)}, at: at(ms), fast: d.pending}
+		return outgoing{id: "a", topic: "devices/a/messages/devicebound/", seq: seq, payload: []byte{byte(seq)}, at: at(ms)}
 	}
 
-	c.Nudge() // a heal
-	// All three are due in the fast cadence; the receipt of the second
-	// comes before the third is handed over, and is recorded after.
-	early, first, late := cmd(1, 0), cmd(2, 1), cmd(3, 3)
-	if !late.fast {
-		t.Fatal("the test's commands are not in the fast cadence")
-	}
-	c.handOver(early, nil)
-	c.handOver(first, nil)
-	settled(true, "nothing received since the heal")
-	c.acked(first, true)
-	c.receipt("a", 2, at(2))
-	c.acked(early, true) // its PUBACK read after the receipt of a later one
-	settled(true, "a fast command sent before the first receipt since the heal, never received")
+	t.Run("new session", func(t *testing.T) {
+		c, _ := setup()
+		c.connected("a", false)
+		c.Nudge() // a heal
+		early, first, late, later := cmd(1, 0), cmd(2, 1), cmd(3, 3), cmd(4, 4)
+		for _, o := range []outgoing{early, first, late} {
+			c.handOver(o, nil)
+		}
+		settled(c, true, "nothing received since the heal")
+		c.acked(first, true)
+		c.acked(late, true) // read before the receipt below is recorded
+		c.receipt("a", 2, at(2))
+		c.acked(early, true) // read after it
+		settled(c, false, "one sent after the first receipt, acknowledged, not received yet")
+		c.receipt("a", 3, at(5))
+		settled(c, true, "all received but the one sent before the first receipt, to a new session")
+		c.handOver(later, nil)
+		settled(c, false, "one handed over after the first receipt, PUBACK not read yet")
+		c.acked(later, true)
+		settled(c, false, "acknowledged, not received yet")
+		c.receipt("a", 4, at(6))
+		settled(c, true, "all received but the one sent before the first receipt, to a new session")
 
-	c.handOver(late, nil)
-	settled(false, "handed over after the first receipt, PUBACK not read yet")
-	c.acked(late, true)
-	settled(false, "acknowledged, not received yet")
-	c.receipt("a", 3, at(4))
-	settled(true, "received")
-
-	c.handOver(cmd(4, 5), nil)
-	c.acked(cmd(4, 5), false)
-	settled(true, "a command whose PUBACK will not come")
-	if got := len(c.log("a").sent); got != 3 {
-		t.Errorf("%d commands count as sent, want 3: one without a PUBACK does not", got)
-	}
+		c.handOver(cmd(5, 7), nil)
+		c.acked(cmd(5, 7), false)
+		settled(c, true, "a command whose PUBACK will not come")
+		if got := len(c.log("a").sent); got != 4 {
+			t.Errorf("%d commands count as sent, want 4: one without a PUBACK does not", got)
+		}
+	})
+	t.Run("session kept", func(t *testing.T) {
+		c, _ := setup()
+		c.connected("a", true)
+		c.Nudge()
+		// Two sent in the outage, queued by the broker; the PUBACK of one
+		// is read before the first receipt is recorded, of the other after.
+		queued, queued2, first := cmd(1, 0), cmd(2, 0), cmd(3, 1)
+		c.handOver(queued, nil)
+		c.handOver(first, nil)
+		c.acked(queued, true)
+		c.acked(first, true)
+		c.receipt("a", 3, at(2))
+		settled(c, false, "one queued by the broker, acknowledged before the first receipt, not received yet")
+		c.receipt("a", 1, at(3))
+		settled(c, true, "received")
+		c.handOver(queued2, nil)
+		c.acked(queued2, true)
+		settled(c, false, "one queued by the broker, acknowledged after the first receipt, not received yet")
+		c.receipt("a", 2, at(4))
+		settled(c, true, "received")
+	})
 }
 
 // TestCommandsSentOnce: a command whose PUBACK the broker sent but the
@@ -466,9 +494,13 @@ func TestCommandsSentOnce(t *testing.T) {
 	await(2)
 	p.Cut()
 	p.Resume()
-	for e := range c.dev.Events() {
-		if e.Kind == device.Lost {
-			break
+	lost := time.After(10 * time.Second)
+	for lostSeen := false; !lostSeen; {
+		select {
+		case e := <-c.dev.Events():
+			lostSeen = e.Kind == device.Lost
+		case <-lost:
+			t.Fatal("the sender never saw its connection cut")
 		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

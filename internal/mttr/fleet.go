@@ -41,9 +41,11 @@ type driver struct {
 	interval time.Duration
 	notify   func()
 	nudge    chan struct{}
-	// listening is called when the device can take commands again: it
-	// reconnected, or renewed its subscription.
+	// listening is called when the device renewed its subscription, and
+	// connected when it reconnected, with whether the broker had its
+	// session: either way it can take commands again.
 	listening func()
+	connected func(session bool)
 
 	mu       sync.Mutex
 	log      []obs
@@ -117,7 +119,7 @@ func (d *driver) run(ctx context.Context) {
 				if d.lostAt.Swap(0) != 0 && !d.quiet.Load() {
 					d.publish(ctx) // do not let the timer inflate recovery
 				}
-				d.listening() // a session the broker kept
+				d.connected(e.SessionPresent) // a session the broker kept is a subscription
 			case device.Subscribed:
 				d.listening() // nor the commands' cadence the downstream
 			}
@@ -242,7 +244,8 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	f.cancel = cancel
 	for _, d := range devs {
 		id := d.ID()
-		dr := &driver{dev: d, interval: interval, notify: notify, nudge: make(chan struct{}, 1), listening: func() { f.cmds.poke(id) }}
+		dr := &driver{dev: d, interval: interval, notify: notify, nudge: make(chan struct{}, 1), listening: func() { f.cmds.poke(id) },
+			connected: func(session bool) { f.cmds.connected(id, session) }}
 		f.drivers = append(f.drivers, dr)
 		f.wg.Go(func() { dr.run(runCtx) })
 	}
