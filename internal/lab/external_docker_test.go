@@ -165,7 +165,7 @@ func TestDockerImpatientClient(t *testing.T) {
 			if run.Status != store.StatusCompleted || run.Broker != "docker" || run.NetNS != tc.netns || len(rows) != 10 {
 				t.Fatalf("run %+v with %d rows", run, len(rows))
 			}
-			var paths []time.Duration
+			var paths, recoveries []time.Duration
 			for _, r := range rows {
 				checkOrder(t, r)
 				rec, recOK := r.Recovery()
@@ -174,6 +174,7 @@ func TestDockerImpatientClient(t *testing.T) {
 					t.Errorf("cycle %d: recovery %v path %v: missing", r.Cycle, recOK, pathOK)
 				}
 				paths = append(paths, path)
+				recoveries = append(recoveries, rec)
 				if r.Error != "" || r.Published == 0 || r.Delivered != r.Published {
 					t.Errorf("cycle %d: published %d delivered %d error %q", r.Cycle, r.Published, r.Delivered, r.Error)
 				}
@@ -189,7 +190,7 @@ func TestDockerImpatientClient(t *testing.T) {
 					t.Errorf("cycle %d: path %v with the namespace held, want ≤ %v", r.Cycle, path, pathBound)
 				}
 			}
-			t.Logf("%s %s: path per cycle %v", tc.netns, tc.fault, paths)
+			t.Logf("%s %s: recovery per cycle %v, path per cycle %v", tc.netns, tc.fault, recoveries, paths)
 		})
 	}
 	if len(runs) != 5 {
