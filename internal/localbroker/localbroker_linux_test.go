@@ -2,16 +2,24 @@ package localbroker
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/brokerlog"
+	"github.com/mttrlab/mttr/internal/certs"
+	"github.com/mttrlab/mttr/internal/mqttprobe"
 )
 
 // TestBrokerDiesWithItsParent SIGKILLs a parent process (this test binary,
@@ -93,4 +101,153 @@ func exitOf(pid int) (func(timeout time.Duration) error, error) {
 			}
 		}
 	}, nil
+}
+
+// warmUpEnv, when set, makes the test binary check starting brokers in
+// the network namespace it runs in (checkWarmUp): "<app dir> <cert.pem>
+// <key.pem>".
+const warmUpEnv = "MTTR_TEST_LOCALBROKER_WARMUP"
+
+// TestWarmUpNotOnTheBrokersPort: the broker warms up before it listens.
+// When it did so on a loopback port of its own, that port could be the one
+// it was about to listen on: an MQTT client was then answered by the
+// warm-up, refused while it closed, then answered by the broker (CI once
+// failed so: "connection refused" right after a session through the same
+// broker); and a warm-up connection's local port could be it too, and the
+// broker could not listen (EADDRINUSE). In a network namespace whose
+// ephemeral range is ten ports both happen within a few starts (the
+// warm-up port was the broker's in 11 of 20 starts), so twelve starts
+// there, each probed until it listens, must answer only once it listens.
+func TestWarmUpNotOnTheBrokersPort(t *testing.T) {
+	f := newFixture(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, for a network namespace of its own")
+	}
+	for _, tool := range []string{"unshare", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+	}
+	cmd := exec.CommandContext(t.Context(), "unshare", "--net", "sh", "-c",
+		`ip link set lo up && echo "40000 40009" > /proc/sys/net/ipv4/ip_local_port_range && exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), warmUpEnv+"="+strings.Join([]string{f.dir, f.cert, f.key}, " "))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// checkWarmUp starts a broker twelve times on a port the kernel has just
+// handed out, and probes it with MQTT (mqttprobe, from 127.0.0.2, so that
+// no connection of the broker's own can meet a probe) from before the
+// start until the broker says it listens. It returns 1 if the port ever
+// refused a connection after it had answered one with a CONNACK.
+func checkWarmUp(spec string) int {
+	var dir, cert, key string
+	if _, err := fmt.Sscan(spec, &dir, &cert, &key); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	pool, err := certs.Pool(cert)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	for i := range 12 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		addr := l.Addr().String()
+		l.Close()
+		listening := make(chan struct{})
+		var once sync.Once
+		events := func(e brokerlog.Event) {
+			if e.Kind == brokerlog.Listening {
+				once.Do(func() { close(listening) })
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		probed := make(chan []string, 1)
+		go func() { probed <- probeUntil(ctx, addr, tlsConf, listening) }()
+		b, err := Start(ctx, Spec{AppDir: dir, Addr: addr, CertFile: cert, KeyFile: key, Events: events, Stderr: os.Stderr})
+		if err != nil {
+			cancel()
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		seq := <-probed
+		cancel()
+		if err := b.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		answered := false
+		for _, r := range seq {
+			if r == "refused" && answered {
+				fmt.Fprintf(os.Stderr, "start %d on %s: the port answered, then refused, before the broker listened: %s\n", i+1, addr, strings.Join(seq, " -> "))
+				return 1
+			}
+			answered = answered || r == "answered"
+		}
+		if len(seq) == 0 || seq[len(seq)-1] != "answered" {
+			state := "running"
+			if p := b.current(); p != nil && p.alive() != nil {
+				state = p.alive().Error()
+			}
+			fmt.Fprintf(os.Stderr, "start %d on %s: never answered (%s): %s\n", i+1, addr, state, strings.Join(seq, " -> "))
+			return 1
+		}
+	}
+	return 0
+}
+
+// probeUntil probes addr with MQTT again and again until listening is
+// closed and one more probe was answered, or ctx ends, and returns each
+// change of outcome: "answered", "refused", or "failed" (any other error).
+func probeUntil(ctx context.Context, addr string, tlsConf *tls.Config, listening <-chan struct{}) []string {
+	// From 127.0.0.2 and from ports outside the namespace's ephemeral
+	// range, which the probes would otherwise share with the broker.
+	port := 50000
+	dial := func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
+		port = 50000 + (port+1)%1000
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port}
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT to use up the ten ports
+		}
+		return c, err
+	}
+	var seq []string
+	tick := time.NewTicker(500 * time.Microsecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		attempt, cancel := context.WithTimeout(ctx, time.Second)
+		err := mqttprobe.ProbeVia(attempt, dial, addr, tlsConf)
+		cancel()
+		r := "answered"
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			r = "refused"
+		case err != nil:
+			r = "failed: " + err.Error()
+		}
+		if len(seq) == 0 || seq[len(seq)-1] != r {
+			seq = append(seq, r)
+		}
+		select {
+		case <-listening:
+			if r == "answered" {
+				return seq
+			}
+		default:
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	return seq
 }

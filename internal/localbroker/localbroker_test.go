@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runParent(spec))
 	}
+	if spec := os.Getenv(warmUpEnv); spec != "" {
+		os.Exit(checkWarmUp(spec))
+	}
 	dir, err := os.MkdirTemp("", "localbroker-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
