@@ -103,11 +103,6 @@ func exitOf(pid int) (func(timeout time.Duration) error, error) {
 	}, nil
 }
 
-// warmUpEnv, when set, makes the test binary check starting brokers in
-// the network namespace it runs in (checkWarmUp): "<app dir> <cert.pem>
-// <key.pem>".
-const warmUpEnv = "MTTR_TEST_LOCALBROKER_WARMUP"
-
 // TestWarmUpNotOnTheBrokersPort: the broker warms up before it listens.
 // When it did so on a loopback port of its own, that port could be the one
 // it was about to listen on: an MQTT client was then answered by the
@@ -119,17 +114,16 @@ const warmUpEnv = "MTTR_TEST_LOCALBROKER_WARMUP"
 // warm-up port was the broker's in 11 of 20 starts), so twelve starts
 // there, each probed until it listens, must answer only once it listens.
 func TestWarmUpNotOnTheBrokersPort(t *testing.T) {
-	f := newFixture(t)
+	args := []string{"--net"}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root, for a network namespace of its own")
+		args = append(args, "--map-root-user")
 	}
-	for _, tool := range []string{"unshare", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s: %v", tool, err)
-		}
+	setup := `ip link set lo up && echo "40000 40009" > /proc/sys/net/ipv4/ip_local_port_range`
+	if out, err := exec.Command("unshare", append(args, "sh", "-c", setup)...).CombinedOutput(); err != nil {
+		t.Skipf("this machine cannot make a network namespace with a port range of its own: unshare %s: %v: %s", strings.Join(args, " "), err, out)
 	}
-	cmd := exec.CommandContext(t.Context(), "unshare", "--net", "sh", "-c",
-		`ip link set lo up && echo "40000 40009" > /proc/sys/net/ipv4/ip_local_port_range && exec "$0" -test.run='^$'`, os.Args[0])
+	f := newFixture(t)
+	cmd := exec.CommandContext(t.Context(), "unshare", append(args, "sh", "-c", setup+` && exec "$0" -test.run='^$'`, os.Args[0])...)
 	cmd.Env = append(os.Environ(), warmUpEnv+"="+strings.Join([]string{f.dir, f.cert, f.key}, " "))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -208,8 +202,9 @@ func checkWarmUp(spec string) int {
 // closed and one more probe was answered, or ctx ends, and returns each
 // change of outcome: "answered", "refused", or "failed" (any other error).
 func probeUntil(ctx context.Context, addr string, tlsConf *tls.Config, listening <-chan struct{}) []string {
-	// From 127.0.0.2 and from ports outside the namespace's ephemeral
-	// range, which the probes would otherwise share with the broker.
+	// From 127.0.0.2, so that no probe's 4-tuple can be one of the
+	// broker's own connections, and from ports of our choosing: the
+	// namespace's ten ephemeral ports are for the broker.
 	port := 50000
 	dial := func(ctx context.Context, d net.Dialer, network, addr string) (net.Conn, error) {
 		port = 50000 + (port+1)%1000

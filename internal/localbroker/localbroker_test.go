@@ -27,6 +27,11 @@ import (
 // and waits to be killed: "<app dir> <addr> <cert.pem> <key.pem>".
 const childEnv = "MTTR_TEST_LOCALBROKER_PARENT"
 
+// warmUpEnv, when set, makes the test binary check starting brokers in
+// the network namespace it runs in (checkWarmUp, Linux only): "<app dir>
+// <cert.pem> <key.pem>".
+const warmUpEnv = "MTTR_TEST_LOCALBROKER_WARMUP"
+
 // sourceDir holds the broker sources the product ships.
 const sourceDir = "../../aedes"
 
