@@ -174,6 +174,13 @@ func checkWarmUp(spec string) int {
 		}
 		seq := <-probed
 		cancel()
+		state := "running"
+		if p := b.current(); p == nil || p.alive() != nil {
+			state = "not running"
+			if p != nil {
+				state = p.alive().Error()
+			}
+		}
 		if err := b.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
@@ -187,10 +194,6 @@ func checkWarmUp(spec string) int {
 			answered = answered || r == "answered"
 		}
 		if len(seq) == 0 || seq[len(seq)-1] != "answered" {
-			state := "running"
-			if p := b.current(); p != nil && p.alive() != nil {
-				state = p.alive().Error()
-			}
 			fmt.Fprintf(os.Stderr, "start %d on %s: never answered (%s): %s\n", i+1, addr, state, strings.Join(seq, " -> "))
 			return 1
 		}
@@ -200,7 +203,8 @@ func checkWarmUp(spec string) int {
 
 // probeUntil probes addr with MQTT again and again until listening is
 // closed and one more probe was answered, or ctx ends, and returns each
-// change of outcome: "answered", "refused", or "failed" (any other error).
+// change of outcome: "answered", "refused", or "failed: " and any other
+// error.
 func probeUntil(ctx context.Context, addr string, tlsConf *tls.Config, listening <-chan struct{}) []string {
 	// From 127.0.0.2, so that no probe's 4-tuple can be one of the
 	// broker's own connections, and from ports of our choosing: the
@@ -211,7 +215,7 @@ func probeUntil(ctx context.Context, addr string, tlsConf *tls.Config, listening
 		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port}
 		c, err := d.DialContext(ctx, network, addr)
 		if err == nil {
-			_ = c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT to use up the ten ports
+			_ = c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT: the ports come round again
 		}
 		return c, err
 	}
