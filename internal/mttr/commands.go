@@ -88,10 +88,9 @@ type downstream struct {
 	listens bool
 	seq     int64
 	log     c2dLog
-	handed  map[int64]handed    // commands handed to the sender, by seq
-	acking  map[int64]time.Time // handed to the sender, its PUBACK not yet read or given up on: when handed
-	digests map[string]int64    // by the payload's digest, for receipts known from the broker's acknowledgements
-	waiting map[int64]sentCmd   // sent and not received yet
+	handed  map[int64]handed  // commands handed to the sender, by seq
+	digests map[string]int64  // by the payload's digest, for receipts known from the broker's acknowledgements
+	waiting map[int64]sentCmd // sent and not received yet
 
 	pending bool      // a heal happened and nothing was received since
 	backAt  time.Time // the receipt that ended the last pending
@@ -103,8 +102,9 @@ type downstream struct {
 
 // handed is a command handed to the sender's connection.
 type handed struct {
-	at     time.Time
-	digest string
+	at       time.Time
+	digest   string
+	resolved bool // its PUBACK was read, or given up on
 }
 
 // sentCmd is one command sent (acknowledged by the broker).
@@ -163,7 +163,7 @@ func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
 		// leave in one tick.
 		next := now.Add(spec.Interval * time.Duration(i) / time.Duration(len(spec.Devices)))
 		c.devs[id.DeviceID] = &downstream{topic: id.CommandTopic(), listens: !spec.SeenFromBroker,
-			handed: map[int64]handed{}, acking: map[int64]time.Time{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}, next: next}
+			handed: map[int64]handed{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}, next: next}
 	}
 	c.ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
 	go c.run()
@@ -217,8 +217,7 @@ func (c *Commands) run() {
 func (c *Commands) handOver(o outgoing, p *device.Pending) {
 	c.mu.Lock()
 	if d := c.devs[o.id]; d != nil {
-		d.handed[o.seq] = handed{o.at, brokerlog.Digest(o.payload)}
-		d.acking[o.seq] = o.at
+		d.handed[o.seq] = handed{at: o.at, digest: brokerlog.Digest(o.payload)}
 		d.digests[brokerlog.Digest(o.payload)] = o.seq
 	}
 	c.unacked = append(c.unacked, unacked{p, o})
@@ -319,7 +318,10 @@ func (c *Commands) acked(o outgoing, ok bool) {
 	c.mu.Lock()
 	d := c.devs[o.id]
 	if d != nil {
-		delete(d.acking, o.seq)
+		if h, ok := d.handed[o.seq]; ok {
+			h.resolved = true
+			d.handed[o.seq] = h
+		}
 		s := sentCmd{o.seq, o.at}
 		if ok {
 			d.log.sent = append(d.log.sent, s)
@@ -400,12 +402,12 @@ func (c *Commands) poke(id string) {
 	}
 	c.mu.Lock()
 	d := c.devs[id]
-	waiting := d != nil && d.pending
-	if waiting {
+	due := d != nil && d.pending
+	if due {
 		fastLocked(d, time.Now())
 	}
 	c.mu.Unlock()
-	if waiting {
+	if due {
 		c.wakeUp()
 	}
 }
@@ -569,8 +571,8 @@ func (c *Commands) Settled(cutoff time.Time) bool {
 		if !d.listens || d.pending {
 			continue
 		}
-		for _, at := range d.acking {
-			if at.Before(cutoff) {
+		for _, h := range d.handed {
+			if !h.resolved && h.at.Before(cutoff) {
 				return false
 			}
 		}

@@ -289,6 +289,9 @@ func TestCommandsObserve(t *testing.T) {
 	if b.listens || len(b.subscribes) != 0 || len(b.received) != 0 {
 		t.Errorf("device b: %+v (QoS 0 and refused subscriptions, a telemetry subscription and an ack of another topic are not its commands)", b)
 	}
+	if !c.devs["a"].kept {
+		t.Error("seen from the broker, a CONNACK with the session present does not say the broker kept a's session")
+	}
 	c.Observe(sub("gw", 1, "devices/+/messages/devicebound/#"))
 	if !c.log("b").listens {
 		t.Error("a wildcard subscription to every device's commands does not count for b")
@@ -299,6 +302,11 @@ func TestCommandsObserve(t *testing.T) {
 	ours.Observe(brokerlog.Event{At: t0.Add(time.Millisecond), Kind: brokerlog.Ack, ClientID: "a", Topic: "devices/a/messages/devicebound/", Digest: "d-a"})
 	if got := ours.log("a").received; len(got) != 1 || !got[0].at.Equal(t0) {
 		t.Errorf("our device's receipts %+v, want its own one only", got)
+	}
+	ours.connected("a", false)
+	ours.Observe(brokerlog.Event{At: t0, Kind: brokerlog.Connack, ClientID: "a", SessionPresent: true})
+	if ours.devs["a"].kept {
+		t.Error("the broker's CONNACK line overrode our device's own session flag")
 	}
 }
 
@@ -359,10 +367,11 @@ func TestCommandsSettle(t *testing.T) {
 	t0 := time.Now()
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	cutoff := at(100)
+	var notified int
 	setup := func() (*Commands, *downstream) {
-		c := &Commands{spec: CommandsSpec{Interval: time.Hour}, devs: map[string]*downstream{}, ids: []string{"a"}}
+		c := &Commands{spec: CommandsSpec{Interval: time.Hour, Notify: func() { notified++ }}, devs: map[string]*downstream{}, ids: []string{"a"}}
 		d := &downstream{topic: "devices/a/messages/devicebound/", listens: true,
-			handed: map[int64]handed{}, acking: map[int64]time.Time{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}}
+			handed: map[int64]handed{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}}
 		c.devs["a"] = d
 		return c, d
 	}
@@ -370,7 +379,7 @@ func TestCommandsSettle(t *testing.T) {
 		t.Helper()
 		if got := c.Settled(cutoff); got != want {
 			d := c.devs["a"]
-			t.Fatalf("%s: settled %v, want %v (acking %v, waiting %v)", when, got, want, d.acking, d.waiting)
+			t.Fatalf("%s: settled %v, want %v (handed %v, waiting %v)", when, got, want, d.handed, d.waiting)
 		}
 	}
 	cmd := func(seq int64, ms int) outgoing {
@@ -395,7 +404,11 @@ func TestCommandsSettle(t *testing.T) {
 		settled(c, true, "all received but the one sent before the first receipt, to a new session")
 		c.handOver(later, nil)
 		settled(c, false, "one handed over after the first receipt, PUBACK not read yet")
+		before := notified
 		c.acked(later, true)
+		if notified == before {
+			t.Error("a PUBACK read does not wake a cycle settling")
+		}
 		settled(c, false, "acknowledged, not received yet")
 		c.receipt("a", 4, at(6))
 		settled(c, true, "all received but the one sent before the first receipt, to a new session")
