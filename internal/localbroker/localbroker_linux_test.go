@@ -174,13 +174,7 @@ func checkWarmUp(spec string) int {
 		}
 		seq := <-probed
 		cancel()
-		state := "running"
-		if p := b.current(); p == nil || p.alive() != nil {
-			state = "not running"
-			if p != nil {
-				state = p.alive().Error()
-			}
-		}
+		state := processState(b)
 		if err := b.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2

@@ -189,19 +189,25 @@ func (f *fixture) explain(t *testing.T, b *Broker) {
 	if !t.Failed() {
 		return
 	}
-	state := "no broker process"
-	if p := b.current(); p != nil {
-		state = fmt.Sprintf("broker process %d running", p.pid)
-		if err := p.alive(); err != nil {
-			state = err.Error()
-		}
-	}
-	t.Logf("at the failure (%s): %s", time.Now().Format(time.StampMicro), state)
+	t.Logf("at the failure (%s): %s", time.Now().Format(time.StampMicro), processState(b))
 	f.events.mu.Lock()
 	defer f.events.mu.Unlock()
 	for _, e := range f.events.events {
 		t.Logf("broker event %s %s %s", e.At.Format(time.StampMicro), e.Kind, e.ClientID)
 	}
+}
+
+// processState says whether b's process runs, and what it left behind if
+// it exited.
+func processState(b *Broker) string {
+	p := b.current()
+	if p == nil {
+		return "no broker process"
+	}
+	if err := p.alive(); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("broker process %d running", p.pid)
 }
 
 func freeAddr(t *testing.T) string {
@@ -333,6 +339,40 @@ func (c *cancelOn) Write(p []byte) (int, error) {
 		c.cancel()
 	}
 	return len(p), nil
+}
+
+// TestWarmUpSkippedWithoutTempDir: a broker that cannot make its warm-up
+// socket (its temporary directory is a file) says so on stderr and serves
+// all the same.
+func TestWarmUpSkippedWithoutTempDir(t *testing.T) {
+	f := newFixture(t)
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	said, saw := context.WithCancel(t.Context())
+	defer saw()
+	spec := f.spec("TMPDIR=" + notDir)
+	spec.Stderr = &cancelOn{text: "warm-up skipped", cancel: saw}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	b, err := Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := b.WaitReady(ctx, f.tls, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-said.Done():
+	case <-ctx.Done():
+		t.Fatal("the broker served without a word on stderr of its skipped warm-up")
+	}
 }
 
 // TestPrepareInterruptedInstallDoesNotCount interrupts an npm that has
