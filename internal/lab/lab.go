@@ -238,7 +238,7 @@ func (l *Lab) Up(ctx context.Context) error {
 }
 
 func (l *Lab) up(ctx context.Context) (*broker.Container, error) {
-	hc, err := l.cert(context.Background(), false)
+	hc, err := l.cert(ctx, false)
 	if err != nil {
 		return nil, err
 	}
