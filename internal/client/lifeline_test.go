@@ -168,8 +168,18 @@ func TestStopWithEscapedChild(t *testing.T) {
 func TestEndSparesOthersGroups(t *testing.T) {
 	const name = "MTTR_CLIENT_TEST_MARK"
 	value := "spare-" + strconv.Itoa(os.Getpid())
-	// An unmarked leader whose child carries the mark.
-	leader := exec.Command("/bin/sh", "-c", `env `+name+`=`+value+` sh -c 'echo "$$"; exec sleep 300' & wait`)
+	// An unmarked leader whose child carries the mark. Both block reading
+	// fd 3, a pipe the test holds open, so neither exits or execs on its
+	// own while the test looks: the leader outlives its child, and the
+	// child's environment is not being replaced by an exec when
+	// FindMarked reads it.
+	hold, release, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hold.Close(); _ = release.Close() })
+	leader := exec.Command("/bin/sh", "-c", `env `+name+`=`+value+` sh -c 'echo "$$"; read x <&3' & wait; read y <&3`)
+	leader.ExtraFiles = []*os.File{hold}
 	leader.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := leader.StdoutPipe()
 	if err != nil {
