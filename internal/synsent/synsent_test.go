@@ -4,75 +4,227 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ti-mo/conntrack"
+
+	"github.com/mttrlab/mttr/internal/dockertest"
 )
 
-func TestParse(t *testing.T) {
-	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:A2C4 020011AC:22B3 02 00000001:00000000 01:00000064 00000001     0        0 2 1 0000000000000000 100 0 0 10 0
-   2: 0100007F:A2C6 030011AC:22B3 02 00000001:00000000 01:00000064 00000001     0        0 3 1 0000000000000000 100 0 0 10 0
-   3: 0100007F:A2C8 020011AC:22B3 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 100 0 0 10 0
-`
-	container := netip.MustParseAddrPort("172.17.0.2:8883")
-	got, err := parse(strings.NewReader(table), map[netip.AddrPort]bool{container: true})
-	if err != nil {
-		t.Fatal(err)
+var (
+	target = netip.MustParseAddrPort("172.17.0.2:8883")
+	other  = netip.MustParseAddrPort("172.17.0.3:8883")
+	proxy  = netip.MustParseAddrPort("172.17.0.1:40000")
+)
+
+func event(typ conntrack.Event, from, to netip.AddrPort, state uint8) conntrack.Event {
+	f := conntrack.NewFlow(6, 0, from.Addr(), to.Addr(), from.Port(), to.Port(), 0, 0)
+	f.ProtoInfo.TCP = &conntrack.ProtoInfoTCP{State: state}
+	typ.Flow = &f
+	return typ
+}
+
+var (
+	newEv     = conntrack.Event{Type: conntrack.EventNew}
+	updateEv  = conntrack.Event{Type: conntrack.EventUpdate}
+	destroyEv = conntrack.Event{Type: conntrack.EventDestroy}
+)
+
+const (
+	stSynSent     = tcpSynSent
+	stSynRecv     = 2
+	stEstablished = 3
+	stClose       = 8
+)
+
+// TestHandle guards the rule of a hold: a connection toward a target whose
+// SYN stays unanswered for HeldMin or more, from its SYN to the event that
+// takes it out of SYN-SENT; one answered sooner, one toward another
+// address, and one whose SYN left while the watch was paused are not holds.
+func TestHandle(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	type step struct {
+		ev     conntrack.Event
+		after  time.Duration
+		active bool
 	}
-	// Only line 1: SYN-SENT toward 172.17.0.2:8883. Line 2 waits for
-	// another address, line 3 is established, line 0 listens.
-	want := Conn{Local: netip.MustParseAddrPort("127.0.0.1:41668"), Remote: container}
-	if len(got) != 1 || got[0] != want {
-		t.Errorf("parse = %v, want [%v]", got, want)
-	}
-	six := `  sl  local_address                         remote_address                        st
-   0: 0000000000000000FFFF00000100007F:A2C4 0000000000000000FFFF0000020011AC:22B3 02 0
-`
-	got, err = parse(strings.NewReader(six), nil)
-	if err != nil || len(got) != 1 || got[0].Remote != container {
-		t.Errorf("parse tcp6 = %v, %v; want the IPv4-mapped %v", got, err, container)
-	}
-	if _, err := parse(strings.NewReader("h\n 0: zz:1 00:0 02\n"), nil); err == nil {
-		t.Error("a malformed address parsed")
+	for _, tc := range []struct {
+		name        string
+		steps       []step
+		first, last time.Duration // of the one hold; -1: none
+	}{
+		{"answered at once", []step{
+			{event(newEv, proxy, target, stSynSent), 0, true},
+			{event(updateEv, proxy, target, stSynRecv), HeldMin - time.Microsecond, true},
+		}, -1, -1},
+		{"answered after HeldMin", []step{
+			{event(newEv, proxy, target, stSynSent), 0, true},
+			{event(updateEv, proxy, target, stSynRecv), time.Second, true},
+			{event(updateEv, proxy, target, stEstablished), time.Second + time.Millisecond, true},
+		}, 0, time.Second},
+		{"refused after HeldMin", []step{
+			{event(newEv, proxy, target, stSynSent), 0, true},
+			{event(updateEv, proxy, target, stClose), 2 * time.Second, true},
+		}, 0, 2 * time.Second},
+		{"destroyed while waiting", []step{
+			{event(newEv, proxy, target, stSynSent), 0, true},
+			{event(destroyEv, proxy, target, stSynSent), 3 * time.Second, true},
+		}, 0, 3 * time.Second},
+		{"an update still in SYN-SENT keeps it waiting", []step{
+			{event(newEv, proxy, target, stSynSent), 0, true},
+			{event(updateEv, proxy, target, stSynSent), time.Second, true},
+			{event(updateEv, proxy, target, stSynRecv), 2 * time.Second, true},
+		}, 0, 2 * time.Second},
+		{"another address", []step{
+			{event(newEv, proxy, other, stSynSent), 0, true},
+			{event(updateEv, proxy, other, stSynRecv), time.Second, true},
+		}, -1, -1},
+		{"SYN while paused", []step{
+			{event(newEv, proxy, target, stSynSent), 0, false},
+			{event(updateEv, proxy, target, stSynRecv), time.Second, true},
+		}, -1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &Watch{
+				targets:  func() []netip.AddrPort { return []netip.AddrPort{target} },
+				released: make(chan struct{}, 1), sent: map[Conn]time.Time{}, holds: map[Conn]*Hold{},
+				now: func() time.Time { return t0.Add(time.Hour) },
+			}
+			for _, s := range tc.steps {
+				w.Active(s.active)
+				w.handle(s.ev, t0.Add(s.after))
+			}
+			if tc.first < 0 {
+				if len(w.holds) != 0 {
+					t.Fatalf("holds %v, want none", w.holds)
+				}
+				if got := w.HeldAfter(t0); !got.IsZero() {
+					t.Errorf("HeldAfter = %v, want zero", got)
+				}
+				return
+			}
+			h := w.holds[Conn{Local: proxy, Remote: target}]
+			if len(w.holds) != 1 || h == nil || !h.First.Equal(t0.Add(tc.first)) || !h.Last.Equal(t0.Add(tc.last)) {
+				t.Fatalf("holds %v, want one from +%v to +%v", w.holds, tc.first, tc.last)
+			}
+			if got := w.HeldAfter(t0); !got.Equal(t0.Add(tc.last)) {
+				t.Errorf("HeldAfter = %v, want +%v", got.Sub(t0), tc.last)
+			}
+			if got := w.HeldAfter(t0.Add(tc.last + time.Nanosecond)); !got.IsZero() {
+				t.Errorf("HeldAfter its release = %v, want zero", got)
+			}
+			w.Forget(t0.Add(tc.last + time.Nanosecond))
+			if len(w.holds) != 0 {
+				t.Errorf("Forget kept %v", w.holds)
+			}
+		})
 	}
 }
 
-// TestWatchSeesAHeldConnection makes a real connection wait in SYN-SENT on
-// loopback: a listener that never accepts, with a backlog of 0, drops the
-// SYNs of connections beyond its full queue, and their clients wait.
-func TestWatchSeesAHeldConnection(t *testing.T) {
-	if _, err := sample(Tables, nil); err != nil {
+// TestHeldAfterCountsAStillWaitingConnection guards that a connection still
+// unanswered after HeldMin is held now, and one younger than HeldMin is not.
+func TestHeldAfterCountsAStillWaitingConnection(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	now := t0.Add(HeldMin - time.Microsecond)
+	w := &Watch{
+		targets:  func() []netip.AddrPort { return []netip.AddrPort{target} },
+		released: make(chan struct{}, 1), sent: map[Conn]time.Time{}, holds: map[Conn]*Hold{},
+		now: func() time.Time { return now },
+	}
+	w.Active(true)
+	w.handle(event(newEv, proxy, target, stSynSent), t0)
+	if got := w.HeldAfter(t0); !got.IsZero() {
+		t.Errorf("HeldAfter before HeldMin = %v, want zero", got)
+	}
+	now = t0.Add(time.Second)
+	if got := w.HeldAfter(t0); !got.Equal(now) {
+		t.Errorf("HeldAfter while waiting = %v, want now (%v)", got, now)
+	}
+	w.Forget(t0.Add(time.Second))
+	if len(w.sent) != 1 {
+		t.Error("Forget dropped a connection that still waits")
+	}
+	w.Forget(t0.Add(synSentTimeout + time.Second))
+	if len(w.sent) != 0 {
+		t.Error("Forget kept a connection waiting past connection tracking's own timeout")
+	}
+}
+
+// startOrSkip starts a watch, or skips the test where connection events
+// cannot be had (not root, no connection tracking), unless Docker is
+// required: an engine on this host turns tracking on, and CI runs as root.
+func startOrSkip(t *testing.T, targets func() []netip.AddrPort) *Watch {
+	t.Helper()
+	w, err := Start(t.Context(), targets)
+	if err != nil {
+		if dockertest.Required() {
+			t.Fatalf("MTTR_REQUIRE_DOCKER=1 but: %v", err)
+		}
 		t.Skip(err)
 	}
-	addr := fullListener(t)
-	w, err := Start(t.Context(), 2*time.Millisecond, func() []netip.AddrPort { return []netip.AddrPort{addr} })
+	t.Cleanup(func() { _ = w.Stop() })
+	return w
+}
+
+// TestWatchSeesAHeldConnection makes a real connection wait in SYN-SENT on
+// loopback: a listener with a backlog of 0 that has not accepted drops the
+// SYNs of connections beyond its full queue, and their clients wait until
+// it accepts and TCP sends the SYN again. A connection answered at once to
+// another listener is not a hold.
+func TestWatchSeesAHeldConnection(t *testing.T) {
+	addr, fd := fullListener(t)
+	quick, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop()
+	defer quick.Close()
+	quickAddr := netip.MustParseAddrPort(quick.Addr().String())
+	w := startOrSkip(t, func() []netip.AddrPort { return []netip.AddrPort{addr, quickAddr} })
 	before := time.Now()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	for range 4 { // fill the queue, then be held
+	var d net.Dialer
+	if c, err := d.DialContext(ctx, "tcp4", quickAddr.String()); err != nil {
+		t.Fatal(err)
+	} else {
+		defer c.Close()
+	}
+	for range 3 { // fill the queue, then be held
 		go func() {
-			var d net.Dialer
-			if c, err := d.DialContext(ctx, "tcp", addr.String()); err == nil {
+			if c, err := d.DialContext(ctx, "tcp4", addr.String()); err == nil {
 				defer c.Close()
 				<-ctx.Done()
 			}
 		}()
 	}
+	go func() { // make room, so that a SYN sent again is answered
+		for ctx.Err() == nil {
+			if nfd, _, err := syscall.Accept(fd); err == nil {
+				defer syscall.Close(nfd)
+			}
+		}
+	}()
 	select {
-	case <-w.Seen():
+	case <-w.Released():
 	case <-ctx.Done():
-		t.Fatal("no connection seen waiting in SYN-SENT")
+		t.Fatal("no held connection let go")
 	}
-	if held := w.HeldAfter(before); held.Before(before) {
+	held := w.HeldAfter(before)
+	if held.Before(before) {
 		t.Errorf("HeldAfter = %v, want after %v", held, before)
 	}
+	w.mu.Lock()
+	for c, h := range w.holds {
+		if c.Remote != addr {
+			t.Errorf("hold toward %v, which answered at once", c.Remote)
+		}
+		if h.Last.Sub(h.First) < HeldMin {
+			t.Errorf("hold of %v, below HeldMin", h.Last.Sub(h.First))
+		}
+	}
+	w.mu.Unlock()
 	cancel()
 	if err := w.Stop(); err != nil {
 		t.Error(err)
@@ -84,14 +236,15 @@ func TestWatchSeesAHeldConnection(t *testing.T) {
 }
 
 // fullListener listens on a free loopback port with a backlog of 0 and
-// never accepts.
-func fullListener(t *testing.T) netip.AddrPort {
+// does not accept; it returns the address and the socket.
+func fullListener(t *testing.T) (netip.AddrPort, int) {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
+	// Shutdown wakes an Accept blocked on it; Close alone would not.
+	t.Cleanup(func() { _ = syscall.Shutdown(fd, syscall.SHUT_RDWR); syscall.Close(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -102,5 +255,5 @@ func fullListener(t *testing.T) netip.AddrPort {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*syscall.SockaddrInet4).Port))
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*syscall.SockaddrInet4).Port)), fd
 }
