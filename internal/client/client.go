@@ -381,3 +381,14 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // ErrFailed is wrapped by errors of clients that exited twice.
 var ErrFailed = errors.New("client failed")
+
+// Groups are the process groups of the clients running now.
+func (s *Supervisor) Groups() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(s.procs))
+	for _, p := range s.procs {
+		out = append(out, p.pgid)
+	}
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/bedcost"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -284,7 +285,17 @@ func (l *Lab) experiment(ctx context.Context, bed testBed, rec *runRecord, id de
 	if path != nil {
 		held = nil
 	}
-	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Path: held, Progress: l.Out}.Run(ctx)
+	meter := bedMeter{probe: bedcost.StartProbe(ctx, bedcost.ProbeInterval), broker: bed.brokerCPU}
+	defer meter.probe.Stop()
+	if watch != nil {
+		meter.clients = func() []int {
+			if sup := watch.sup.Load(); sup != nil {
+				return sup.Groups()
+			}
+			return nil
+		}
+	}
+	return mttr.Experiment{Plan: plan, Fault: fault, Devices: fleet, Sink: sink, Broker: blog, Path: held, Progress: l.Out, Bed: meter}.Run(ctx)
 }
 
 // takenWait bounds the wait for the broker's log to show the connect that

@@ -144,11 +144,26 @@ func (l *Lab) Check(ctx context.Context) error {
 	}
 	l.printf("checking %s\n", v.Run.Name())
 	report.WriteVerdict(l.Out, v)
-	if !v.OK() {
+	switch {
+	case v.Inconclusive != "":
+		return InconclusiveError{fmt.Sprintf("check: %s is inconclusive: its test bed bound %d of its cycles (%d of %d checks failed)",
+			v.Run.Name(), v.Run.BedBound, len(v.Failures), len(v.Failures)+len(v.Passes))}
+	case !v.OK():
 		return fmt.Errorf("check: %s failed %d of %d checks", v.Run.Name(), len(v.Failures), len(v.Failures)+len(v.Passes))
 	}
 	return nil
 }
+
+// ExitInconclusive is check's exit status for a verdict that cannot be
+// trusted (a bed-bound run): neither 0 (passed) nor 1 (failed).
+const ExitInconclusive = 3
+
+// InconclusiveError is check's error for a bed-bound run; mage exits with
+// its ExitStatus.
+type InconclusiveError struct{ msg string }
+
+func (e InconclusiveError) Error() string   { return e.msg }
+func (e InconclusiveError) ExitStatus() int { return ExitInconclusive }
 
 func (l *Lab) errOut() io.Writer {
 	if l.Err != nil {

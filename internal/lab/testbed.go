@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/bedcost"
 	"net"
 	"net/netip"
 	"slices"
@@ -51,6 +52,10 @@ type testBed interface {
 	// path watches connections the network path holds on the way to the
 	// broker, where it can; nil where it cannot.
 	path() mttr.HeldPath
+	// brokerCPU is the CPU the broker has used since it last started, and
+	// when that was; ok is false when it cannot be read (an engine on
+	// another machine, a broker that does not run).
+	brokerCPU(ctx context.Context) (started time.Time, used time.Duration, ok bool)
 	close()
 }
 
@@ -240,6 +245,11 @@ func (b *dockerBed) path() mttr.HeldPath {
 	return b.held
 }
 
+func (b *dockerBed) brokerCPU(ctx context.Context) (time.Time, time.Duration, bool) {
+	started, used, err := b.eng.CPU(ctx, b.l.Config.Container)
+	return started, used, err == nil && !started.IsZero()
+}
+
 // followedOutage tells the path watch where the broker is after each heal.
 type followedOutage struct {
 	*broker.Outage
@@ -285,6 +295,14 @@ type processBed struct {
 func (p *processBed) describe(r *store.Run) { r.Broker, r.NetNS = "process", "" }
 
 func (p *processBed) close() {}
+
+func (p *processBed) brokerCPU(context.Context) (time.Time, time.Duration, bool) {
+	pgid, started := p.b.Group()
+	if pgid == 0 {
+		return time.Time{}, 0, false
+	}
+	return started, bedcost.Groups([]int{pgid}), true
+}
 
 func (p *processBed) start(ctx context.Context, _ int64, env []string, observe func(brokerlog.Event), cleanup *cleanups) (time.Duration, error) {
 	cfg := p.l.Config

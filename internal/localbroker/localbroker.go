@@ -144,6 +144,15 @@ func (b *Broker) StartedAt() time.Time {
 	return time.Time{}
 }
 
+// Group returns the current broker process's process group (it leads
+// one of its own) and when it started; zero while none runs.
+func (b *Broker) Group() (int, time.Time) {
+	if p := b.current(); p != nil {
+		return p.pid, p.started
+	}
+	return 0, time.Time{}
+}
+
 // WaitReady probes the broker every interval until it answers an MQTT
 // CONNECT over TLS verified by tlsConf, and returns when the accepting
 // CONNACK arrived. It fails at once, with the process's last output, when

@@ -50,6 +50,10 @@ type Cycle struct {
 	// and no loss.
 	Interrupted bool
 
+	// Bed is what the test bed took from the machine in the cycle: the
+	// cycle's, on each device's row.
+	Bed BedCost
+
 	ReconnectAttempts int
 	PubackMedian      time.Duration // median publish-to-PUBACK time of the cycle's acknowledged messages; 0 when none (an external client)
 	Published         int

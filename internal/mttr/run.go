@@ -112,6 +112,9 @@ type Experiment struct {
 	Path HeldPath
 	// Progress gets a line per cycle; nil prints nothing.
 	Progress io.Writer
+	// Bed measures the test bed's own cost in each cycle; nil measures
+	// nothing.
+	Bed BedMeter
 }
 
 // ErrInterrupted reports a run stopped by its context (Ctrl-C, SIGTERM).
@@ -165,6 +168,15 @@ const longOutage = 5 * time.Second
 func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, error) {
 	plan, fault, fleet := e.Plan, e.Fault, e.Devices
 	m := Marks{Start: time.Now()}
+	var bed BedCost
+	var endBed func(context.Context) BedCost
+	// finish ends the cycle: its end mark, and the bed's window.
+	finish := func() {
+		m.End = time.Now()
+		if endBed != nil {
+			bed = endBed(ctx)
+		}
+	}
 	rows := func(note string) []Cycle {
 		e.Broker.mark(&m)
 		if back := m.cycle(n, "").BackAt(); e.Path != nil && back != 0 {
@@ -180,6 +192,7 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 			out[i].Interrupted = ctx.Err() != nil
 			out[i].BrokerAddress = addr
 			out[i].BrokerAcceptPeak = peak
+			out[i].Bed = bed
 		}
 		return out
 	}
@@ -190,6 +203,9 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	// back, if the broker dropped it): what it has not received by then
 	// would go with a broker that keeps sessions only in memory.
 	settle(ctx, fleet, plan, m.Start, missed)
+	if e.Bed != nil {
+		endBed = e.Bed.Begin(ctx)
+	}
 	m.Inject = time.Now()
 	if e.Path != nil { // an engine restart heals inside Inject
 		e.Path.Active(true)
@@ -208,13 +224,13 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 			// Interrupted while the broker is down: it stays down. Nothing
 			// is started once the run has been told to stop; whoever
 			// started the broker removes it as it is.
-			m.End = time.Now()
+			finish()
 			return rows("interrupted before healing"), err
 		}
 		m.Heal = time.Now()
 	}
 	if m.HealedAt, err = fault.Heal(ctx); err != nil {
-		m.End = time.Now()
+		finish()
 		return rows("heal: " + err.Error()), fmt.Errorf("heal: %w", err)
 	}
 	if m.Heal.IsZero() { // an engine restart healed inside Inject
@@ -225,7 +241,7 @@ func (e Experiment) cycle(ctx context.Context, n int, missed int64) ([]Cycle, er
 	defer cancel()
 	var readyErr error
 	m.ProbeAt, readyErr = awaitRecovery(rctx, fault, fleet, m.Heal)
-	m.End = time.Now()
+	finish()
 	settle(ctx, fleet, plan, m.Start, missed)
 	if readyErr == nil {
 		e.Broker.awaitBack(ctx, m, plan.SettleTimeout)

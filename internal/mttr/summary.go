@@ -23,11 +23,19 @@ type Summary struct {
 	Lost         int
 	Duplicated   int
 	C2DLost      int
-	Interrupted  int // device-cycles cut short by an interrupt, counted in nothing else
+	Interrupted  int     // device-cycles cut short by an interrupt, counted in nothing else
+	Bed          BedCost // the test bed's cost over every cycle's window
+	BedBound     int     // cycles whose measurement the bed bound (DefaultBedLimits)
 }
 
 func (s *Summary) add(rows []Cycle) {
 	s.Cycles++
+	if len(rows) > 0 && rows[0].Bed.Measured() {
+		s.Bed = s.Bed.Add(rows[0].Bed)
+		if len(rows[0].Bed.Bound(DefaultBedLimits)) > 0 {
+			s.BedBound++
+		}
+	}
 	for _, r := range rows {
 		if !r.Counts() {
 			s.Interrupted++
@@ -130,5 +138,12 @@ func (s Summary) Print(w io.Writer) {
 	}
 	if p := summarize(s.Paths); p.N > 0 {
 		fmt.Fprintf(w, "path (broker back -> first answer through the devices' path): median %.0f ms, max %.0f ms\n", round(p.Median), round(p.Max))
+	}
+	if s.Bed.Measured() {
+		fmt.Fprintf(w, "test bed, from each fault to its cycle's end: %s", s.Bed)
+		if s.BedBound > 0 {
+			fmt.Fprintf(w, "; WARNING: %d of %d cycles bed-bound (the machine, not the client, may have set their figures)", s.BedBound, s.Cycles)
+		}
+		fmt.Fprintln(w)
 	}
 }

@@ -11,10 +11,13 @@ type Verdict struct {
 	Run      RunSummary `json:"run"`
 	Failures []string   `json:"failures"` // why it failed; empty when it passed
 	Passes   []string   `json:"passes"`   // what was checked and held
+	// Inconclusive says why no verdict can be trusted, whatever the
+	// checks say: the test bed bound some of the run's cycles.
+	Inconclusive string `json:"inconclusive,omitempty"`
 }
 
-// OK reports whether every check held.
-func (v Verdict) OK() bool { return len(v.Failures) == 0 }
+// OK reports whether every check held and the verdict can be trusted.
+func (v Verdict) OK() bool { return len(v.Failures) == 0 && v.Inconclusive == "" }
 
 // Check judges the newest completed run of rep: it fails when its recovery
 // p95 exceeds maxP95 (milliseconds; 0 for no limit), when any device did
@@ -74,6 +77,9 @@ func Check(rep *Report, maxP95 float64) (Verdict, error) {
 	} else if rep.Note != "" {
 		pass("no comparison: %s", rep.Note)
 	}
+	if run.BedWarning != "" {
+		v.Inconclusive = run.BedWarning
+	}
 	return v, nil
 }
 
@@ -84,5 +90,8 @@ func WriteVerdict(w io.Writer, v Verdict) {
 	}
 	for _, f := range v.Failures {
 		fmt.Fprintf(w, "FAIL  %s\n", f)
+	}
+	if v.Inconclusive != "" {
+		fmt.Fprintf(w, "INCONCLUSIVE  %s\n", v.Inconclusive)
 	}
 }

@@ -97,9 +97,10 @@ func reportTables(rep *Report) []section {
 		})
 	}
 	for _, r := range rep.Runs {
-		if r.TrendWarning != "" {
-			runs.Notes = append(runs.Notes, fmt.Sprintf("warning: run %d: %s", r.ID, r.TrendWarning))
-		}
+		runs.Notes = append(runs.Notes, r.warnings()...)
+	}
+	if len(rep.Runs) > 0 && rep.Runs[0].Bed != "" {
+		runs.Notes = append(runs.Notes, fmt.Sprintf("test bed of run %d, from each fault to its cycle's end: %s", rep.Runs[0].ID, rep.Runs[0].Bed))
 	}
 	runs.Notes = append(runs.Notes, "recovered: device-cycles in which both directions came back (messages acknowledged, commands received); downstream: from the broker being back to the first command received")
 	runs.Notes = append(runs.Notes, "path: from the broker being back (its listening line, or the first client event after it resumed) to the first answer through the devices' network path; the test bed's delay, not the client's")
@@ -167,9 +168,7 @@ func comparisonTables(c *Comparison) []section {
 		}
 	}
 	for _, r := range []RunSummary{c.Old, c.New} {
-		if r.TrendWarning != "" {
-			cmp.Notes = append(cmp.Notes, fmt.Sprintf("warning: run %d: %s", r.ID, r.TrendWarning))
-		}
+		cmp.Notes = append(cmp.Notes, r.warnings()...)
 	}
 	cmp.Notes = append(cmp.Notes, fmt.Sprintf("~ means no significant difference at alpha %g (Mann-Whitney U test); medians with 95%% confidence intervals", c.Alpha))
 	out := []section{cmp}
@@ -286,7 +285,8 @@ var csvHead = []string{"run_id", "label", "fault", "cycle", "device", "fault_at"
 	"resumed_at", "held_until_at", "ready_at", "reconnected_at", "attempt_at", "broker_address", "broker_accept_peak", "first_ack_at", "last_ack_before_at", "recovery_ms", "detection_ms",
 	"outage_ms", "path_ms", "interrupted", "reconnect_attempts", "puback_median_ms", "published", "acknowledged", "delivered", "lost",
 	"duplicated", "listens", "resubscribed_at", "commands_back_at", "first_c2d_at", "session", "downstream_ms", "c2d_sent", "c2d_received", "c2d_lost",
-	"c2d_duplicated", "error"}
+	"c2d_duplicated", "bed_window_ms", "bed_tool_cpu_ms", "bed_broker_cpu_ms", "bed_clients_cpu_ms", "bed_host_cpu_ms", "bed_cores",
+	"bed_late_ms", "bed_bound", "error"}
 
 // writeCSV writes one row per cycle and device of runs; empty cells are NULL.
 func writeCSV(w io.Writer, runs []RunSummary) error {
@@ -303,7 +303,9 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 				strconv.FormatBool(c.Interrupted), strconv.Itoa(c.ReconnectAttempts), msCell(c.PubackMedian, c.PubackMedian > 0), strconv.Itoa(c.Published), strconv.Itoa(c.Acknowledged),
 				strconv.Itoa(c.Delivered), strconv.Itoa(c.Lost), strconv.Itoa(c.Duplicated),
 				strconv.FormatBool(c.Listens), ts(c.ResubscribedAt), ts(c.CommandsBackAt), ts(c.FirstC2DAt), c.Session, msCell(c.Downstream()),
-				strconv.Itoa(c.C2DSent), strconv.Itoa(c.C2DReceived), strconv.Itoa(c.C2DLost), strconv.Itoa(c.C2DDuplicated), c.Error}
+				strconv.Itoa(c.C2DSent), strconv.Itoa(c.C2DReceived), strconv.Itoa(c.C2DLost), strconv.Itoa(c.C2DDuplicated)}
+			rec = append(rec, bedCells(c.Bed)...)
+			rec = append(rec, c.Error)
 			if err := cw.Write(rec); err != nil {
 				return err
 			}
@@ -311,6 +313,29 @@ func writeCSV(w io.Writer, runs []RunSummary) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// warnings are r's warnings as notes: its recovery trend, and the cycles
+// its test bed bound.
+func (r RunSummary) warnings() []string {
+	var out []string
+	for _, w := range []string{r.TrendWarning, r.BedWarning} {
+		if w != "" {
+			out = append(out, fmt.Sprintf("warning: run %d: %s", r.ID, w))
+		}
+	}
+	return out
+}
+
+// bedCells are the bed_* columns: empty when the window was not measured,
+// and the broker's CPU empty when it was not. bed_bound lists why the cycle
+// was bed-bound under mttr.DefaultBedLimits.
+func bedCells(b mttr.BedCost) []string {
+	if !b.Measured() {
+		return make([]string, 8)
+	}
+	return []string{msCell(b.Window, true), msCell(b.Tool, true), msCell(b.Broker, b.Broker >= 0), msCell(b.Clients, true),
+		msCell(b.Host, true), strconv.Itoa(b.Cores), msCell(b.Late, true), strings.Join(b.Bound(mttr.DefaultBedLimits), "; ")}
 }
 
 // count is n, or "" (NULL) for 0.
@@ -382,6 +407,7 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		}
 		return &v
 	}
+	m := c.Bed.Measured()
 	return json.Marshal(struct {
 		Cycle             int      `json:"cycle"`
 		Device            string   `json:"device"`
@@ -420,10 +446,20 @@ func cycleJSON(c mttr.Cycle) ([]byte, error) {
 		C2DReceived       int      `json:"c2d_received"`
 		C2DLost           int      `json:"c2d_lost"`
 		C2DDuplicated     int      `json:"c2d_duplicated"`
+		BedWindowMS       *float64 `json:"bed_window_ms"`
+		BedToolMS         *float64 `json:"bed_tool_cpu_ms"`
+		BedBrokerMS       *float64 `json:"bed_broker_cpu_ms"`
+		BedClientsMS      *float64 `json:"bed_clients_cpu_ms"`
+		BedHostMS         *float64 `json:"bed_host_cpu_ms"`
+		BedCores          *int     `json:"bed_cores"`
+		BedLateMS         *float64 `json:"bed_late_ms"`
+		BedBound          []string `json:"bed_bound,omitempty"`
 		Error             string   `json:"error,omitempty"`
 	}{c.Cycle, c.Device, t(c.FaultAt), t(c.LostAt), t(c.HealedAt), t(c.ListeningAt), t(c.ResumedAt), t(c.HeldUntilAt), t(c.ReadyAt),
 		t(c.ReconnectedAt), t(c.AttemptAt), c.BrokerAddress, n(c.BrokerAcceptPeak), t(c.FirstAckAt), t(c.LastAckBeforeAt),
 		d(c.Recovery()), d(c.Detection()), d(c.Outage()), d(c.Path()), c.Interrupted,
 		c.ReconnectAttempts, d(c.PubackMedian, c.PubackMedian > 0), c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated,
-		c.Listens, t(c.ResubscribedAt), t(c.CommandsBackAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, c.Error})
+		c.Listens, t(c.ResubscribedAt), t(c.CommandsBackAt), t(c.FirstC2DAt), c.Session, d(c.Downstream()), c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated,
+		d(c.Bed.Window, m), d(c.Bed.Tool, m), d(c.Bed.Broker, m && c.Bed.Broker >= 0), d(c.Bed.Clients, m), d(c.Bed.Host, m), n(c.Bed.Cores),
+		d(c.Bed.Late, m), c.Bed.Bound(mttr.DefaultBedLimits), c.Error})
 }

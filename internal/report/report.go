@@ -14,6 +14,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/device"
@@ -85,6 +86,13 @@ type RunSummary struct {
 	// against the cycle's index; TrendWarning says when it is significant.
 	Trend        stats.Trend `json:"recovery_trend"`
 	TrendWarning string      `json:"recovery_trend_warning,omitempty"`
+
+	// Bed is the test bed's own cost over every cycle's window (one line,
+	// empty when not measured); BedBound counts the cycles it bound under
+	// mttr.DefaultBedLimits, and BedWarning says so.
+	Bed        string `json:"test_bed,omitempty"`
+	BedBound   int    `json:"bed_bound_cycles"`
+	BedWarning string `json:"bed_warning,omitempty"`
 
 	// Storms are, for a fleet (more than one device), each cycle's
 	// reconnect storm.
@@ -299,7 +307,16 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 	s.Recovery, s.Downstream, s.Detection = stats.Summarize(sm.recovery), stats.Summarize(sm.downstream), stats.Summarize(sm.detection)
 	s.Outage, s.Path = stats.Summarize(sm.outage), stats.Summarize(sm.path)
 	var series []float64 // each cycle's median recovery, in cycle order; +Inf when that is a device that did not recover
+	var bed mttr.BedCost
+	var why []string
 	for _, st := range mttr.Storms(cycles) {
+		if b := st[0].Bed; b.Measured() {
+			bed = bed.Add(b)
+			if w := b.Bound(mttr.DefaultBedLimits); len(w) > 0 {
+				s.BedBound++
+				why = append(why, fmt.Sprintf("cycle %d: %s", st[0].Cycle, strings.Join(w, ", ")))
+			}
+		}
 		if st.Devices() == 0 {
 			continue // cut short by the interrupt
 		}
@@ -311,6 +328,13 @@ func summarize(ctx context.Context, st *store.Store, r store.Run, alpha float64)
 		if s.Devices > 1 {
 			s.Storms = append(s.Storms, stormOf(st))
 		}
+	}
+	if bed.Measured() {
+		s.Bed = bed.String()
+	}
+	if s.BedBound > 0 {
+		s.BedWarning = fmt.Sprintf("%d of %d cycles bed-bound (%s): the machine, not the client, may have set their figures",
+			s.BedBound, s.CyclesDone, strings.Join(why, "; "))
 	}
 	s.Trend = stats.TrendOf(series)
 	s.TrendWarning = s.Trend.Warning(alpha)

@@ -115,6 +115,16 @@ func fixture(t testing.TB) *store.Store {
 			if math.IsNaN(rec) {
 				c.C2DLost = 1
 			}
+			if i > 0 { // run 1 predates the bed's measurement
+				// A window of keep-dead + 1 s with the host at a quarter of
+				// its 2 cores; the pause run's second cycle had its
+				// timestamps 30 ms late: bed-bound.
+				c.Bed = mttr.BedCost{Window: sp.keepDead + time.Second, Tool: 20 * time.Millisecond, Broker: 30 * time.Millisecond,
+					Host: (sp.keepDead + time.Second) / 2, Cores: 2, Late: time.Duration(n+1) * time.Millisecond}
+				if sp.fault == "pause" && n == 1 {
+					c.Bed.Late = 30 * time.Millisecond
+				}
+			}
 			if err := w.SaveCycle(context.Background(), id, []mttr.Cycle{c}); err != nil {
 				t.Fatal(err)
 			}
@@ -298,6 +308,60 @@ func TestCheck(t *testing.T) {
 		rep.Note = "none"
 		if v, _ = Check(rep, 0); !v.OK() {
 			t.Errorf("run 2 alone should pass: %+v", v)
+		}
+	})
+}
+
+// TestCheckInconclusive guards that a verdict on a run whose test bed
+// bound any cycle is inconclusive, whatever its checks say, and that the
+// run's warning names the cycles and the limit they passed.
+func TestCheckInconclusive(t *testing.T) {
+	for _, failed := range []bool{false, true} {
+		run := RunSummary{ID: 5, Status: "completed", DeviceCycles: 3, Recovered: 3, BedBound: 1,
+			BedWarning: "1 of 3 cycles bed-bound (cycle 2: host 97 % busy (limit 90 %))"}
+		if failed {
+			run.Recovered, run.NotRecovered = 2, 1
+		}
+		v, err := Check(&Report{Runs: []RunSummary{run}}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.OK() || v.Inconclusive != run.BedWarning || (len(v.Failures) == 1) != failed {
+			t.Errorf("failed=%v: verdict %+v", failed, v)
+		}
+		var b strings.Builder
+		WriteVerdict(&b, v)
+		if !strings.Contains(b.String(), "INCONCLUSIVE  1 of 3 cycles bed-bound (cycle 2: host 97 % busy") {
+			t.Errorf("failed=%v: printed %q", failed, b.String())
+		}
+	}
+	run := RunSummary{ID: 6, Status: "completed", DeviceCycles: 3, Recovered: 3}
+	if v, _ := Check(&Report{Runs: []RunSummary{run}}, 0); !v.OK() || v.Inconclusive != "" {
+		t.Errorf("a run the bed did not bind: %+v", v)
+	}
+}
+
+// TestBedWarning guards that a run's summary warns of its bed-bound cycles,
+// naming each with its reason, and says nothing for one the bed did not
+// bind.
+func TestBedWarning(t *testing.T) {
+	backends(t, func(t *testing.T) {
+		rep := build(t, Options{Last: 20, Alpha: 0.05})
+		for _, r := range rep.Runs {
+			switch r.ID {
+			case 1:
+				if r.Bed != "" || r.BedBound != 0 || r.BedWarning != "" {
+					t.Errorf("run 1 has no bed measured: %q %d %q", r.Bed, r.BedBound, r.BedWarning)
+				}
+			case 2:
+				if r.BedBound != 0 || r.BedWarning != "" || !strings.HasPrefix(r.Bed, "tool 0.2 % of a core, broker 0.4 %, host 25 % of 2 cores") {
+					t.Errorf("run 2: %q %d %q", r.Bed, r.BedBound, r.BedWarning)
+				}
+			case 3:
+				if r.BedBound != 1 || !strings.Contains(r.BedWarning, "cycle 2: timestamps up to 30 ms late (limit 20 ms)") {
+					t.Errorf("run 3: %d %q", r.BedBound, r.BedWarning)
+				}
+			}
 		}
 	})
 }

@@ -460,19 +460,22 @@ func (s *Store) SaveCycle(ctx context.Context, runID int64, rows []mttr.Cycle) e
 		(run_id, cycle, device, fault_at, lost_at, healed_at, listening_at, resumed_at, held_until_at, ready_at,
 		 reconnected_at, first_ack_at, last_ack_before_at, interrupted, reconnect_attempts, published, acknowledged,
 		 delivered, lost, duplicated, error,
-		 listens, resubscribed_at, commands_back_at, first_c2d_at, session, c2d_sent, c2d_received, c2d_lost, c2d_duplicated, attempt_at, puback_median_ns, broker_address, broker_accept_peak)
+		 listens, resubscribed_at, commands_back_at, first_c2d_at, session, c2d_sent, c2d_received, c2d_lost, c2d_duplicated, attempt_at, puback_median_ns, broker_address, broker_accept_peak,
+		 bed_window_ns, bed_tool_ns, bed_broker_ns, bed_clients_ns, bed_host_ns, bed_cores, bed_late_ns)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''),
-		 ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?)`))
+		 ?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?, NULLIF(?, ''), ?,
+		 ?, ?, ?, ?, ?, ?, ?)`))
 	if err != nil {
 		return fmt.Errorf("store: save cycle: %w", err)
 	}
 	defer stmt.Close()
 	for _, c := range rows {
-		_, err := stmt.ExecContext(ctx, runID, c.Cycle, c.Device,
+		args := []any{runID, c.Cycle, c.Device,
 			null(c.FaultAt), null(c.LostAt), null(c.HealedAt), null(c.ListeningAt), null(c.ResumedAt), null(c.HeldUntilAt), null(c.ReadyAt),
 			null(c.ReconnectedAt), null(c.FirstAckAt), null(c.LastAckBeforeAt), b2i(c.Interrupted),
 			c.ReconnectAttempts, c.Published, c.Acknowledged, c.Delivered, c.Lost, c.Duplicated, c.Error,
-			b2i(c.Listens), null(c.ResubscribedAt), null(c.CommandsBackAt), null(c.FirstC2DAt), c.Session, c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, null(c.AttemptAt), null(int64(c.PubackMedian)), c.BrokerAddress, null(int64(c.BrokerAcceptPeak)))
+			b2i(c.Listens), null(c.ResubscribedAt), null(c.CommandsBackAt), null(c.FirstC2DAt), c.Session, c.C2DSent, c.C2DReceived, c.C2DLost, c.C2DDuplicated, null(c.AttemptAt), null(int64(c.PubackMedian)), c.BrokerAddress, null(int64(c.BrokerAcceptPeak))}
+		_, err := stmt.ExecContext(ctx, append(args, bedArgs(c.Bed)...)...)
 		if err != nil {
 			return fmt.Errorf("store: save cycle %d of %s: %w", c.Cycle, c.Device, err)
 		}
@@ -504,6 +507,19 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// bedArgs are the bed_* columns of a cycle: NULL when the window was not
+// measured, and bed_broker_ns NULL when the broker's CPU was not.
+func bedArgs(b mttr.BedCost) []any {
+	if !b.Measured() {
+		return []any{nil, nil, nil, nil, nil, nil, nil}
+	}
+	var broker any = int64(b.Broker)
+	if b.Broker < 0 {
+		broker = nil
+	}
+	return []any{int64(b.Window), int64(b.Tool), broker, int64(b.Clients), int64(b.Host), b.Cores, int64(b.Late)}
 }
 
 func null(ns int64) any {
@@ -538,7 +554,8 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 		coalesce(resumed_at, 0), coalesce(held_until_at, 0), coalesce(ready_at, 0), coalesce(reconnected_at, 0), coalesce(first_ack_at, 0),
 		coalesce(last_ack_before_at, 0), interrupted, reconnect_attempts, published, acknowledged, delivered, lost,
 		duplicated, coalesce(error, ''),
-		listens, coalesce(resubscribed_at, 0), coalesce(commands_back_at, 0), coalesce(first_c2d_at, 0), coalesce(session, ''), c2d_sent, c2d_received, c2d_lost, c2d_duplicated, coalesce(attempt_at, 0), coalesce(puback_median_ns, 0), coalesce(broker_address, ''), coalesce(broker_accept_peak, 0)
+		listens, coalesce(resubscribed_at, 0), coalesce(commands_back_at, 0), coalesce(first_c2d_at, 0), coalesce(session, ''), c2d_sent, c2d_received, c2d_lost, c2d_duplicated, coalesce(attempt_at, 0), coalesce(puback_median_ns, 0), coalesce(broker_address, ''), coalesce(broker_accept_peak, 0),
+		coalesce(bed_window_ns, 0), coalesce(bed_tool_ns, 0), coalesce(bed_broker_ns, -1), coalesce(bed_clients_ns, 0), coalesce(bed_host_ns, 0), coalesce(bed_cores, 0), coalesce(bed_late_ns, 0)
 		FROM cycles WHERE run_id = ? ORDER BY cycle, device`+s.bytewise(), runID)
 	if err != nil {
 		return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
@@ -550,8 +567,12 @@ func (s *Store) Cycles(ctx context.Context, runID int64) ([]mttr.Cycle, error) {
 		if err := rows.Scan(&c.Cycle, &c.Device, &c.FaultAt, &c.LostAt, &c.HealedAt, &c.ListeningAt, &c.ResumedAt,
 			&c.HeldUntilAt, &c.ReadyAt, &c.ReconnectedAt, &c.FirstAckAt, &c.LastAckBeforeAt, &c.Interrupted, &c.ReconnectAttempts, &c.Published,
 			&c.Acknowledged, &c.Delivered, &c.Lost, &c.Duplicated, &c.Error,
-			&c.Listens, &c.ResubscribedAt, &c.CommandsBackAt, &c.FirstC2DAt, &c.Session, &c.C2DSent, &c.C2DReceived, &c.C2DLost, &c.C2DDuplicated, &c.AttemptAt, &c.PubackMedian, &c.BrokerAddress, &c.BrokerAcceptPeak); err != nil {
+			&c.Listens, &c.ResubscribedAt, &c.CommandsBackAt, &c.FirstC2DAt, &c.Session, &c.C2DSent, &c.C2DReceived, &c.C2DLost, &c.C2DDuplicated, &c.AttemptAt, &c.PubackMedian, &c.BrokerAddress, &c.BrokerAcceptPeak,
+			&c.Bed.Window, &c.Bed.Tool, &c.Bed.Broker, &c.Bed.Clients, &c.Bed.Host, &c.Bed.Cores, &c.Bed.Late); err != nil {
 			return nil, fmt.Errorf("store: cycles of run %d: %w", runID, err)
+		}
+		if !c.Bed.Measured() {
+			c.Bed = mttr.BedCost{}
 		}
 		out = append(out, c)
 	}

@@ -66,10 +66,12 @@ func TestRunLifecycle(t *testing.T) {
 			{Cycle: 1, Device: "d", FaultAt: 1_000_000_000, LostAt: 1_010_000_000, HealedAt: 2_000_000_000,
 				ListeningAt: 2_080_000_000, HeldUntilAt: 2_090_000_000, ReadyAt: 2_100_000_000,
 				ReconnectedAt: 2_600_000_000, FirstAckAt: 2_700_000_000, LastAckBeforeAt: 900_000_000, ReconnectAttempts: 2,
-				AttemptAt: 2_550_000_000, BrokerAddress: "172.18.0.3", BrokerAcceptPeak: 812, PubackMedian: 12_345_678, Published: 4, Acknowledged: 4, Delivered: 4,
+				AttemptAt: 2_550_000_000, BrokerAddress: "172.18.0.3", BrokerAcceptPeak: 812, PubackMedian: 12_345_678,
+				Bed: mttr.BedCost{Window: 3_000_000_001, Tool: 30_000_002, Broker: 20_000_003, Clients: 10_000_004, Host: 90_000_005, Cores: 6, Late: 1_000_007}, Published: 4, Acknowledged: 4, Delivered: 4,
 				Listens: true, ResubscribedAt: 2_605_000_000, CommandsBackAt: 2_102_000_000, FirstC2DAt: 2_610_000_000, Session: mttr.SessionNew,
 				C2DSent: 5, C2DReceived: 3, C2DLost: 1, C2DDuplicated: 1},
-			{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "interrupted before recovery", Interrupted: true},
+			{Cycle: 1, Device: "d-2", FaultAt: 1_000_000_000, HealedAt: 2_000_000_000, ReadyAt: 2_100_000_000, Error: "interrupted before recovery", Interrupted: true,
+				Bed: mttr.BedCost{Window: 1, Broker: -1, Cores: 2}},
 		}
 		if err := s.SaveCycle(ctx, id, rows); err != nil {
 			t.Fatal(err)
