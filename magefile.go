@@ -36,12 +36,12 @@ func Down(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { return l.Down(ctx) })
 }
 
-// Send connects a device to the running broker and publishes telemetry until Ctrl-C (MTTR_CONNECTION_STRING, MTTR_HOST, MTTR_PORT, MTTR_BROKER_ADDR, MTTR_KEEP_ALIVE, MTTR_SEND_INTERVAL and the device timings of mttr).
+// Send connects a device to the running broker and publishes telemetry until Ctrl-C (MTTR_CONNECTION_STRING, MTTR_HOST, MTTR_PORT, MTTR_BROKER_ADDR, MTTR_KEEP_ALIVE, MTTR_SEND_INTERVAL and the device timings and TLS policy of mttr).
 func Send(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { _, err := l.Send(ctx); return err })
 }
 
-// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_RESUBSCRIBE, MTTR_C2D_INTERVAL, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up). Any stop signal interrupts it as Ctrl-C does.
+// Mttr runs the recovery experiment and stores every cycle in SQLite (MTTR_BROKER, MTTR_NETNS, MTTR_FAULT, MTTR_RESTART_COUNT, MTTR_KEEP_RUNNING, MTTR_KEEP_DEAD, MTTR_FACTOR_OF_KEEP_ALIVE, MTTR_RECOVERY_TIMEOUT, MTTR_DEVICES, MTTR_SEND_INTERVAL, MTTR_KEEP_ALIVE, MTTR_PING_TIMEOUT, MTTR_CONNECT_TIMEOUT, MTTR_MAX_RECONNECT_INTERVAL, MTTR_CONNECT_RETRY_INTERVAL, MTTR_CLEAN_SESSION, MTTR_TLS_RESUMPTION, MTTR_TLS_GROUPS, MTTR_RESUBSCRIBE, MTTR_C2D_INTERVAL, MTTR_QOS, MTTR_CLIENT, MTTR_CLIENT_CMD, MTTR_LABEL, MTTR_DB and those of image and up). Any stop signal interrupts it as Ctrl-C does.
 func Mttr(ctx context.Context) error {
 	return lab.Do(ctx, func(ctx context.Context, l *lab.Lab) error { _, err := l.Mttr(ctx); return err })
 }

@@ -41,35 +41,36 @@ type Config struct {
 	ConnectionString string        // MTTR_CONNECTION_STRING: the device's identity
 
 	// The experiment (mage mttr).
-	Devices              int           // MTTR_DEVICES: devices connected at once
-	RestartCount         int           // MTTR_RESTART_COUNT: fault cycles per run
-	KeepRunning          time.Duration // MTTR_KEEP_RUNNING: broker up time before each fault
-	KeepRunningJitter    time.Duration // MTTR_KEEP_RUNNING_JITTER: each cycle's up time is KeepRunning ± up to this, at random
-	KeepDead             time.Duration // MTTR_KEEP_DEAD: broker down time; default KeepAlive × FactorOfKeepAlive
-	FactorOfKeepAlive    float64       // MTTR_FACTOR_OF_KEEP_ALIVE: KeepDead as a multiple of KeepAlive
-	RecoveryTimeout      time.Duration // MTTR_RECOVERY_TIMEOUT: how long a cycle waits for every device to recover
-	Fault                string        // MTTR_FAULT: how the broker goes away, one of Faults
-	Broker               string        // MTTR_BROKER: where the broker runs, one of Brokers
-	NetNS                string        // MTTR_NETNS: for docker, who owns the broker's network namespace, one of NetNSModes
-	Loss                 float64       // MTTR_LOSS: fraction of packets the loss fault drops each way
-	Latency              time.Duration // MTTR_LATENCY: delay the latency fault adds each way
-	Jitter               time.Duration // MTTR_JITTER: ± around MTTR_LATENCY
-	IdleTimeout          time.Duration // MTTR_IDLE_TIMEOUT: the idle fault's path drops flows idle this long
-	Rate                 int64         // MTTR_RATE: bytes per second the bandwidth fault allows each way
-	Link                 netfault.Link // MTTR_LINK: the whole run's path (latency, jitter, loss, rate)
-	NetfilterImage       string        // MTTR_NETFILTER_IMAGE: helper image with nft and ss, made when missing
-	PingTimeout          time.Duration // MTTR_PING_TIMEOUT: device waits this long for PINGRESP
-	ConnectTimeout       time.Duration // MTTR_CONNECT_TIMEOUT: one connection attempt of a device
-	MaxReconnectInterval time.Duration // MTTR_MAX_RECONNECT_INTERVAL: cap of paho's reconnect backoff
-	ConnectRetryInterval time.Duration // MTTR_CONNECT_RETRY_INTERVAL: between first-connection attempts
-	CleanSession         bool          // MTTR_CLEAN_SESSION: MQTT clean session flag of the devices
-	Resubscribe          string        // MTTR_RESUBSCRIBE: "onconnect" (resubscribe to commands in OnConnect) or "none"
-	C2DInterval          time.Duration // MTTR_C2D_INTERVAL: between commands sent to each device
-	QoS                  int           // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
-	Label                string        // MTTR_LABEL: free text stored with the run, e.g. an SDK version
-	StoreGrace           time.Duration // MTTR_STORE_GRACE: how long a run's end retries a store that refuses its rows before writing them to a rescue file
-	Study                string        // MTTR_STUDY: the label of the study the run or runs belong to
-	StudySeed            uint64        // MTTR_STUDY_SEED: the seed of a new study's order; 0 draws one
+	Devices              int              // MTTR_DEVICES: devices connected at once
+	RestartCount         int              // MTTR_RESTART_COUNT: fault cycles per run
+	KeepRunning          time.Duration    // MTTR_KEEP_RUNNING: broker up time before each fault
+	KeepRunningJitter    time.Duration    // MTTR_KEEP_RUNNING_JITTER: each cycle's up time is KeepRunning ± up to this, at random
+	KeepDead             time.Duration    // MTTR_KEEP_DEAD: broker down time; default KeepAlive × FactorOfKeepAlive
+	FactorOfKeepAlive    float64          // MTTR_FACTOR_OF_KEEP_ALIVE: KeepDead as a multiple of KeepAlive
+	RecoveryTimeout      time.Duration    // MTTR_RECOVERY_TIMEOUT: how long a cycle waits for every device to recover
+	Fault                string           // MTTR_FAULT: how the broker goes away, one of Faults
+	Broker               string           // MTTR_BROKER: where the broker runs, one of Brokers
+	NetNS                string           // MTTR_NETNS: for docker, who owns the broker's network namespace, one of NetNSModes
+	Loss                 float64          // MTTR_LOSS: fraction of packets the loss fault drops each way
+	Latency              time.Duration    // MTTR_LATENCY: delay the latency fault adds each way
+	Jitter               time.Duration    // MTTR_JITTER: ± around MTTR_LATENCY
+	IdleTimeout          time.Duration    // MTTR_IDLE_TIMEOUT: the idle fault's path drops flows idle this long
+	Rate                 int64            // MTTR_RATE: bytes per second the bandwidth fault allows each way
+	Link                 netfault.Link    // MTTR_LINK: the whole run's path (latency, jitter, loss, rate)
+	NetfilterImage       string           // MTTR_NETFILTER_IMAGE: helper image with nft and ss, made when missing
+	PingTimeout          time.Duration    // MTTR_PING_TIMEOUT: device waits this long for PINGRESP
+	ConnectTimeout       time.Duration    // MTTR_CONNECT_TIMEOUT: one connection attempt of a device
+	MaxReconnectInterval time.Duration    // MTTR_MAX_RECONNECT_INTERVAL: cap of paho's reconnect backoff
+	ConnectRetryInterval time.Duration    // MTTR_CONNECT_RETRY_INTERVAL: between first-connection attempts
+	CleanSession         bool             // MTTR_CLEAN_SESSION: MQTT clean session flag of the devices
+	TLS                  device.TLSPolicy // MTTR_TLS_RESUMPTION, MTTR_TLS_GROUPS: our devices' session resumption and key-exchange groups
+	Resubscribe          string           // MTTR_RESUBSCRIBE: "onconnect" (resubscribe to commands in OnConnect) or "none"
+	C2DInterval          time.Duration    // MTTR_C2D_INTERVAL: between commands sent to each device
+	QoS                  int              // MTTR_QOS: telemetry QoS, 1 (measured) or 0 (fire and forget)
+	Label                string           // MTTR_LABEL: free text stored with the run, e.g. an SDK version
+	StoreGrace           time.Duration    // MTTR_STORE_GRACE: how long a run's end retries a store that refuses its rows before writing them to a rescue file
+	Study                string           // MTTR_STUDY: the label of the study the run or runs belong to
+	StudySeed            uint64           // MTTR_STUDY_SEED: the seed of a new study's order; 0 draws one
 	// Cells are a study's combinations, one run each, every one resolved
 	// and validated as a run's settings: every value of MTTR_FAULT,
 	// MTTR_KEEP_DEAD and MTTR_DEVICES (comma lists) with every other, in
@@ -308,6 +309,8 @@ func load(lookup func(string) (string, bool)) (Config, error) {
 	r.duration("MTTR_MAX_RECONNECT_INTERVAL", &c.MaxReconnectInterval)
 	r.duration("MTTR_CONNECT_RETRY_INTERVAL", &c.ConnectRetryInterval)
 	r.boolean("MTTR_CLEAN_SESSION", &c.CleanSession)
+	r.boolean("MTTR_TLS_RESUMPTION", &c.TLS.Resume)
+	r.parse("MTTR_TLS_GROUPS", func(v string) (err error) { c.TLS.Groups, err = device.ParseGroups(v); return })
 	r.oneOf("MTTR_RESUBSCRIBE", &c.Resubscribe, Resubscribes)
 	r.duration("MTTR_C2D_INTERVAL", &c.C2DInterval)
 	qos := strconv.Itoa(c.QoS)
@@ -519,6 +522,8 @@ func (c Config) Vars() map[string]string {
 		"MTTR_MAX_RECONNECT_INTERVAL": d(c.MaxReconnectInterval),
 		"MTTR_CONNECT_RETRY_INTERVAL": d(c.ConnectRetryInterval),
 		"MTTR_CLEAN_SESSION":          strconv.FormatBool(c.CleanSession),
+		"MTTR_TLS_RESUMPTION":         strconv.FormatBool(c.TLS.Resume),
+		"MTTR_TLS_GROUPS":             device.FormatGroups(c.TLS.Groups),
 		"MTTR_RESUBSCRIBE":            c.Resubscribe,
 		"MTTR_C2D_INTERVAL":           d(c.C2DInterval),
 		"MTTR_QOS":                    strconv.Itoa(c.QoS),

@@ -145,13 +145,17 @@ func TestDuration(t *testing.T) {
 // connection string's key, which it never gives out.
 func TestVarsRoundTrip(t *testing.T) {
 	c, err := Load(env(map[string]string{"MTTR_FAULT": "pause", "MTTR_KEEP_DEAD": "2s", "MTTR_QOS": "0", "MTTR_LABEL": "sdk 1.2", "MTTR_MAX_P95": "1500ms", "MTTR_FORMAT": "json",
-		"MTTR_CLIENT": "external", "MTTR_CLIENT_CMD": "python3 client.py"}))
+		"MTTR_CLIENT": "external", "MTTR_CLIENT_CMD": "python3 client.py", "MTTR_TLS_RESUMPTION": "true", "MTTR_TLS_GROUPS": "x25519,P-256"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	vars := c.Vars()
-	if n := reflect.TypeFor[Config]().NumField() - 1; len(vars) != n { // Cells is no setting of its own
-		t.Errorf("Vars has %d entries, Config %d fields besides Cells", len(vars), n)
+	// Cells is no setting of its own; TLS holds two.
+	if n := reflect.TypeFor[Config]().NumField() - 1 + 1; len(vars) != n {
+		t.Errorf("Vars has %d entries, Config %d settings", len(vars), n)
+	}
+	if vars["MTTR_TLS_GROUPS"] != "X25519,P-256" || vars["MTTR_TLS_RESUMPTION"] != "true" {
+		t.Errorf("TLS policy stored as %q, %q", vars["MTTR_TLS_RESUMPTION"], vars["MTTR_TLS_GROUPS"])
 	}
 	if strings.Contains(vars["MTTR_CONNECTION_STRING"], "Zm9vYmFy") {
 		t.Errorf("Vars gives out the key: %s", vars["MTTR_CONNECTION_STRING"])

@@ -329,7 +329,7 @@ func (l *Lab) deviceConfig(base device.Identity, deviceID string, tlsConf *tls.C
 	return device.Config{
 		Identity:   id,
 		BrokerAddr: cfg.BrokerAddr,
-		TLS:        tlsConf,
+		TLS:        cfg.TLS.Apply(tlsConf),
 		Timings: device.Timings{
 			KeepAlive:            cfg.KeepAlive,
 			PingTimeout:          cfg.PingTimeout,

@@ -59,7 +59,8 @@ type RunSummary struct {
 	ImageID       string            `json:"image_id"`
 	Broker        string            `json:"broker"`
 	NetNS         string            `json:"netns,omitempty"`
-	Network       string            `json:"network,omitempty"` // what the network path did (store.Run.Network)
+	Network       string            `json:"network,omitempty"`    // what the network path did (store.Run.Network)
+	DeviceTLS     string            `json:"device_tls,omitempty"` // our devices' TLS policy where not the default (store.Run.DeviceTLS)
 	Settings      map[string]string `json:"settings"`
 
 	CyclesDone   int `json:"cycles_done"`
@@ -104,8 +105,10 @@ type RunSummary struct {
 // Scenario is what makes two runs comparable.
 func (r RunSummary) Scenario() string {
 	s := fmt.Sprintf("fault %s, keep-dead %s, %d device(s), %s", r.Fault, time.Duration(r.KeepDeadMS)*time.Millisecond, r.Devices, r.TestBed())
-	if r.Network != "" {
-		s += ", " + r.Network
+	for _, n := range []string{r.Network, r.DeviceTLS} {
+		if n != "" {
+			s += ", " + n
+		}
 	}
 	return s
 }
@@ -205,7 +208,7 @@ func summaryOf(r store.Run) RunSummary {
 		ID: r.ID, StartedAt: r.StartedAt.UTC(), Status: r.Status, Error: r.Error, Label: r.Label, Fault: r.Fault,
 		KeepAliveMS: r.KeepAlive.Milliseconds(), KeepDeadMS: r.KeepDead.Milliseconds(), KeepRunningMS: r.KeepRunning.Milliseconds(),
 		Devices: r.Devices, CyclesPlanned: r.CyclesPlanned, Host: r.Host, ToolVersion: r.ToolVersion,
-		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Broker: r.Broker, NetNS: r.NetNS, Network: r.Network(),
+		EngineVersion: r.EngineVersion, ImageID: r.ImageID, Broker: r.Broker, NetNS: r.NetNS, Network: r.Network(), DeviceTLS: r.DeviceTLS(),
 		Settings: map[string]string{},
 	}
 	if !r.FinishedAt.IsZero() {

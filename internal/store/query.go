@@ -107,13 +107,15 @@ func (s *Store) PreviousOfScenario(ctx context.Context, r Run) (Run, error) {
 		return Run{}, err
 	}
 	for _, prev := range runs {
-		if prev.Network() == r.Network() {
+		if prev.Network() == r.Network() && prev.DeviceTLS() == r.DeviceTLS() {
 			return prev, nil
 		}
 	}
 	net := ""
-	if n := r.Network(); n != "" {
-		net = ", " + n
+	for _, n := range []string{r.Network(), r.DeviceTLS()} {
+		if n != "" {
+			net += ", " + n
+		}
 	}
 	return Run{}, fmt.Errorf("no earlier completed run with fault %s, keep-dead %s, %d devices, %s%s: %w",
 		r.Fault, r.KeepDead, r.Devices, r.TestBed(), net, ErrNoRun)
@@ -137,6 +139,26 @@ func (r Run) Network() string {
 			p += " ± " + j
 		}
 		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// DeviceTLS is our devices' TLS policy, from the run's settings, where it
+// is not Go's default ("TLS resumption, groups X25519,P-256"); empty for
+// the default and for external clients, which bring their own. Runs are
+// comparable only when it is the same.
+func (r Run) DeviceTLS() string {
+	var vars map[string]string
+	_ = json.Unmarshal([]byte(r.ConfigJSON), &vars)
+	if vars["MTTR_CLIENT"] == "external" {
+		return ""
+	}
+	var parts []string
+	if vars["MTTR_TLS_RESUMPTION"] == "true" {
+		parts = append(parts, "TLS resumption")
+	}
+	if g := vars["MTTR_TLS_GROUPS"]; g != "" {
+		parts = append(parts, "TLS groups "+g)
 	}
 	return strings.Join(parts, ", ")
 }

@@ -492,3 +492,45 @@ func TestPreviousOfScenarioNetwork(t *testing.T) {
 		}
 	})
 }
+
+// TestPreviousOfScenarioDeviceTLS compares a run of our devices only with
+// runs whose devices had the same TLS policy; external clients bring their
+// own, so the settings do not separate their runs.
+func TestPreviousOfScenarioDeviceTLS(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, _ string) {
+		ctx := t.Context()
+		mk := func(vars string) Run {
+			r := sampleRun()
+			r.ConfigJSON = vars
+			id, err := s.StartRun(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
+				t.Fatal(err)
+			}
+			stored, err := s.GetRun(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return stored
+		}
+		plain := mk(`{"MTTR_TLS_RESUMPTION":"false","MTTR_TLS_GROUPS":""}`)
+		resuming := mk(`{"MTTR_TLS_RESUMPTION":"true","MTTR_TLS_GROUPS":"X25519"}`)
+		mk(`{"MTTR_TLS_RESUMPTION":"true","MTTR_TLS_GROUPS":""}`)
+		newest := mk(`{"MTTR_TLS_RESUMPTION":"false","MTTR_TLS_GROUPS":""}`)
+		if prev, err := s.PreviousOfScenario(ctx, newest); err != nil || prev.ID != plain.ID {
+			t.Errorf("PreviousOfScenario = %d, %v; want %d (the default policy)", prev.ID, err, plain.ID)
+		}
+		if got := resuming.DeviceTLS(); got != "TLS resumption, TLS groups X25519" {
+			t.Errorf("DeviceTLS() = %q", got)
+		}
+		again := mk(`{"MTTR_TLS_RESUMPTION":"true","MTTR_TLS_GROUPS":"X25519"}`)
+		if prev, err := s.PreviousOfScenario(ctx, again); err != nil || prev.ID != resuming.ID {
+			t.Errorf("PreviousOfScenario = %d, %v; want %d (the same policy)", prev.ID, err, resuming.ID)
+		}
+		if got := (Run{ConfigJSON: `{"MTTR_CLIENT":"external","MTTR_TLS_RESUMPTION":"true"}`}).DeviceTLS(); got != "" {
+			t.Errorf("an external client's run: DeviceTLS() = %q, want empty", got)
+		}
+	})
+}
