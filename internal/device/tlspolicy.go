@@ -83,12 +83,13 @@ func FormatGroups(groups []tls.CurveID) string {
 	return strings.Join(names, ",")
 }
 
-// Apply returns a copy of base for one device under p: the groups it
-// offers and, when it resumes, a session cache of its own (a device never
-// resumes another's session).
+// Apply returns the configuration of one device under p: base itself
+// under the default policy (devices share it, as they did without one),
+// else a copy with the groups it offers and, when it resumes, a session
+// cache of its own (a device never resumes another's session).
 func (p TLSPolicy) Apply(base *tls.Config) *tls.Config {
-	if base == nil {
-		return nil
+	if base == nil || (!p.Resume && len(p.Groups) == 0) {
+		return base
 	}
 	c := base.Clone()
 	if len(p.Groups) > 0 {

@@ -120,4 +120,7 @@ func TestTLSPolicyHandshakes(t *testing.T) {
 	if base.ClientSessionCache != nil || base.CurvePreferences != nil {
 		t.Error("Apply changed its base")
 	}
+	if (TLSPolicy{}).Apply(base) != base {
+		t.Error("the default policy copied its base: every device would carry its own")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/bedcost"
 	"io"
 	"os"
 	"path/filepath"
@@ -25,20 +26,53 @@ import (
 // to connect the fleet, the recovery (median and max over the devices; and when 50, 90,
 // 99 and 100 % of them had recovered, as Storm defines it) and the
 // broker's peak accepted connections per second, from the connect lines
-// it logs. Run one size per process for a clean peak:
+// it logs; and the test bed's own cost over the cycle (mttr.BedCost: this
+// process, which runs the devices, the broker, the host, the worst
+// lateness) with the bed-bound verdict. The devices resume their TLS
+// session on reconnect or make a full handshake. Run one size per process
+// for a clean peak:
 //
-//	go test ./internal/mttr -run '^$' -bench 'Fleet/devices=1000/commands=on$' -benchtime 1x
+//	go test ./internal/mttr -run '^$' -bench 'Fleet/devices=1000/commands=on/resume=off$' -benchtime 1x
 func BenchmarkFleet(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		for _, commands := range []string{"off", "on"} {
-			b.Run(fmt.Sprintf("devices=%d/commands=%s", n, commands), func(b *testing.B) { benchFleet(b, n, commands == "on") })
+			for _, resume := range []string{"off", "on"} {
+				b.Run(fmt.Sprintf("devices=%d/commands=%s/resume=%s", n, commands, resume), func(b *testing.B) {
+					benchFleet(b, n, commands == "on", device.TLSPolicy{Resume: resume == "on"})
+				})
+			}
 		}
 	}
 }
 
+// benchMeter is the fleet benchmarks' meter of the test bed: this
+// process, the broker child's process group, the host and the lateness
+// probe, as the lab's meter reads them.
+type benchMeter struct {
+	probe  *bedcost.Probe
+	broker *procFault
+}
+
+func (m benchMeter) Begin(context.Context) func(context.Context) BedCost {
+	start, tool0 := time.Now(), bedcost.Self()
+	host0, _ := bedcost.Host()
+	m.probe.Take()
+	return func(context.Context) BedCost {
+		c := BedCost{Window: time.Since(start), Tool: bedcost.Self() - tool0, Broker: -1, Cores: bedcost.Cores(), Late: m.probe.Take()}
+		if h, err := bedcost.Host(); err == nil {
+			c.Host = h - host0
+		}
+		if m.broker.cmd != nil { // killed at the fault: the new one, since its start
+			c.Broker = bedcost.Groups([]int{m.broker.cmd.Process.Pid})
+		}
+		return c
+	}
+}
+
 // benchFleet is one BenchmarkFleet case: n devices, with commands sent to
-// them every 2 s (the default MTTR_C2D_INTERVAL) or not.
-func benchFleet(b *testing.B, n int, commands bool) {
+// them every 2 s (the default MTTR_C2D_INTERVAL) or not, under a TLS
+// policy.
+func benchFleet(b *testing.B, n int, commands bool, policy device.TLSPolicy) {
 	timings := device.Timings{
 		KeepAlive: 15 * time.Second, PingTimeout: 10 * time.Second, ConnectTimeout: 30 * time.Second,
 		MaxReconnectInterval: time.Second, ConnectRetryInterval: time.Second,
@@ -46,6 +80,9 @@ func benchFleet(b *testing.B, n int, commands bool) {
 	for b.Loop() {
 		br := startProcBroker(b)
 		devs, ver := configs(br.addr, br.tls, n, timings)
+		for i := range devs {
+			devs[i].TLS = policy.Apply(devs[i].TLS)
+		}
 		spec := FleetSpec{Devices: devs, Verifier: ver, Interval: 3 * time.Second}
 		if commands {
 			for i := range devs {
@@ -67,7 +104,9 @@ func benchFleet(b *testing.B, n int, commands bool) {
 		profile(b, n)
 		var got collected
 		plan := Plan{Cycles: 1, KeepRunning: time.Second, KeepDead: time.Second, RecoveryTimeout: 2 * time.Minute, QoS: 1}
-		sum, err := Experiment{Plan: plan, Fault: br, Devices: fleet, Sink: got.sink, Progress: io.Discard}.Run(ctx)
+		meter := benchMeter{probe: bedcost.StartProbe(ctx, bedcost.ProbeInterval), broker: br}
+		sum, err := Experiment{Plan: plan, Fault: br, Devices: fleet, Sink: got.sink, Progress: io.Discard, Bed: meter}.Run(ctx)
+		meter.probe.Stop()
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -89,6 +128,13 @@ func benchFleet(b *testing.B, n int, commands bool) {
 				b.ReportMetric(float64(d)/float64(time.Millisecond), "recovered-"+q.name+"-ms")
 			}
 		}
+		bed := got.rows[0].Bed
+		b.ReportMetric(100*bed.Share(bed.Tool), "bed-tool-%core")
+		b.ReportMetric(100*bed.Share(bed.Broker), "bed-broker-%core")
+		b.ReportMetric(100*bed.HostBusy(), "bed-host-%")
+		b.ReportMetric(float64(bed.Late)/float64(time.Millisecond), "bed-late-ms")
+		b.ReportMetric(float64(len(bed.Bound(DefaultBedLimits))), "bed-bound-reasons")
+		b.Logf("%d devices, resume %v: test bed %s; bed-bound: %v", n, policy.Resume, bed, bed.Bound(DefaultBedLimits))
 		healed := time.Unix(0, got.rows[0].HealedAt)
 		b.ReportMetric(float64(br.log.acceptPeak(healed, time.Now())), "broker-accepts-peak/s")
 		b.ReportMetric(summarize(afterConnack(got.rows, func(c Cycle) int64 { return c.FirstAckAt })).Median, "ack-after-connack-median-ms")

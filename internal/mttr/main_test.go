@@ -81,6 +81,7 @@ func (f *procFault) Inject(context.Context) (time.Time, error) {
 
 func (f *procFault) Heal(context.Context) (time.Time, error) {
 	cmd := exec.Command(os.Args[0])
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its CPU is its group's
 	cmd.Env = append(os.Environ(), brokerEnv+"="+f.addr+" "+f.cert+" "+f.key)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
