@@ -168,10 +168,11 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	cleanup.add(stop)
 	go b.l.followBroker(fctx, b.eng, c.StartedAt, b.clk, observe)
-	// docker-proxy's connections to the broker wait in this host's TCP
-	// table when the path holds them; an engine elsewhere hides them.
+	// docker-proxy's connections to the broker wait in SYN-SENT when the
+	// path holds them, which it can only in some modes and faults; an
+	// engine elsewhere hides them.
 	b.targets.add(c.IP)
-	if b.clk.Local {
+	if b.clk.Local && broker.PathCanHold(cfg.NetNS, cfg.Fault) {
 		if w, err := synsent.Start(fctx, b.targets.list); err == nil {
 			w.Active(false) // the experiment watches each cycle from its fault on
 			b.held = w
