@@ -3,10 +3,13 @@ package mqttprobe
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,5 +144,34 @@ func TestWaitOverlapsStalledProbes(t *testing.T) {
 	defer cancel()
 	if _, err := Wait(ctx, ln.Addr().String(), b.Client, ProbeInterval, nil); err != nil {
 		t.Fatalf("WaitReady behind a stalled first connection: %v", err)
+	}
+}
+
+// TestWaitOffersX25519 guards that the readiness probe, which runs every
+// few milliseconds, offers the classic X25519 key share whatever the
+// configuration it is given, and leaves that configuration alone.
+func TestWaitOffersX25519(t *testing.T) {
+	b := mqtttest.Start(t, "localhost")
+	var mu sync.Mutex // probes run in parallel
+	var curves []tls.CurveID
+	seen := b.Client.Clone()
+	seen.VerifyConnection = func(cs tls.ConnectionState) error {
+		mu.Lock()
+		defer mu.Unlock()
+		curves = append(curves, cs.CurveID)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := Wait(ctx, b.Addr, seen, 10*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(curves) == 0 || slices.ContainsFunc(curves, func(c tls.CurveID) bool { return c != tls.X25519 }) {
+		t.Errorf("probe handshakes used %v, want X25519 only", curves)
+	}
+	if seen.CurvePreferences != nil {
+		t.Errorf("Wait changed its caller's configuration: %v", seen.CurvePreferences)
 	}
 }
