@@ -5,11 +5,12 @@ package config
 
 import (
 	"fmt"
+	"github.com/mttrlab/mttr/internal/commalist"
+	"github.com/mttrlab/mttr/internal/dbref"
 	"maps"
 	"math"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -182,15 +183,11 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 		if !ok || !strings.Contains(v, ",") {
 			continue
 		}
-		seen := map[string]bool{}
-		for _, part := range strings.Split(v, ",") {
-			part = strings.TrimSpace(part)
-			if part == "" || seen[part] {
-				return Config{}, fmt.Errorf("%s=%q: want a comma list of distinct values", k, v)
-			}
-			seen[part] = true
-			lists[k] = append(lists[k], part)
+		parts, err := commalist.Split(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("%s=%q: %w", k, v, err)
 		}
+		lists[k] = parts
 	}
 	with := func(cell map[string]string) func(string) (string, bool) {
 		return func(k string) (string, bool) {
@@ -265,7 +262,7 @@ func Load(lookup func(string) (string, bool)) (Config, error) {
 // load is Load for one combination.
 func load(lookup func(string) (string, bool)) (Config, error) {
 	c := Defaults
-	r := reader{lookup: lookup}
+	r := reader{lookup: lookup, given: map[string]string{}, from: map[string]string{}}
 	r.str("MTTR_HOST", &c.Host)
 	r.str("MTTR_CERT_DIR", &c.CertDir)
 	r.count("MTTR_CERT_DAYS", &c.CertDays)
@@ -280,13 +277,14 @@ func load(lookup func(string) (string, bool)) (Config, error) {
 	r.duration("MTTR_SEND_INTERVAL", &c.SendInterval)
 	r.str("MTTR_CONNECTION_STRING", &c.ConnectionString)
 	c.BrokerAddr = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
+	r.from["MTTR_BROKER_ADDR"] = fmt.Sprintf("%q, from %s", c.BrokerAddr, r.inputs("MTTR_HOST", "MTTR_PORT"))
 	r.str("MTTR_BROKER_ADDR", &c.BrokerAddr)
 	r.count("MTTR_DEVICES", &c.Devices)
 	r.count("MTTR_RESTART_COUNT", &c.RestartCount)
 	r.duration("MTTR_KEEP_RUNNING", &c.KeepRunning)
 	r.duration("MTTR_KEEP_RUNNING_JITTER", &c.KeepRunningJitter)
 	r.positive("MTTR_FACTOR_OF_KEEP_ALIVE", &c.FactorOfKeepAlive)
-	c.KeepDead = time.Duration(float64(c.KeepAlive) * c.FactorOfKeepAlive)
+	r.derive("MTTR_KEEP_DEAD", &c.KeepDead, float64(c.KeepAlive)*c.FactorOfKeepAlive, "MTTR_KEEP_ALIVE", "MTTR_FACTOR_OF_KEEP_ALIVE")
 	r.duration("MTTR_KEEP_DEAD", &c.KeepDead)
 	r.duration("MTTR_RECOVERY_TIMEOUT", &c.RecoveryTimeout)
 	r.oneOf("MTTR_FAULT", &c.Fault, Faults)
@@ -319,7 +317,7 @@ func load(lookup func(string) (string, bool)) (Config, error) {
 	r.str("MTTR_LABEL", &c.Label)
 	r.oneOf("MTTR_CLIENT", &c.Client, []string{"paho", "external"})
 	r.str("MTTR_CLIENT_CMD", &c.ClientCmd)
-	r.str("MTTR_DB", &c.DB)
+	r.parse("MTTR_DB", func(v string) error { c.DB = v; return dbref.Check(v) })
 	r.duration("MTTR_STORE_GRACE", &c.StoreGrace)
 	r.count("MTTR_LAST", &c.Last)
 	r.str("MTTR_BASELINE", &c.Baseline)
@@ -337,7 +335,7 @@ func load(lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, fmt.Errorf("MTTR_BIND=%q: not an IP address", c.Bind)
 	}
 	if _, port, err := net.SplitHostPort(c.BrokerAddr); err != nil || port == "" {
-		return Config{}, fmt.Errorf("MTTR_BROKER_ADDR=%q: want host:port", c.BrokerAddr)
+		return Config{}, fmt.Errorf("%s: want host:port", r.shown("MTTR_BROKER_ADDR", c.BrokerAddr))
 	}
 	switch {
 	case c.Fault == netfault.Loss && c.Loss == 0:
@@ -377,9 +375,9 @@ func load(lookup func(string) (string, bool)) (Config, error) {
 		return Config{}, fmt.Errorf("MTTR_ALPHA=%g: want a level between 0 and 1, e.g. 0.05", c.Alpha)
 	}
 	if c.KeepAlive < time.Second || c.KeepAlive%time.Second != 0 {
-		return Config{}, fmt.Errorf("MTTR_KEEP_ALIVE=%s: MQTT keep-alive is whole seconds, at least 1s", c.KeepAlive)
+		return Config{}, fmt.Errorf("%s: MQTT keep-alive is whole seconds, at least 1s", r.shown("MTTR_KEEP_ALIVE", c.KeepAlive.String()))
 	}
-	if err := c.withinLimits(); err != nil {
+	if err := c.withinLimits(&r); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -397,26 +395,6 @@ const (
 // containerName is what the engine accepts as a container name.
 var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
-// redactedDB is MTTR_DB with a PostgreSQL URL's password as xxxxx: a
-// setting stored and printed, never the secret.
-func redactedDB(db string) string {
-	if !strings.HasPrefix(db, "postgres://") && !strings.HasPrefix(db, "postgresql://") {
-		return db
-	}
-	u, err := url.Parse(db)
-	if err != nil {
-		return "(a postgres URL that does not parse)"
-	}
-	q := u.Query()
-	for _, k := range []string{"password", "sslpassword"} {
-		if q.Get(k) != "" {
-			q.Set(k, "xxxxx")
-			u.RawQuery = q.Encode()
-		}
-	}
-	return u.Redacted()
-}
-
 // orEmpty is d, or "" (unset) for 0, for settings that must be positive
 // when set.
 func orEmpty(d time.Duration) string {
@@ -426,10 +404,11 @@ func orEmpty(d time.Duration) string {
 	return d.String()
 }
 
-// withinLimits refuses values beyond the limits above, naming the variable.
-func (c Config) withinLimits() error {
+// withinLimits refuses values beyond the limits above, naming each as
+// the user gave it, or by the inputs it was derived from (r.shown).
+func (c Config) withinLimits(r *reader) error {
 	if c.KeepAlive > MaxKeepAlive {
-		return fmt.Errorf("MTTR_KEEP_ALIVE=%s: at most %s (MQTT's keep-alive is 16 bits of seconds)", c.KeepAlive, MaxKeepAlive)
+		return fmt.Errorf("%s: at most %s (MQTT's keep-alive is 16 bits of seconds)", r.shown("MTTR_KEEP_ALIVE", c.KeepAlive.String()), MaxKeepAlive)
 	}
 	for _, d := range []struct {
 		name string
@@ -442,14 +421,14 @@ func (c Config) withinLimits() error {
 		{"MTTR_CONNECT_RETRY_INTERVAL", c.ConnectRetryInterval}, {"MTTR_STORE_GRACE", c.StoreGrace}, {"MTTR_MAX_P95", c.MaxP95}, {"MTTR_C2D_INTERVAL", c.C2DInterval},
 	} {
 		if d.v > MaxDuration {
-			return fmt.Errorf("%s=%s: at most %s", d.name, d.v, MaxDuration)
+			return fmt.Errorf("%s: at most %s", r.shown(d.name, d.v.String()), MaxDuration)
 		}
 	}
 	if c.RestartCount > MaxRestartCount {
-		return fmt.Errorf("MTTR_RESTART_COUNT=%d: at most %d", c.RestartCount, MaxRestartCount)
+		return fmt.Errorf("%s: at most %d", r.shown("MTTR_RESTART_COUNT", strconv.Itoa(c.RestartCount)), MaxRestartCount)
 	}
 	if c.CertDays > MaxCertDays {
-		return fmt.Errorf("MTTR_CERT_DAYS=%d: at most %d (100 years)", c.CertDays, MaxCertDays)
+		return fmt.Errorf("%s: at most %d (100 years)", r.shown("MTTR_CERT_DAYS", strconv.Itoa(c.CertDays)), MaxCertDays)
 	}
 	if !containerName.MatchString(c.Container) {
 		return fmt.Errorf("MTTR_CONTAINER=%q: not a container name (letters, digits, _ . -, starting with a letter or digit)", c.Container)
@@ -530,7 +509,7 @@ func (c Config) Vars() map[string]string {
 		"MTTR_LABEL":                  c.Label,
 		"MTTR_CLIENT":                 c.Client,
 		"MTTR_CLIENT_CMD":             c.redactKey(c.ClientCmd),
-		"MTTR_DB":                     redactedDB(c.DB),
+		"MTTR_DB":                     dbref.Shown(c.DB),
 		"MTTR_LAST":                   strconv.Itoa(c.Last),
 		"MTTR_BASELINE":               c.Baseline,
 		"MTTR_ALPHA":                  strconv.FormatFloat(c.Alpha, 'g', -1, 64),
@@ -562,6 +541,8 @@ func Duration(s string) (time.Duration, error) {
 type reader struct {
 	lookup func(string) (string, bool)
 	err    error
+	given  map[string]string // the settings read, as the user gave them
+	from   map[string]string // a derived setting not given: the inputs it came from
 }
 
 func (r *reader) get(name string) (string, bool) {
@@ -570,7 +551,60 @@ func (r *reader) get(name string) (string, bool) {
 	}
 	v, ok := r.lookup(name)
 	v = strings.TrimSpace(v)
-	return v, ok && v != ""
+	if !ok || v == "" {
+		return "", false
+	}
+	if r.given != nil {
+		r.given[name] = v
+		delete(r.from, name)
+	}
+	return v, true
+}
+
+// shown names setting name in an error: as the user gave it
+// (MTTR_KEEP_ALIVE="70000"), as derived from the inputs the user gave or
+// left at their defaults (MTTR_KEEP_DEAD from MTTR_KEEP_ALIVE=15s ×
+// MTTR_FACTOR_OF_KEEP_ALIVE="10000"), or with its resolved value.
+func (r *reader) shown(name, value string) string {
+	if v, ok := r.given[name]; ok {
+		return fmt.Sprintf("%s=%q", name, v)
+	}
+	if from, ok := r.from[name]; ok {
+		return fmt.Sprintf("%s=%s", name, from)
+	}
+	return name + "=" + value
+}
+
+// inputs names settings as shown does, for a derived setting's origin.
+func (r *reader) inputs(names ...string) string {
+	parts := make([]string, len(names))
+	for i, n := range names {
+		if v, ok := r.given[n]; ok {
+			parts[i] = fmt.Sprintf("%s=%q", n, v)
+		} else {
+			parts[i] = n + " (default)"
+		}
+	}
+	return strings.Join(parts, " and ")
+}
+
+// derive sets dst to a duration of ns nanoseconds derived from inputs,
+// unless name is given. A value beyond MaxDuration is kept just over it,
+// never wrapped into a negative duration, and withinLimits refuses it after
+// checking the inputs themselves, naming the inputs and what they gave.
+func (r *reader) derive(name string, dst *time.Duration, ns float64, inputs ...string) {
+	if r.err != nil {
+		return
+	}
+	val := "beyond any duration"
+	if ns < math.MaxInt64 {
+		val = time.Duration(ns).String()
+	}
+	r.from[name] = fmt.Sprintf("%s, from %s", val, r.inputs(inputs...))
+	if v, ok := r.lookup(name); ok && strings.TrimSpace(v) != "" {
+		return // given: its own value stands
+	}
+	*dst = time.Duration(min(ns, float64(MaxDuration+1)))
 }
 
 func (r *reader) fail(name, value, why string) {

@@ -65,7 +65,7 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_PORT", "70000", `MTTR_PORT="70000": not a port number`},
 		{"MTTR_PORT", "http", `MTTR_PORT="http": not a port number`},
 		{"MTTR_KEEP_ALIVE", "soon", `MTTR_KEEP_ALIVE="soon": not a duration`},
-		{"MTTR_KEEP_ALIVE", "500ms", `MTTR_KEEP_ALIVE=500ms: MQTT keep-alive is whole seconds`},
+		{"MTTR_KEEP_ALIVE", "500ms", `MTTR_KEEP_ALIVE="500ms": MQTT keep-alive is whole seconds`},
 		{"MTTR_SEND_INTERVAL", "-1s", `MTTR_SEND_INTERVAL="-1s": must be positive`},
 		{"MTTR_READY_TIMEOUT", "0", `MTTR_READY_TIMEOUT="0": must be positive`},
 		{"MTTR_BIND", "localhost", `MTTR_BIND="localhost": not an IP address`},
@@ -88,14 +88,15 @@ func TestLoadBadValues(t *testing.T) {
 		{"MTTR_LAST", "none", `MTTR_LAST="none": not a whole number`},
 		{"MTTR_ALPHA", "5", `MTTR_ALPHA=5: want a level between 0 and 1`},
 		{"MTTR_MAX_P95", "fast", `MTTR_MAX_P95="fast": not a duration`},
-		{"MTTR_KEEP_ALIVE", "1.5s", `MTTR_KEEP_ALIVE=1.5s: MQTT keep-alive is whole seconds`},
-		{"MTTR_KEEP_ALIVE", "65537", `MTTR_KEEP_ALIVE=18h12m17s: at most 18h12m15s`},
-		{"MTTR_KEEP_ALIVE", "99999h", `MTTR_KEEP_ALIVE=99999h0m0s: at most 18h12m15s`},
-		{"MTTR_KEEP_DEAD", "99999h", `MTTR_KEEP_DEAD=99999h0m0s: at most 24h0m0s`},
-		{"MTTR_RECOVERY_TIMEOUT", "25h", `MTTR_RECOVERY_TIMEOUT=25h0m0s: at most 24h0m0s`},
-		{"MTTR_RESTART_COUNT", "1000000000", `MTTR_RESTART_COUNT=1000000000: at most 100000`},
-		{"MTTR_CERT_DAYS", "10000000", `MTTR_CERT_DAYS=10000000: at most 36500`},
+		{"MTTR_KEEP_ALIVE", "1.5s", `MTTR_KEEP_ALIVE="1.5s": MQTT keep-alive is whole seconds`},
+		{"MTTR_KEEP_ALIVE", "65537", `MTTR_KEEP_ALIVE="65537": at most 18h12m15s`},
+		{"MTTR_KEEP_ALIVE", "99999h", `MTTR_KEEP_ALIVE="99999h": at most 18h12m15s`},
+		{"MTTR_KEEP_DEAD", "99999h", `MTTR_KEEP_DEAD="99999h": at most 24h0m0s`},
+		{"MTTR_RECOVERY_TIMEOUT", "25h", `MTTR_RECOVERY_TIMEOUT="25h": at most 24h0m0s`},
+		{"MTTR_RESTART_COUNT", "1000000000", `MTTR_RESTART_COUNT="1000000000": at most 100000`},
+		{"MTTR_CERT_DAYS", "10000000", `MTTR_CERT_DAYS="10000000": at most 36500`},
 		{"MTTR_CONTAINER", "bad name!", `MTTR_CONTAINER="bad name!": not a container name`},
+		{"MTTR_KEEP_ALIVE", "70000", `MTTR_KEEP_ALIVE="70000": at most 18h12m15s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -288,7 +289,8 @@ func TestStudyCells(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{map[string]string{"MTTR_FAULT": "stop,stop"}, `MTTR_FAULT="stop,stop": want a comma list of distinct values`},
+		{map[string]string{"MTTR_FAULT": "stop,stop"}, `MTTR_FAULT="stop,stop": "stop" named twice`},
+		{map[string]string{"MTTR_FAULT": "stop,,kill"}, `MTTR_FAULT="stop,,kill": member 2 of 3 is empty`},
 		{map[string]string{"MTTR_FAULT": "stop,bogus"}, "study combination MTTR_FAULT=bogus: MTTR_FAULT"},
 		{map[string]string{"MTTR_BROKER": "process", "MTTR_FAULT": "stop,blackhole"}, "study combination MTTR_FAULT=blackhole: MTTR_FAULT=blackhole needs Docker"},
 		{map[string]string{"MTTR_DEVICES": "1,0"}, "study combination MTTR_DEVICES=0: MTTR_DEVICES"},
@@ -298,5 +300,55 @@ func TestStudyCells(t *testing.T) {
 		if _, err := Load(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.env, err, tc.want)
 		}
+	}
+}
+
+// TestDerivedSettings guards the rule of every derived setting: checked
+// against the limits of the setting it derives, never wrapped, and refused
+// naming the inputs the user gave (or left at their defaults), not the
+// setting the user did not set; a derived setting the user sets is their
+// own value.
+func TestDerivedSettings(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string // the error's text; empty: accepted
+	}{
+		{map[string]string{"MTTR_FACTOR_OF_KEEP_ALIVE": "1e300"},
+			`MTTR_KEEP_DEAD=beyond any duration, from MTTR_KEEP_ALIVE (default) and MTTR_FACTOR_OF_KEEP_ALIVE="1e300": at most 24h0m0s`},
+		{map[string]string{"MTTR_FACTOR_OF_KEEP_ALIVE": "10000"},
+			`MTTR_KEEP_DEAD=41h40m0s, from MTTR_KEEP_ALIVE (default) and MTTR_FACTOR_OF_KEEP_ALIVE="10000": at most 24h0m0s`},
+		{map[string]string{"MTTR_KEEP_ALIVE": "18h", "MTTR_FACTOR_OF_KEEP_ALIVE": "2"},
+			`MTTR_KEEP_DEAD=36h0m0s, from MTTR_KEEP_ALIVE="18h" and MTTR_FACTOR_OF_KEEP_ALIVE="2": at most 24h0m0s`},
+		{map[string]string{"MTTR_FACTOR_OF_KEEP_ALIVE": "1e300", "MTTR_KEEP_DEAD": "3s"}, ""},
+		{map[string]string{"MTTR_FACTOR_OF_KEEP_ALIVE": "4"}, ""},
+		{map[string]string{"MTTR_HOST": "bad:host"}, `MTTR_HOST="bad:host"`},
+		{map[string]string{"MTTR_BROKER_ADDR": "no-port"}, `MTTR_BROKER_ADDR="no-port": want host:port`},
+	} {
+		c, err := Load(env(tc.env))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case tc.want == "" && (c.KeepDead <= 0 || c.KeepDead > MaxDuration):
+			t.Errorf("%v: keep-dead %v", tc.env, c.KeepDead)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: %v, want %q", tc.env, err, tc.want)
+		}
+	}
+}
+
+// TestDBOfAnotherScheme guards that MTTR_DB of a scheme other than
+// PostgreSQL's is refused, naming MTTR_DB, and that no form of MTTR_DB's
+// password is shown by the error or the stored settings.
+func TestDBOfAnotherScheme(t *testing.T) {
+	_, err := Load(env(map[string]string{"MTTR_DB": "mysql://root:SECRET@127.0.0.1/x"}))
+	if err == nil || !strings.Contains(err.Error(), `MTTR_DB="mysql://root:xxxxx@127.0.0.1/x": a mysql URL`) || strings.Contains(err.Error(), "SECRET") {
+		t.Errorf("Load = %v", err)
+	}
+	c, err := Load(env(map[string]string{"MTTR_DB": "postgres://u:SECRET@h/db?sslpassword=SECRET2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Vars()["MTTR_DB"]; strings.Contains(v, "SECRET") {
+		t.Errorf("stored MTTR_DB %q", v)
 	}
 }

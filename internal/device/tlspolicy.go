@@ -3,6 +3,7 @@ package device
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/commalist"
 	"slices"
 	"strings"
 )
@@ -36,12 +37,12 @@ var groupNames = []struct {
 // an empty string is Go's default list. A name it does not know, an empty
 // member or a repeated name is an error.
 func ParseGroups(s string) ([]tls.CurveID, error) {
-	if s == "" {
-		return nil, nil
+	names, err := commalist.Split(s)
+	if err != nil {
+		return nil, err
 	}
 	var out []tls.CurveID
-	for _, part := range strings.Split(s, ",") {
-		name := strings.TrimSpace(part)
+	for _, name := range names {
 		i := slices.IndexFunc(groupNames, func(g struct {
 			name string
 			id   tls.CurveID
@@ -49,8 +50,6 @@ func ParseGroups(s string) ([]tls.CurveID, error) {
 			return strings.EqualFold(g.name, name)
 		})
 		switch {
-		case name == "":
-			return nil, fmt.Errorf("an empty group in %q", s)
 		case i < 0:
 			return nil, fmt.Errorf("unknown group %q (known: %s)", name, knownGroups())
 		case slices.Contains(out, groupNames[i].id):

@@ -23,7 +23,7 @@ func TestParseGroups(t *testing.T) {
 		{"", nil, ""},
 		{"X25519", []tls.CurveID{tls.X25519}, ""},
 		{"p-256, x25519mlkem768", []tls.CurveID{tls.CurveP256, tls.X25519MLKEM768}, ""},
-		{"X25519,,P-256", nil, "an empty group"},
+		{"X25519,,P-256", nil, "member 2 of 3 is empty"},
 		{"X448", nil, `unknown group "X448"`},
 		{"X25519,x25519", nil, "group X25519 named twice"},
 	} {

@@ -3,7 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
-	"strings"
+	"github.com/mttrlab/mttr/internal/commalist"
 
 	"github.com/mttrlab/mttr/internal/store"
 )
@@ -21,11 +21,9 @@ func (l *Lab) Export(ctx context.Context, what, file string) error {
 		return err
 	}
 	defer src.Close()
-	var refs []string
-	for _, r := range strings.Split(what, ",") {
-		if r = strings.TrimSpace(r); r != "" {
-			refs = append(refs, r)
-		}
+	refs, err := commalist.Split(what)
+	if err != nil {
+		return fmt.Errorf("export %q: %w", what, err)
 	}
 	if len(refs) == 0 {
 		return fmt.Errorf("export: name the runs: run ids, run labels or study labels, comma-separated")

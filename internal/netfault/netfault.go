@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/commalist"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -105,32 +106,27 @@ func ParseLink(s string) (Link, error) {
 	if p, ok := Profiles[strings.ToLower(s)]; ok {
 		return p, nil
 	}
+	pairs, err := commalist.Pairs(s)
+	if err != nil {
+		return Link{}, fmt.Errorf("%w (want key=value members: latency, jitter, loss, rate; or a profile: 3g, edge)", err)
+	}
 	var l Link
-	parts := strings.Split(s, ",")
-	for _, part := range parts {
-		where := "" // the caller names the whole value; name a part of several
-		if len(parts) > 1 {
-			where = fmt.Sprintf("%q: ", part)
-		}
-		key, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			return Link{}, fmt.Errorf("%swant key=value (latency, jitter, loss, rate) or a profile (3g, edge)", where)
-		}
+	for _, p := range pairs {
 		var err error
-		switch strings.TrimSpace(key) {
+		switch p.Key {
 		case "latency":
-			l.Latency, err = ParseDelay(val)
+			l.Latency, err = ParseDelay(p.Value)
 		case "jitter":
-			l.Jitter, err = ParseDelay(val)
+			l.Jitter, err = ParseDelay(p.Value)
 		case "loss":
-			l.Loss, err = ParseLoss(val)
+			l.Loss, err = ParseLoss(p.Value)
 		case "rate":
-			l.Rate, err = ParseRate(val)
+			l.Rate, err = ParseRate(p.Value)
 		default:
-			return Link{}, fmt.Errorf("%sunknown key %q (latency, jitter, loss, rate)", where, key)
+			return Link{}, fmt.Errorf("unknown key %q (latency, jitter, loss, rate)", p.Key)
 		}
 		if err != nil {
-			return Link{}, fmt.Errorf("%s: %w", key, err)
+			return Link{}, fmt.Errorf("%s: %w", p.Key, err)
 		}
 	}
 	if l.Jitter > l.Latency {
@@ -167,6 +163,10 @@ func ParseLoss(s string) (float64, error) {
 	p, err := strconv.ParseFloat(num, 64)
 	if err != nil || math.IsNaN(p) || p < 0 || p > 100 {
 		return 0, fmt.Errorf("%q: want 0%% to 100%%", s)
+	}
+	// The packet filter draws in steps of 1/10 000: 0.01 %.
+	if steps := p * 100; math.Abs(steps-math.Round(steps)) > 1e-6 {
+		return 0, fmt.Errorf("%q: in steps of 0.01%%", s)
 	}
 	return p / 100, nil
 }

@@ -36,6 +36,11 @@ func TestParseLink(t *testing.T) {
 		{in: "loss=101%", err: "want 0% to 100%"},
 		{in: "rate=64", err: "want a rate"},
 		{in: "rate=1bit", err: "want 8kbit to 8000gbit"},
+		{in: "latency=10ms,latency=20ms", err: `key "latency" given twice`},
+		{in: "latency=10ms,,loss=1%", err: "member 2 of 3 is empty"},
+		{in: "loss=0.001%", err: "in steps of 0.01%"},
+		{in: "loss=12.345%", err: "in steps of 0.01%"},
+		{in: "loss=0.25%", want: Link{Loss: 0.0025}},
 	} {
 		got, err := ParseLink(tc.in)
 		if tc.err != "" {

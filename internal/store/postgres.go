@@ -3,7 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
-	"net/url"
+	"github.com/mttrlab/mttr/internal/dbref"
 	"strings"
 	"time"
 
@@ -18,7 +18,7 @@ const connectTimeout = 10 * time.Second
 // when asked: every transaction of a read-only store is. Errors name
 // MTTR_DB with the password hidden, and never carry it.
 func openPostgres(ctx context.Context, ref string, readOnly bool) (*Store, error) {
-	shown, secret := redactURL(ref)
+	shown, secret := dbref.Redact(ref)
 	fail := func(err error) error {
 		return fmt.Errorf("MTTR_DB=%s: %w", shown, &hidden{err: err, secret: secret})
 	}
@@ -42,37 +42,8 @@ func openPostgres(ctx context.Context, ref string, readOnly bool) (*Store, error
 	return &Store{db: db, path: shown, pg: true}, nil
 }
 
-// Shown is MTTR_DB as it may be printed or stored: a PostgreSQL URL
-// with its password as xxxxx; a path as it is.
-func Shown(ref string) string {
-	if !IsPostgres(ref) {
-		return ref
-	}
-	shown, _ := redactURL(ref)
-	return shown
-}
-
-// redactURL is ref with its password shown as xxxxx, and the password.
-func redactURL(ref string) (shown, secret string) {
-	u, err := url.Parse(ref)
-	if err != nil {
-		return "(a postgres URL that does not parse)", ""
-	}
-	if p, ok := u.User.Password(); ok {
-		secret = p
-	}
-	q := u.Query()
-	for _, k := range []string{"password", "sslpassword"} {
-		if v := q.Get(k); v != "" {
-			if secret == "" {
-				secret = v
-			}
-			q.Set(k, "xxxxx")
-			u.RawQuery = q.Encode()
-		}
-	}
-	return u.Redacted(), secret
-}
+// Shown is MTTR_DB as it may be printed or stored (dbref.Shown).
+func Shown(ref string) string { return dbref.Shown(ref) }
 
 // hidden is an error whose text never shows secret.
 type hidden struct {

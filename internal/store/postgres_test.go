@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/dbref"
 	"io/fs"
 	"net/url"
 	"path"
@@ -72,9 +73,9 @@ func TestRedaction(t *testing.T) {
 		"postgresql://u@db.example/x?password=pw-123",
 		"postgres://u@db.example/x?sslpassword=pw-123",
 	} {
-		shown, secret := redactURL(ref)
+		shown, secret := dbref.Redact(ref)
 		if strings.Contains(shown, "pw-123") || secret != "pw-123" || !strings.Contains(shown, "xxxxx") {
-			t.Errorf("redactURL(%q) = %q, %q", ref, shown, secret)
+			t.Errorf("dbref.Redact(%q) = %q, %q", ref, shown, secret)
 		}
 		if got := Shown(ref); got != shown {
 			t.Errorf("Shown(%q) = %q, want %q", ref, got, shown)

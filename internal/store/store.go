@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mttrlab/mttr/internal/dbref"
 	"io/fs"
 	"net/url"
 	"os"
@@ -54,9 +55,7 @@ type Store struct {
 
 // IsPostgres reports whether ref, MTTR_DB, names a PostgreSQL database
 // (a postgres:// or postgresql:// URL) rather than an SQLite file.
-func IsPostgres(ref string) bool {
-	return strings.HasPrefix(ref, "postgres://") || strings.HasPrefix(ref, "postgresql://")
-}
+func IsPostgres(ref string) bool { return dbref.IsPostgres(ref) }
 
 // rebind writes query's ? placeholders as PostgreSQL's $1, $2 … (our
 // queries have no ? of their own).
@@ -141,6 +140,9 @@ func (s *Store) provider() (*goose.Provider, error) {
 // to date: an SQLite file (created, with its directory, if needed) or a
 // PostgreSQL URL (the database must exist).
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := dbref.Check(path); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	if IsPostgres(path) {
 		s, err := openPostgres(ctx, path, false)
 		if err != nil {
@@ -260,6 +262,9 @@ func check(ctx context.Context, path string) error {
 // OpenReadOnly opens an existing database without changing it. It fails
 // with ErrNotMTTR or ErrNewerSchema when the file is not one it can read.
 func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
+	if err := dbref.Check(path); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	if IsPostgres(path) {
 		s, err := openPostgres(ctx, path, true)
 		if err != nil {
