@@ -81,7 +81,16 @@ func TestClientsDieWithKilledSupervisor(t *testing.T) {
 func TestFindMarkedEnds(t *testing.T) {
 	const name = "MTTR_CLIENT_TEST_MARK"
 	value := "owner-" + strconv.Itoa(os.Getpid())
-	cmd := exec.Command("/bin/sh", "-c", `sleep 300 & echo "$!"; wait`)
+	// The child is a subshell that blocks reading fd 3, a pipe the test
+	// holds open: it execs nothing, so its environment is not being
+	// replaced by an exec when FindMarked reads it.
+	hold, release, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hold.Close(); _ = release.Close() })
+	cmd := exec.Command("/bin/sh", "-c", `{ read x <&3; } & echo "$!"; wait`)
+	cmd.ExtraFiles = []*os.File{hold}
 	cmd.Env = append(os.Environ(), name+"="+value)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
