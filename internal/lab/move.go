@@ -34,12 +34,12 @@ func (l *Lab) Export(ctx context.Context, what, file string) error {
 	}
 	dst, err := store.Open(ctx, file)
 	if err != nil {
-		return err
+		return fmt.Errorf("export to %s: %w", store.Shown(file), err)
 	}
 	defer dst.Close()
 	got, err := dst.Copy(ctx, src, runs)
 	if err != nil {
-		return fmt.Errorf("export to %s: %w", file, err)
+		return fmt.Errorf("export to %s: %w", store.Shown(file), err)
 	}
 	l.printf("exported %d runs (%d cycle rows) to %s; %d it had already\n", got.Runs, got.Cycles, file, got.Skipped)
 	return nil
@@ -54,7 +54,7 @@ func (l *Lab) Import(ctx context.Context, file string) error {
 	}
 	src, err := store.OpenReadOnly(ctx, file)
 	if err != nil {
-		return fmt.Errorf("import %s: %w", file, err)
+		return fmt.Errorf("import %s: %w", store.Shown(file), err)
 	}
 	defer src.Close()
 	runs, err := src.AllRuns(ctx)
@@ -63,7 +63,7 @@ func (l *Lab) Import(ctx context.Context, file string) error {
 	}
 	dst, err := store.Open(ctx, l.Config.DB)
 	if err != nil {
-		return err
+		return fromDB(err)
 	}
 	defer dst.Close()
 	got, err := dst.Copy(ctx, src, runs)

@@ -60,7 +60,7 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 	}
 	db, err := store.Open(ctx, cfg.DB)
 	if err != nil {
-		return 0, err
+		return 0, fromDB(err)
 	}
 	defer db.Close()
 	if err := l.abandonRuns(ctx, db); err != nil {

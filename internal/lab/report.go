@@ -21,7 +21,16 @@ func (l *Lab) openResults(ctx context.Context) (*store.Store, error) {
 	if errors.Is(err, fs.ErrNotExist) && !store.IsPostgres(l.Config.DB) {
 		return nil, fmt.Errorf("no results database at %s (MTTR_DB): make a run with `mage mttr`", l.Config.DB)
 	}
-	return st, err
+	return st, fromDB(err)
+}
+
+// fromDB names MTTR_DB in an error of the store's, which names the
+// database but not the setting that chose it.
+func fromDB(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("MTTR_DB: %w", err)
 }
 
 // build reads the report from MTTR_DB.
@@ -52,7 +61,7 @@ func (l *Lab) Report(ctx context.Context) error {
 		return err
 	}
 	if err := writeFileAtomic(l.Config.HTML, func(f *os.File) error { return report.WriteHTML(f, rep) }); err != nil {
-		return err
+		return fmt.Errorf("MTTR_HTML: %w", err)
 	}
 	fmt.Fprintf(l.errOut(), "HTML report: %s\n", l.Config.HTML)
 	return nil
@@ -88,7 +97,7 @@ func (l *Lab) studyReport(ctx context.Context) error {
 		return err
 	}
 	if err := writeFileAtomic(l.Config.HTML, func(f *os.File) error { return report.WriteStudyHTML(f, rep) }); err != nil {
-		return err
+		return fmt.Errorf("MTTR_HTML: %w", err)
 	}
 	fmt.Fprintf(l.errOut(), "HTML report: %s\n", l.Config.HTML)
 	return nil
@@ -174,6 +183,9 @@ func (l *Lab) errOut() io.Writer {
 
 // writeFileAtomic writes path through a temporary file in its directory.
 func writeFileAtomic(path string, write func(*os.File) error) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory; name a file", path)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

@@ -93,7 +93,7 @@ func (l *Lab) runStudy(ctx context.Context) (int64, error) {
 	}
 	db, err := store.Open(ctx, cfg.DB)
 	if err != nil {
-		return 0, err
+		return 0, fromDB(err)
 	}
 	defer db.Close()
 	st, err := db.FindStudy(ctx, label)

@@ -15,12 +15,13 @@ import (
 const connectTimeout = 10 * time.Second
 
 // openPostgres connects to the database ref (a postgres:// URL), read-only
-// when asked: every transaction of a read-only store is. Errors name
-// MTTR_DB with the password hidden, and never carry it.
+// when asked: every transaction of a read-only store is. Errors name the
+// URL with the password hidden, and never carry it; the caller names the
+// input it came from.
 func openPostgres(ctx context.Context, ref string, readOnly bool) (*Store, error) {
 	shown, secret := dbref.Redact(ref)
 	fail := func(err error) error {
-		return fmt.Errorf("MTTR_DB=%s: %w", shown, &hidden{err: err, secret: secret})
+		return fmt.Errorf("store %s: %w", shown, &hidden{err: err, secret: secret})
 	}
 	cfg, err := pgx.ParseConfig(ref)
 	if err != nil {

@@ -240,7 +240,7 @@ func check(ctx context.Context, path string) error {
 	case err != nil:
 		return fmt.Errorf("store: %w", err)
 	case fi.IsDir():
-		return fmt.Errorf("store %s: is a directory; name a file (MTTR_DB)", path)
+		return fmt.Errorf("store %s: is a directory; name a file", path)
 	case fi.Size() == 0:
 		return nil
 	}
@@ -279,7 +279,7 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	if fi, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	} else if fi.IsDir() {
-		return nil, fmt.Errorf("store %s: is a directory; name a file (MTTR_DB)", path)
+		return nil, fmt.Errorf("store %s: is a directory; name a file", path)
 	}
 	db, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
