@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // Stopped is the cause of a context that a stop request cancelled.
@@ -26,8 +27,7 @@ type Stopped struct {
 
 func (s *Stopped) Error() string { return "stopped: " + s.Reason }
 
-// Reason says which stop request ended ctx; empty when it ended otherwise
-// (mage's own handling of Ctrl-C can cancel the parent first).
+// Reason says which stop request ended ctx; empty when it ended otherwise.
 func Reason(ctx context.Context) string {
 	var s *Stopped
 	if errors.As(context.Cause(ctx), &s) {
@@ -50,7 +50,12 @@ const CommandEnv = "MTTR_COMMAND_PID"
 // cause of the caller's; stop releases the signals once the command is
 // done.
 func Context(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func()) {
-	ctx, cancel = context.WithCancelCause(parent)
+	// Not derived from parent directly: mage cancels its context on the
+	// same Ctrl-C, and a cancellation propagated from it would carry no
+	// reason. The loop below takes the parent's end and looks for the
+	// stop signal first.
+	ctx, cancel = context.WithCancelCause(context.WithoutCancel(parent))
+	parentDone := parent.Done()
 	parentPID := os.Getppid()
 	if pid, err := strconv.Atoi(os.Getenv(CommandEnv)); err == nil && pid > 0 {
 		parentPID = pid
@@ -75,18 +80,34 @@ func Context(parent context.Context) (ctx context.Context, cancel context.Cancel
 		cancel(parentGone)
 	}
 	done := make(chan struct{})
+	onSignal := func(s os.Signal) {
+		if s != ParentDeathSignal {
+			cancel(&Stopped{Reason: signalName(s)})
+		} else if os.Getppid() != parentPID {
+			// The kernel also signals when the parent's thread that
+			// started this process ends; only a new parent means the
+			// parent process is gone.
+			cancel(parentGone)
+		}
+	}
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
-				if s != ParentDeathSignal {
-					cancel(&Stopped{Reason: signalName(s)})
-				} else if os.Getppid() != parentPID {
-					// The kernel also signals when the parent's thread that
-					// started this process ends; only a new parent means
-					// the parent process is gone.
-					cancel(parentGone)
+				onSignal(s)
+			case <-parentDone:
+				parentDone = nil
+				// The runtime hands a signal to each channel that asked for
+				// it in turn: the parent's owner may have acted on it before
+				// it reached ours.
+				select {
+				case s := <-sigs:
+					onSignal(s)
+				case <-time.After(signalSkew):
+				case <-done:
+					return
 				}
+				cancel(context.Cause(parent))
 			case <-done:
 				return
 			}
@@ -97,6 +118,10 @@ func Context(parent context.Context) (ctx context.Context, cancel context.Cancel
 		close(done)
 	}
 }
+
+// signalSkew bounds how long after its parent ended a context waits for
+// the stop signal that may have ended the parent too.
+const signalSkew = 100 * time.Millisecond
 
 func signalName(s os.Signal) string {
 	switch s {

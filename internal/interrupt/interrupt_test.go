@@ -3,6 +3,7 @@ package interrupt
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,7 +35,12 @@ func TestMain(m *testing.M) {
 		if err := child.Start(); err != nil {
 			os.Exit(1)
 		}
-		select {}
+		// Waiting for the child blocks in wait4. A bare select {} with no
+		// other goroutine is a deadlock the runtime may end at once, and a
+		// parent gone before its child watches it is not the exit the test
+		// asks about.
+		_ = child.Wait()
+		os.Exit(1)
 	case "write": // print "ready", write to stdout until stopped, then say why on stderr
 		ctx, cancel, stop := Context(context.Background())
 		defer stop()
@@ -142,4 +148,45 @@ func TestOutputClosed(t *testing.T) {
 	cmd, errs, out := helper(t, "write", false)
 	out.Close()
 	exitedWith(t, cmd, errs, "its output was closed")
+}
+
+// TestReasonWhenTheParentEndsFirst guards that a stop signal is the cause
+// of the context even when its parent was cancelled on the same signal
+// first, as mage cancels its own context on Ctrl-C; and that a parent
+// ended by anything else ends the context with the parent's cause. The
+// race is repeated, since either handler may run first.
+func TestReasonWhenTheParentEndsFirst(t *testing.T) {
+	for i := range 300 {
+		parent, cancelParent := context.WithCancel(context.Background())
+		mage := make(chan os.Signal, 1)
+		signal.Notify(mage, syscall.SIGINT)
+		go func() {
+			if _, ok := <-mage; ok {
+				cancelParent()
+			}
+		}()
+		ctx, cancel, stop := Context(parent)
+		if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		<-ctx.Done()
+		stop()
+		signal.Stop(mage)
+		close(mage)
+		cancel(nil)
+		cancelParent()
+		if got := Reason(ctx); got != "SIGINT" {
+			t.Fatalf("attempt %d: reason %q, want SIGINT (cause %v)", i+1, got, context.Cause(ctx))
+		}
+	}
+	parent, cancelParent := context.WithCancelCause(context.Background())
+	ctx, cancel, stop := Context(parent)
+	defer stop()
+	defer cancel(nil)
+	why := errors.New("the caller's own reason")
+	cancelParent(why)
+	<-ctx.Done()
+	if got := Reason(ctx); got != "" || !errors.Is(context.Cause(ctx), why) {
+		t.Errorf("a parent ended without a signal: reason %q, cause %v", got, context.Cause(ctx))
+	}
 }
