@@ -139,16 +139,28 @@ func signalName(s os.Signal) string {
 var ErrOutputClosed = &Stopped{Reason: "its output was closed"}
 
 // Output returns a writer to f (the command's stdout or stderr) that, once
-// whatever read f has gone away (EPIPE, under Context), cancels the command
-// with ErrOutputClosed and discards what follows.
-func Output(f *os.File, cancel context.CancelCauseFunc) io.Writer {
-	return &output{f: f, cancel: cancel}
+// whatever read f has gone away, cancels the command with ErrOutputClosed
+// and discards what follows. On Linux a pipe or socket is watched, so the
+// command stops when its reader goes, not at its next line (which may be
+// an outage away); elsewhere at the next write (EPIPE, under Context).
+// Close ends the watch.
+func Output(f *os.File, cancel context.CancelCauseFunc) io.WriteCloser {
+	o := &output{f: f, cancel: cancel}
+	o.unwatch = watchReader(f, func() { cancel(ErrOutputClosed) })
+	return o
 }
 
 type output struct {
-	f      *os.File
-	cancel context.CancelCauseFunc
-	closed bool
+	f       *os.File
+	cancel  context.CancelCauseFunc
+	closed  bool
+	unwatch func()
+}
+
+// Close ends the watch of the reader; it does not close f.
+func (o *output) Close() error {
+	o.unwatch()
+	return nil
 }
 
 func (o *output) Write(p []byte) (int, error) {

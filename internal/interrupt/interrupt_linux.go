@@ -1,6 +1,7 @@
 package interrupt
 
 import (
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
@@ -29,4 +30,43 @@ func watchParent() {
 		}()
 		<-done
 	})
+}
+
+// watchReader calls gone once nobody reads f any more, when f is a pipe or
+// a socket: the kernel reports an error condition on the writing end the
+// moment its last reader closes, with no write needed. It returns at once
+// for anything else (a terminal's end is SIGHUP; a file is always read).
+// stop ends the watch.
+func watchReader(f *os.File, gone func()) (stop func()) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil ||
+		(st.Mode&unix.S_IFMT != unix.S_IFIFO && st.Mode&unix.S_IFMT != unix.S_IFSOCK) {
+		return func() {}
+	}
+	wakeR, wakeW, err := os.Pipe()
+	if err != nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer wakeR.Close()
+		for {
+			fds := []unix.PollFd{{Fd: int32(f.Fd())}, {Fd: int32(wakeR.Fd()), Events: unix.POLLIN}}
+			if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+				return
+			}
+			switch {
+			case fds[1].Revents != 0: // stop
+				return
+			case fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0:
+				gone()
+				return
+			}
+		}
+	}()
+	return func() {
+		wakeW.Close()
+		<-done
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,6 +42,15 @@ func TestMain(m *testing.M) {
 		// asks about.
 		_ = child.Wait()
 		os.Exit(1)
+	case "quiet": // print "ready", write nothing more until stopped, then say why on stderr
+		ctx, cancel, stop := Context(context.Background())
+		defer stop()
+		out := Output(os.Stdout, cancel)
+		defer out.Close()
+		fmt.Fprintln(out, "ready")
+		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, Reason(ctx))
+		os.Exit(3)
 	case "write": // print "ready", write to stdout until stopped, then say why on stderr
 		ctx, cancel, stop := Context(context.Background())
 		defer stop()
@@ -146,6 +156,18 @@ func TestParentExit(t *testing.T) {
 // dying of SIGPIPE, the process stops the way it stops for Ctrl-C.
 func TestOutputClosed(t *testing.T) {
 	cmd, errs, out := helper(t, "write", false)
+	out.Close()
+	exitedWith(t, cmd, errs, "its output was closed")
+}
+
+// TestOutputClosedWhileQuiet guards that a command stops when the reader
+// of its output goes away while it writes nothing (a run in an outage),
+// not at its next line.
+func TestOutputClosedWhileQuiet(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux watches the reader; elsewhere the next write notices")
+	}
+	cmd, errs, out := helper(t, "quiet", false)
 	out.Close()
 	exitedWith(t, cmd, errs, "its output was closed")
 }

@@ -56,7 +56,10 @@ func Do(ctx context.Context, fn func(context.Context, *Lab) error) error {
 	if err != nil {
 		return err
 	}
-	l.Out, l.Err = interrupt.Output(os.Stdout, cancel), interrupt.Output(os.Stderr, cancel)
+	out, errOut := interrupt.Output(os.Stdout, cancel), interrupt.Output(os.Stderr, cancel)
+	defer out.Close()
+	defer errOut.Close()
+	l.Out, l.Err = out, errOut
 	return fn(ctx, l)
 }
 
