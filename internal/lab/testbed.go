@@ -146,7 +146,10 @@ func (b *dockerBed) start(ctx context.Context, runID int64, env []string, observ
 	cfg := b.l.Config
 	b.runID = runID
 	b.spec = broker.RunSpec{
-		Name: cfg.Container, Image: cfg.Image, Bind: cfg.Bind, Port: cfg.Port,
+		// The image by the id the run resolved, not by its tag: a broker
+		// the run recreates is the same image, whatever another run or
+		// checkout built under the tag since.
+		Name: cfg.Container, Image: b.imageID, Bind: cfg.Bind, Port: cfg.Port,
 		Labels: runLabels(runID), NetNS: cfg.NetNS, Env: env,
 	}
 	c, err := b.eng.Run(ctx, b.spec)
