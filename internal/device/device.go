@@ -50,6 +50,11 @@ type Config struct {
 	// Dial opens the TCP connection under the TLS; nil dials from any
 	// local port.
 	Dial netfault.Dial
+	// OnEvent, when set, is handed each connection event as it happens,
+	// on paho's goroutines, instead of Events; it must not block. A fleet
+	// of thousands then needs no goroutine and no buffer per device to
+	// read them, and none is dropped.
+	OnEvent func(Event)
 }
 
 // EventKind says what happened to a device's connection.
@@ -115,7 +120,10 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
-	d := &Device{cfg: cfg, events: make(chan Event, eventBuffer)}
+	d := &Device{cfg: cfg}
+	if cfg.OnEvent == nil {
+		d.events = make(chan Event, eventBuffer)
+	}
 	t := cfg.Timings
 	opts := paho.NewClientOptions().
 		AddBroker("tls://" + cfg.BrokerAddr).
@@ -220,8 +228,12 @@ func (d *Device) notify(_ paho.Client, n paho.ConnectionNotification) {
 	d.emit(e)
 }
 
-// emit hands e to Events without blocking.
+// emit hands e to OnEvent, or to Events without blocking.
 func (d *Device) emit(e Event) {
+	if d.cfg.OnEvent != nil {
+		d.cfg.OnEvent(e)
+		return
+	}
 	select {
 	case d.events <- e:
 	default:
@@ -230,7 +242,8 @@ func (d *Device) emit(e Event) {
 }
 
 // Events delivers the device's connection events. Read it, or events beyond
-// the buffer are dropped (counted by Dropped).
+// the buffer are dropped (counted by Dropped). With Config.OnEvent it is
+// nil: the events go there.
 func (d *Device) Events() <-chan Event { return d.events }
 
 // Dropped is how many events were dropped because nobody read Events.

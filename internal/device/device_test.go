@@ -161,6 +161,28 @@ func TestDroppedEvents(t *testing.T) {
 	}
 }
 
+// TestOnEvent: with Config.OnEvent every event goes to it, stamped as
+// Events would have it, none is dropped however many come unread, and
+// Events is nil.
+func TestOnEvent(t *testing.T) {
+	var got []Event
+	cfg := Config{Identity: Identity{HostName: "h", DeviceID: "d", SharedAccessKey: "YQ=="}, QoS: 1, OnEvent: func(e Event) { got = append(got, e) }}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.connackAt.Store(time.Unix(0, 42).UnixNano())
+	for range eventBuffer + 5 {
+		d.notify(nil, paho.ConnectionNotificationConnected{})
+	}
+	if len(got) != eventBuffer+5 || d.Dropped() != 0 || d.Events() != nil {
+		t.Fatalf("%d events handed over, %d dropped, Events %v; want %d, 0, nil", len(got), d.Dropped(), d.Events(), eventBuffer+5)
+	}
+	if e := got[0]; e.Kind != Connected || e.At.UnixNano() != 42 {
+		t.Errorf("event %v at %d, want connected at the CONNACK's stamp 42", e.Kind, e.At.UnixNano())
+	}
+}
+
 // TestSessionPresent reads the CONNACK's session-present flag from the
 // connection: a device that asks to keep its session finds it on its
 // second connection to the same broker, and a restarted broker has none.

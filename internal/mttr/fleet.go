@@ -34,18 +34,14 @@ type obs struct {
 	session bool // of obsConnected: the broker had the device's session
 }
 
-// driver runs one device: it publishes on a timer, publishes at once after
-// a reconnect, and logs what happens.
+// driver is one device of the fleet. It logs what the device observes,
+// from the device's own callbacks, and publishes when the fleet's clock,
+// a reconnect or a nudge asks it to (ask); the fleet's publishers do the
+// publishing. It has no goroutine of its own: a fleet of thousands would
+// pay a stack and a timer for each.
 type driver struct {
-	dev      *device.Device
-	interval time.Duration
-	notify   func()
-	nudge    chan struct{}
-	// listening is called when the device renewed its subscription, and
-	// connected when it reconnected, with whether the broker had its
-	// session: either way it can take commands again.
-	listening func()
-	connected func(session bool)
+	dev   *device.Device
+	fleet *Fleet
 
 	mu       sync.Mutex
 	log      []obs
@@ -53,10 +49,16 @@ type driver struct {
 	lostAt   atomic.Int64 // Unix ns of the newest loss, 0 after a reconnect
 	inflight atomic.Int64
 	acked    atomic.Int64
-	quiet    atomic.Bool // publish nothing on its own: the device is idle
-
-	droppedSeen int64 // Dropped() already reported in a row
+	quiet    atomic.Bool   // publish nothing on its own: the device is idle
+	wants    atomic.Uint32 // publishes asked for and not yet taken (want*)
 }
+
+// What a driver can be asked to publish for; each is one message.
+const (
+	wantTick uint32 = 1 << iota // the fleet's clock: skipped while quiet
+	wantNow                     // the first message, or a nudge
+	wantBack                    // the device reconnected
+)
 
 func (d *driver) record(kind obsKind, at time.Time, seq int64) {
 	d.recordObs(obs{kind: kind, at: at, seq: seq})
@@ -66,7 +68,7 @@ func (d *driver) recordObs(o obs) {
 	d.mu.Lock()
 	d.log = append(d.log, o)
 	d.mu.Unlock()
-	d.notify()
+	d.fleet.notify()
 }
 
 // snapshot returns a copy of the log.
@@ -76,7 +78,6 @@ func (d *driver) snapshot() []obs {
 	return slices.Clone(d.log)
 }
 
-// forget drops observations older than t.
 // forget drops observations older than t and returns the sequence numbers
 // of the messages whose publication it dropped.
 func (d *driver) forget(t time.Time) []int64 {
@@ -93,37 +94,48 @@ func (d *driver) forget(t time.Time) []int64 {
 	return seqs
 }
 
-func (d *driver) run(ctx context.Context) {
-	tick := time.NewTicker(d.interval)
-	defer tick.Stop()
-	d.publish(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if !d.quiet.Load() {
-				d.publish(ctx)
-			}
-		case <-d.nudge:
-			d.publish(ctx)
-		case e := <-d.dev.Events():
-			switch e.Kind {
-			case device.Lost:
-				d.lostAt.Store(e.At.UnixNano())
-				d.record(obsLost, e.At, 0)
-			case device.Connecting:
-				d.record(obsAttempt, e.At, 0)
-			case device.Connected:
-				d.recordObs(obs{kind: obsConnected, at: e.At, session: e.SessionPresent})
-				if d.lostAt.Swap(0) != 0 && !d.quiet.Load() {
-					d.publish(ctx) // do not let the timer inflate recovery
-				}
-				d.connected(e.SessionPresent) // a session the broker kept is a subscription
-			case device.Subscribed:
-				d.listening() // nor the commands' cadence the downstream
-			}
+// observe handles one of the device's connection events, on paho's
+// goroutine: it must not block.
+func (d *driver) observe(e device.Event) {
+	switch e.Kind {
+	case device.Lost:
+		d.lostAt.Store(e.At.UnixNano())
+		d.record(obsLost, e.At, 0)
+	case device.Connecting:
+		d.record(obsAttempt, e.At, 0)
+	case device.Connected:
+		d.recordObs(obs{kind: obsConnected, at: e.At, session: e.SessionPresent})
+		if d.lostAt.Swap(0) != 0 && !d.quiet.Load() {
+			d.ask(wantBack) // do not let the clock inflate recovery
 		}
+		d.fleet.cmds.connected(d.dev.ID(), e.SessionPresent) // a session the broker kept is a subscription
+	case device.Subscribed:
+		d.fleet.cmds.poke(d.dev.ID()) // nor the commands' cadence the downstream
+	}
+}
+
+// ask has a publisher publish for what (a want* bit). A driver waits in
+// the fleet's queue at most once: whoever finds it wanting nothing puts it
+// there, and the publisher that takes it takes all it wants. A second ask
+// of the same kind before then is one message, as a ticker's tick that
+// finds the last one unread is dropped.
+func (d *driver) ask(what uint32) {
+	if d.wants.Or(what) == 0 {
+		d.fleet.work <- d // never blocks: it has room for every driver
+	}
+}
+
+// take publishes what the driver was asked for.
+func (d *driver) take(ctx context.Context) {
+	w := d.wants.Swap(0)
+	if w&wantTick != 0 && !d.quiet.Load() {
+		d.publish(ctx)
+	}
+	if w&wantNow != 0 {
+		d.publish(ctx)
+	}
+	if w&wantBack != 0 {
+		d.publish(ctx)
 	}
 }
 
@@ -145,14 +157,60 @@ func (d *driver) publish(ctx context.Context) {
 	}()
 }
 
+// publishers is how many goroutines publish for a fleet's devices: more
+// than one, so that a device whose publish waits for paho (a connection
+// going away) holds no other back.
+const publishers = 16
+
+// publisher publishes for the drivers in the queue until ctx ends.
+func (f *Fleet) publisher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d := <-f.work:
+			d.take(ctx)
+		}
+	}
+}
+
+// clock asks every device for a message at once, then every interval: one
+// clock for the fleet, so each device publishes every interval.
+func (f *Fleet) clock(ctx context.Context, interval time.Duration) {
+	for i := range f.drivers {
+		f.drivers[i].ask(wantNow)
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for i := range f.drivers {
+				f.drivers[i].ask(wantTick)
+			}
+		}
+	}
+}
+
 // Fleet is the devices under test and the verifier, connected.
 type Fleet struct {
-	drivers  []*driver
+	drivers  []driver // one allocation for the fleet
+	work     chan *driver
 	verifier *bySeq
 	cmds     *Commands // nil without a Cloud
 	changed  chan struct{}
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+}
+
+// notify signals Changed without blocking.
+func (f *Fleet) notify() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
+	}
 }
 
 // connectParallel bounds how many devices connect at once.
@@ -176,14 +234,8 @@ type FleetSpec struct {
 // then connects the devices and starts them publishing every interval.
 func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	devices, verifierCfg, interval := spec.Devices, spec.Verifier, spec.Interval
-	f := &Fleet{changed: make(chan struct{}, 1)}
-	notify := func() {
-		select {
-		case f.changed <- struct{}{}:
-		default:
-		}
-	}
-	v := newBySeq(notify)
+	f := &Fleet{changed: make(chan struct{}, 1), drivers: make([]driver, len(devices)), work: make(chan *driver, len(devices))}
+	v := newBySeq(f.notify)
 	vdev, err := connectVerifier(ctx, verifierCfg, v.deliver)
 	if err != nil {
 		return nil, err
@@ -195,7 +247,7 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 		for i, d := range devices {
 			ids[i] = d.Identity
 		}
-		if f.cmds, err = StartCommands(ctx, CommandsSpec{Sender: spec.Cloud, Devices: ids, Interval: spec.CommandInterval, Notify: notify}); err != nil {
+		if f.cmds, err = StartCommands(ctx, CommandsSpec{Sender: spec.Cloud, Devices: ids, Interval: spec.CommandInterval, Notify: f.notify}); err != nil {
 			vdev.Close()
 			return nil, err
 		}
@@ -208,14 +260,24 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	stopProgress := connectProgress(spec.Progress, len(devices), &connected)
 	var wg sync.WaitGroup
 	for i, cfg := range devices {
+		dr := &f.drivers[i]
+		dr.fleet = f
+		cfg.OnEvent = dr.observe
 		d, err := device.New(cfg)
 		if err != nil {
 			errs <- err
 			break
 		}
-		devs[i] = d
+		dr.dev, devs[i] = d, d
+		select { // a goroutine only for a device about to connect
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			errs <- fmt.Errorf("device %s: %w", d.ID(), context.Cause(ctx))
+			break
+		}
 		wg.Go(func() {
-			sem <- struct{}{}
 			defer func() { <-sem }()
 			if err := d.Connect(ctx); err != nil {
 				errs <- fmt.Errorf("device %s: %w", d.ID(), err)
@@ -242,13 +304,10 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel = cancel
-	for _, d := range devs {
-		id := d.ID()
-		dr := &driver{dev: d, interval: interval, notify: notify, nudge: make(chan struct{}, 1), listening: func() { f.cmds.poke(id) },
-			connected: func(session bool) { f.cmds.connected(id, session) }}
-		f.drivers = append(f.drivers, dr)
-		f.wg.Go(func() { dr.run(runCtx) })
+	for range publishers {
+		f.wg.Go(func() { f.publisher(runCtx) })
 	}
+	f.wg.Go(func() { f.clock(runCtx, interval) })
 	return f, nil
 }
 
@@ -294,8 +353,8 @@ func (f *Fleet) Close() {
 	f.cancel()
 	f.wg.Wait()
 	devs := make([]*device.Device, len(f.drivers))
-	for i, d := range f.drivers {
-		devs[i] = d.dev
+	for i := range f.drivers {
+		devs[i] = f.drivers[i].dev
 	}
 	closeAll(devs)
 	f.cmds.Close()
@@ -313,7 +372,8 @@ func (f *Fleet) Failed() error { return nil }
 
 // Forget drops observations older than t.
 func (f *Fleet) Forget(t time.Time) {
-	for _, d := range f.drivers {
+	for i := range f.drivers {
+		d := &f.drivers[i]
 		f.verifier.drop(d.dev.ID(), d.forget(t))
 	}
 	f.cmds.Forget(t)
@@ -322,7 +382,8 @@ func (f *Fleet) Forget(t time.Time) {
 // Rows builds cycle n's row for every device.
 func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
 	rows := make([]Cycle, 0, len(fleet.drivers))
-	for _, d := range fleet.drivers {
+	for i := range fleet.drivers {
+		d := &fleet.drivers[i]
 		id := d.dev.ID()
 		row := timeline(n, id, d.snapshot(), func(seqs []int64) map[int64]int { return fleet.verifier.deliveries(id, seqs) }, m, fleet.cmds.log(id))
 		var notes []string
@@ -331,10 +392,6 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
 			notes = append(notes, note)
 		case row.notRecovered(m) != "":
 			notes = append(notes, row.notRecovered(m))
-		}
-		if dropped := d.dev.Dropped(); dropped > d.droppedSeen {
-			notes = append(notes, fmt.Sprintf("%d connection events dropped: timeline incomplete", dropped-d.droppedSeen))
-			d.droppedSeen = dropped
 		}
 		row.Error = strings.Join(notes, "; ")
 		rows = append(rows, row)
@@ -347,8 +404,8 @@ func (fleet *Fleet) Rows(n int, m Marks, note string) []Cycle {
 // or speak again (off): then only the devices' keep-alive crosses their
 // connections, as for a device that reports rarely.
 func (f *Fleet) Quiet(on bool) {
-	for _, d := range f.drivers {
-		d.quiet.Store(on)
+	for i := range f.drivers {
+		f.drivers[i].quiet.Store(on)
 	}
 	f.cmds.Quiet(on)
 }
@@ -358,12 +415,9 @@ func (f *Fleet) Quiet(on bool) {
 func (f *Fleet) Nudge() {
 	f.verifier.reconnect()
 	f.cmds.Nudge()
-	for _, d := range f.drivers {
-		if d.lostAt.Load() == 0 {
-			select {
-			case d.nudge <- struct{}{}:
-			default:
-			}
+	for i := range f.drivers {
+		if d := &f.drivers[i]; d.lostAt.Load() == 0 {
+			d.ask(wantNow)
 		}
 	}
 }
@@ -372,8 +426,8 @@ func (f *Fleet) Nudge() {
 // received a command, at or after t.
 func (f *Fleet) Recovered(t time.Time) bool {
 	ns := t.UnixNano()
-	for _, d := range f.drivers {
-		if d.lastAck.Load() < ns {
+	for i := range f.drivers {
+		if f.drivers[i].lastAck.Load() < ns {
 			return false
 		}
 	}
@@ -394,8 +448,8 @@ func (f *Fleet) Settled(_, cutoff time.Time, qos byte, missed int64) bool {
 
 func (f *Fleet) inflight() int64 {
 	var n int64
-	for _, d := range f.drivers {
-		n += d.inflight.Load()
+	for i := range f.drivers {
+		n += f.drivers[i].inflight.Load()
 	}
 	return n
 }
@@ -403,8 +457,8 @@ func (f *Fleet) inflight() int64 {
 // Unverified is how many acknowledged messages the verifier has not seen.
 func (f *Fleet) Unverified() int64 {
 	var acked int64
-	for _, d := range f.drivers {
-		acked += d.acked.Load()
+	for i := range f.drivers {
+		acked += f.drivers[i].acked.Load()
 	}
 	return max(0, acked-f.verifier.distinct.Load())
 }
