@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/mttrlab/mttr/internal/device"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -227,5 +228,27 @@ func TestHostsFile(t *testing.T) {
 	waitLog("localhost ok")
 	if after, _ := os.ReadFile("/etc/hosts"); string(after) != string(before) {
 		t.Errorf("this machine's /etc/hosts changed:\n%s", after)
+	}
+}
+
+// TestSecretsMaskedInEveryForm guards that a client printing its key, as
+// given or decoded, leaves neither in its log nor in its exit's tail.
+func TestSecretsMaskedInEveryForm(t *testing.T) {
+	const key = "c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Q=" // "secret-key-for-the-test"
+	var log syncBuffer
+	s, err := Supervise([]Spec{{Name: "dev", Command: `echo "key ` + key + `"; echo "raw secret-key-for-the-test"; exit 1`,
+		Secrets: device.KeyForms(key)}}, &log, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(context.Background())
+	e := waitExit(t, s)
+	for _, where := range []string{log.String(), e.String()} {
+		if strings.Contains(where, key) || strings.Contains(where, "secret-key-for-the-test") {
+			t.Errorf("a form of the key shows: %q", where)
+		}
+	}
+	if !strings.Contains(log.String(), "raw "+Masked) || !strings.Contains(log.String(), "key "+Masked) {
+		t.Errorf("log %q lacks the masked lines", log.String())
 	}
 }

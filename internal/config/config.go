@@ -526,7 +526,10 @@ func (c Config) redactKey(s string) string {
 	if err != nil || id.SharedAccessKey == "" {
 		return s
 	}
-	return strings.ReplaceAll(s, id.SharedAccessKey, device.KeyFingerprint(id.SharedAccessKey))
+	for _, form := range device.KeyForms(id.SharedAccessKey) {
+		s = strings.ReplaceAll(s, form, device.KeyFingerprint(id.SharedAccessKey))
+	}
+	return s
 }
 
 // Duration parses a duration in Go syntax ("1500ms", "2m") or a plain number

@@ -188,11 +188,12 @@ func TestProcessBrokerRefusesDockerFaults(t *testing.T) {
 func TestVarsRedactKeyInClientCommand(t *testing.T) {
 	c, err := Load(env(map[string]string{"MTTR_CLIENT": "external",
 		"MTTR_CONNECTION_STRING": "HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0",
-		"MTTR_CLIENT_CMD":        "my-sdk --key c2VjcmV0"}))
+		"MTTR_CLIENT_CMD":        "my-sdk --key c2VjcmV0 --raw-key secret"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cmd := c.Vars()["MTTR_CLIENT_CMD"]; strings.Contains(cmd, "c2VjcmV0") || !strings.HasPrefix(cmd, "my-sdk --key <redacted sha256:") {
+	if cmd := c.Vars()["MTTR_CLIENT_CMD"]; strings.Contains(cmd, "c2VjcmV0") || strings.Contains(cmd, "secret") ||
+		!strings.HasPrefix(cmd, "my-sdk --key <redacted sha256:") || !strings.Contains(cmd, "--raw-key <redacted sha256:") {
 		t.Errorf("MTTR_CLIENT_CMD stored as %q", cmd)
 	}
 }

@@ -101,6 +101,22 @@ func KeyFingerprint(key string) string {
 	return fmt.Sprintf("%s sha256:%x>", redactedPrefix, sum[:4])
 }
 
+// KeyForms are the forms in which a client may print key: as given
+// (base64), and decoded to its raw bytes when it decodes; every one is
+// masked wherever a client's output goes.
+func KeyForms(key string) []string {
+	if key == "" {
+		return nil
+	}
+	forms := []string{key}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if raw, err := enc.DecodeString(key); err == nil && len(raw) > 0 {
+			return append(forms, string(raw))
+		}
+	}
+	return forms
+}
+
 // RedactConnectionString replaces the SharedAccessKey in a connection
 // string with its fingerprint, leaving everything else as it was. A string
 // already redacted is returned unchanged.

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,5 +81,23 @@ func TestRedactConnectionString(t *testing.T) {
 	}
 	if plain := "HostName=h;DeviceId=d"; RedactConnectionString(plain) != plain {
 		t.Error("a string without a key changed")
+	}
+}
+
+// TestKeyForms guards the forms of a key that are masked: as given, and
+// its raw bytes when it is base64 (padded or not, either alphabet).
+func TestKeyForms(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		want []string
+	}{
+		{"", nil},
+		{"c2VjcmV0LWtleQ==", []string{"c2VjcmV0LWtleQ==", "secret-key"}},
+		{"c2VjcmV0LWtleQ", []string{"c2VjcmV0LWtleQ", "secret-key"}},
+		{"not base64!", []string{"not base64!"}},
+	} {
+		if got := KeyForms(tc.key); !slices.Equal(got, tc.want) {
+			t.Errorf("KeyForms(%q) = %q, want %q", tc.key, got, tc.want)
+		}
 	}
 }

@@ -143,7 +143,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun
 		if err != nil {
 			return err
 		}
-		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env, Secrets: []string{id.SharedAccessKey}}
+		specs[i] = client.Spec{Name: dev, Command: cfg.ClientCmd, Env: env, Secrets: device.KeyForms(id.SharedAccessKey)}
 		if l.path != nil && l.path.hosts != nil { // readdress: the run answers the broker's name
 			specs[i].Hosts = l.path.hosts.Path()
 		}
