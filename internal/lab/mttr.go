@@ -128,10 +128,11 @@ func (l *Lab) Mttr(ctx context.Context) (int64, error) {
 			runErr = fmt.Errorf("%s: %w", r, runErr)
 		}
 		finish(store.StatusInterrupted, runErr)
+		done, cut := sum.Completed(cfg.RestartCount)
 		if storeErr != nil {
-			return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles: %w", runID, why, sum.Cycles, cfg.RestartCount, storeErr)
+			return runID, fmt.Errorf("run %d interrupted%s: %d of %d cycles completed, %d cut short: %w", runID, why, done, cfg.RestartCount, cut, storeErr)
 		}
-		return runID, fmt.Errorf("run %d interrupted%s after %d of %d cycles; completed cycles are stored in %s", runID, why, sum.Cycles, cfg.RestartCount, store.Shown(cfg.DB))
+		return runID, fmt.Errorf("run %d interrupted%s: %d of %d cycles completed, %d cut short; they are stored in %s", runID, why, done, cfg.RestartCount, cut, store.Shown(cfg.DB))
 	default:
 		finish(store.StatusFailed, runErr)
 		return runID, fmt.Errorf("run %d failed after %d of %d cycles: %w", runID, sum.Cycles, cfg.RestartCount, errors.Join(runErr, storeErr))

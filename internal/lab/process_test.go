@@ -285,7 +285,7 @@ func TestStoreGoesAway(t *testing.T) {
 					// The interrupt lands in cycle 3's up time, or (on a slow
 					// machine) after its fault began: cut short, then it does
 					// not count, but its rows wait with cycle 2's.
-					if !strings.Contains(res.err.Error(), "interrupted (SIGINT) after") || !strings.Contains(res.err.Error(), "of its cycles at the interrupt") {
+					if !strings.Contains(res.err.Error(), "interrupted (SIGINT): 2 of 3 cycles completed, 1 cut short") || !strings.Contains(res.err.Error(), "of its cycles at the interrupt") {
 						t.Errorf("interrupted run: %v", res.err)
 					}
 					wantStatus, wantCycles = store.StatusInterrupted, 2

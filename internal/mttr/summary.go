@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/mttrlab/mttr/internal/stats"
@@ -24,12 +25,16 @@ type Summary struct {
 	Duplicated   int
 	C2DLost      int
 	Interrupted  int     // device-cycles cut short by an interrupt, counted in nothing else
+	CutShort     int     // cycles stored with rows the interrupt cut short
 	Bed          BedCost // the test bed's cost over every cycle's window
 	BedBound     int     // cycles whose measurement the bed bound (DefaultBedLimits)
 }
 
 func (s *Summary) add(rows []Cycle) {
 	s.Cycles++
+	if slices.ContainsFunc(rows, func(r Cycle) bool { return !r.Counts() }) {
+		s.CutShort++
+	}
 	if len(rows) > 0 && rows[0].Bed.Measured() {
 		s.Bed = s.Bed.Add(rows[0].Bed)
 		if len(rows[0].Bed.Bound(DefaultBedLimits)) > 0 {
@@ -64,6 +69,14 @@ func (s *Summary) add(rows []Cycle) {
 			s.Paths = append(s.Paths, d)
 		}
 	}
+}
+
+// Completed is how many cycles of planned were completed, and how many an
+// interrupt cut short: the one it stopped, whether its fault had begun
+// (its rows are stored, marked) or not (nothing of it is).
+func (s Summary) Completed(planned int) (completed, cutShort int) {
+	completed = s.Cycles - s.CutShort
+	return completed, min(1, planned-completed)
 }
 
 // progress prints one line per cycle.
