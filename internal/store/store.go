@@ -157,19 +157,57 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	undo := sidecars(path)
 	if err := check(ctx, path); err != nil {
+		undo()
+		return nil, err
+	}
+	if err := writable(path); err != nil {
+		undo()
 		return nil, err
 	}
 	db, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
+		undo()
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path}
 	if err := s.prepare(ctx); err != nil {
 		db.Close()
+		undo()
 		return nil, err
 	}
 	return s, nil
+}
+
+// sidecars returns a function that removes the WAL and shared-memory files
+// beside the SQLite file path that do not exist now: what a failed open
+// made, and nobody else needs.
+func sidecars(path string) (undo func()) {
+	var made []string
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Lstat(path + suffix); errors.Is(err, fs.ErrNotExist) {
+			made = append(made, path+suffix)
+		}
+	}
+	return func() {
+		for _, f := range made {
+			_ = os.Remove(f)
+		}
+	}
+}
+
+// writable refuses an SQLite file this process cannot write, before a run
+// that would fail at its first row.
+func writable(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil // made on open
+	case err != nil:
+		return fmt.Errorf("store %s: cannot be written: %w", path, errors.Unwrap(err))
+	}
+	return f.Close()
 }
 
 // prepare brings a store opened for writing up to date: its schema, and
@@ -281,13 +319,16 @@ func OpenReadOnly(ctx context.Context, path string) (*Store, error) {
 	} else if fi.IsDir() {
 		return nil, fmt.Errorf("store %s: is a directory; name a file", path)
 	}
+	undo := sidecars(path)
 	db, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
+		undo()
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
 	s := &Store{db: db, path: path}
 	if err := s.current(ctx); err != nil {
 		db.Close()
+		undo()
 		return nil, err
 	}
 	return s, nil
