@@ -6,11 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -57,24 +60,34 @@ func runTargets(inv mage.Invocation) int {
 		return 1
 	}
 	build := inv
-	// Compile only, always: go build leaves an up-to-date binary alone.
 	build.CompileOut, build.Force, build.HashFast = exe, true, false
-	var bin *os.File
-	code := serialized(inv, func() int {
-		compiling.Store(true)
-		if code := mage.Invoke(build); code != 0 {
+	digest, err := buildDigest(inv)
+	if err != nil {
+		fmt.Fprintln(inv.Stderr, "Error:", err)
+		return 1
+	}
+	// Held open, the binary checked or built is the one run, even if
+	// another call rebuilds it (other sources) before the exec.
+	bin := current(exe, digest)
+	if bin == nil {
+		code := serialized(inv, func() int {
+			if bin = current(exe, digest); bin != nil { // built meanwhile
+				return 0
+			}
+			compiling.Store(true)
+			if code := mage.Invoke(build); code != 0 {
+				return code
+			}
+			if bin, err = os.Open(exe); err != nil {
+				fmt.Fprintln(inv.Stderr, "Error:", err)
+				return 1
+			}
+			_ = writeDigest(exe, digest)
+			return 0
+		})
+		if code != 0 {
 			return code
 		}
-		// Held open, the binary built is the one run, even if another
-		// call rebuilds it (other build settings) before the exec.
-		if bin, err = os.Open(exe); err != nil {
-			fmt.Fprintln(inv.Stderr, "Error:", err)
-			return 1
-		}
-		return 0
-	})
-	if code != 0 {
-		return code
 	}
 
 	env := append(os.Environ(), interrupt.CommandEnv+"="+strconv.Itoa(command))
@@ -143,6 +156,80 @@ func binaryPath(inv mage.Invocation) (string, error) {
 		return "", fmt.Errorf("mage cache: %w", err)
 	}
 	return filepath.Join(d, "mage"), nil
+}
+
+// buildDigest is a digest of everything the targets' binary is built
+// from: the Go toolchain and mage's version, the build's environment, and
+// every Go source, go.mod and go.sum of the magefile's module (its
+// dependencies are fixed by go.sum). A binary built from the same digest
+// is current.
+func buildDigest(inv mage.Invocation) (string, error) {
+	dir := inv.Dir
+	if dir == "" {
+		dir = "."
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", runtime.Version(), inv.GoCmd, os.Getenv("GOFLAGS"))
+	for _, k := range []string{"GOOS", "GOARCH", "CGO_ENABLED", "GOEXPERIMENT", "MAGEFILE_HASHFAST"} {
+		fmt.Fprintf(h, "%s=%s\x00", k, os.Getenv(k))
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "github.com/magefile/mage" {
+				fmt.Fprintf(h, "mage %s\x00", m.Version)
+			}
+		}
+	}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if path != dir && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules" || name == "results") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		// mage_output_file.go is mage's own, written and removed by
+		// whichever call compiles.
+		if (!strings.HasSuffix(name, ".go") && name != "go.mod" && name != "go.sum") || name == "mage_output_file.go" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+		h.Write(b)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("mage: digest of the sources: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// current opens the binary exe when it was built from digest; nil when it
+// was not, or is missing.
+func current(exe, digest string) *os.File {
+	if b, err := os.ReadFile(exe + ".digest"); err != nil || string(b) != digest {
+		return nil
+	}
+	bin, err := os.Open(exe)
+	if err != nil {
+		return nil
+	}
+	return bin
+}
+
+// writeDigest records the digest exe was built from, atomically.
+func writeDigest(exe, digest string) error {
+	tmp := exe + ".digest.tmp" + strconv.Itoa(os.Getpid())
+	if err := os.WriteFile(tmp, []byte(digest), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, exe+".digest")
 }
 
 // serialized runs fn while holding a lock on the magefile directory of
