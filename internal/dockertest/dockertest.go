@@ -1,5 +1,6 @@
 // Package dockertest gives tests a Docker engine, or skips them when none
-// answers, unless MTTR_REQUIRE_DOCKER=1 makes a missing engine a failure.
+// answers, unless MTTR_REQUIRE_DOCKER=1 makes a missing engine a failure;
+// in -short mode it skips them always (package needs).
 // Names it hands out carry a random suffix so tests never collide with a
 // user's own mqtt-broker image or expecto-patronum container.
 package dockertest
@@ -22,23 +23,22 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/mttrlab/mttr/internal/broker"
+	"github.com/mttrlab/mttr/internal/needs"
 )
 
 // Required reports whether MTTR_REQUIRE_DOCKER=1 is set.
-func Required() bool { return os.Getenv("MTTR_REQUIRE_DOCKER") == "1" }
+func Required() bool { return needs.Docker.Required() }
 
 // Engine connects to the engine from the environment. It skips the test
-// when none answers, or fails it when Required.
+// in -short mode or when none answers, or fails it when Required.
 func Engine(t testing.TB) *broker.Engine {
 	t.Helper()
+	needs.Docker.Short(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	eng, err := broker.Connect(ctx)
 	if err != nil {
-		if Required() {
-			t.Fatalf("MTTR_REQUIRE_DOCKER=1 but: %v", err)
-		}
-		t.Skipf("no Docker engine: %v", err)
+		needs.Docker.Missing(t, err.Error())
 	}
 	t.Cleanup(func() { eng.Close() })
 	return eng

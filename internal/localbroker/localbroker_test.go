@@ -21,6 +21,7 @@ import (
 	"github.com/mttrlab/mttr/internal/brokerlog"
 	"github.com/mttrlab/mttr/internal/certs"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/needs"
 )
 
 // childEnv, when set, makes the test binary a parent that starts a broker
@@ -89,16 +90,14 @@ func runParent(spec string) int {
 	return 0
 }
 
-// needNode skips the test when node or npm is missing, unless
-// MTTR_REQUIRE_NODE=1.
+// needNode skips the test in -short mode or when node or npm is missing,
+// unless MTTR_REQUIRE_NODE=1.
 func needNode(t *testing.T) {
 	t.Helper()
+	needs.Node.Short(t)
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("MTTR_REQUIRE_NODE") == "1" {
-				t.Fatalf("%s is required (MTTR_REQUIRE_NODE=1): %v", tool, err)
-			}
-			t.Skipf("%s not found: %v", tool, err)
+			needs.Node.Missing(t, err.Error())
 		}
 	}
 }

@@ -2,7 +2,8 @@
 // schema in the database MTTR_TEST_POSTGRES names (a postgres:// URL),
 // dropped when the test ends, or a whole server of their own that they
 // can stop and start (StartServer). Without them the test is skipped,
-// unless MTTR_REQUIRE_POSTGRES=1 (set by .ci/run) makes that a failure.
+// unless MTTR_REQUIRE_POSTGRES=1 (set by .ci/run) makes that a failure; in
+// -short mode it is skipped always (package needs).
 package pgtest
 
 import (
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/mttrlab/mttr/internal/needs"
 )
 
 // Env names the database the tests use.
@@ -30,18 +33,16 @@ const Env = "MTTR_TEST_POSTGRES"
 const PasswordUser = "mttr_pw"
 
 // Required reports whether tests must not skip for want of PostgreSQL.
-func Required() bool { return os.Getenv("MTTR_REQUIRE_POSTGRES") == "1" }
+func Required() bool { return needs.Postgres.Required() }
 
 // URL returns a URL of the test database whose tables go to a schema of
 // t's own, or skips t when there is no test database.
 func URL(t testing.TB) string {
 	t.Helper()
+	needs.Postgres.Short(t)
 	base := os.Getenv(Env)
 	if base == "" {
-		if Required() {
-			t.Fatalf("MTTR_REQUIRE_POSTGRES=1 but %s is not set", Env)
-		}
-		t.Skipf("no PostgreSQL: set %s to a postgres:// URL of a database the tests may use", Env)
+		needs.Postgres.Missing(t, Env+" is not set: set it to a postgres:// URL of a database the tests may use")
 	}
 	schema := fmt.Sprintf("t%d_%s", time.Now().UnixNano(), strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
@@ -103,12 +104,10 @@ var servers atomic.Int64
 // MTTR_REQUIRE_POSTGRES=1.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
+	needs.Postgres.Short(t)
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
-		if Required() {
-			t.Fatal("MTTR_REQUIRE_POSTGRES=1 but PostgreSQL's initdb is not installed (Debian: postgresql)")
-		}
-		t.Skip("no PostgreSQL server programs (Debian: postgresql)")
+		needs.Postgres.Missing(t, "PostgreSQL's initdb is not installed (Debian: postgresql)")
 	}
 	// Not t.TempDir: its parent is private to this user, and the server
 	// may run as another.

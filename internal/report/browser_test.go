@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/mttrlab/mttr/internal/needs"
 )
 
 // TestHTMLRendersInBrowser opens the page in headless Chromium and reads
@@ -17,6 +19,7 @@ import (
 // It needs Debian's chromium; MTTR_REQUIRE_BROWSER=1 (set by .ci/run) makes
 // a missing browser a failure.
 func TestHTMLRendersInBrowser(t *testing.T) {
+	needs.Browser.Short(t)
 	bin := ""
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -25,10 +28,7 @@ func TestHTMLRendersInBrowser(t *testing.T) {
 		}
 	}
 	if bin == "" {
-		if os.Getenv("MTTR_REQUIRE_BROWSER") == "1" {
-			t.Fatal("MTTR_REQUIRE_BROWSER=1 but no chromium is installed")
-		}
-		t.Skip("no chromium installed")
+		needs.Browser.Missing(t, "no chromium is installed")
 	}
 	rep := build(t, Options{Last: 20, Alpha: 0.05})
 	var page, studyPage bytes.Buffer

@@ -10,7 +10,7 @@ import (
 
 	"github.com/ti-mo/conntrack"
 
-	"github.com/mttrlab/mttr/internal/dockertest"
+	"github.com/mttrlab/mttr/internal/needs"
 )
 
 var (
@@ -159,10 +159,7 @@ func startOrSkip(t *testing.T, targets func() []netip.AddrPort) *Watch {
 	t.Helper()
 	w, err := Start(t.Context(), targets)
 	if err != nil {
-		if dockertest.Required() {
-			t.Fatalf("MTTR_REQUIRE_DOCKER=1 but: %v", err)
-		}
-		t.Skip(err)
+		needs.Conntrack.Missing(t, err.Error())
 	}
 	t.Cleanup(func() { _ = w.Stop() })
 	return w
