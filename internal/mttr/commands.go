@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -74,7 +73,7 @@ type Commands struct {
 	done     chan struct{}
 
 	mu      sync.Mutex
-	devs    map[string]*downstream
+	devs    map[string]*downstream // into one slice for the fleet
 	ids     []string
 	backs   []time.Time // when the sender's connection came back
 	unacked []unacked   // handed over, for collect
@@ -88,9 +87,9 @@ type downstream struct {
 	listens bool
 	seq     int64
 	log     c2dLog
-	handed  map[int64]handed  // commands handed to the sender, by seq
-	digests map[string]int64  // by the payload's digest, for receipts known from the broker's acknowledgements
-	waiting map[int64]sentCmd // sent and not received yet
+	handed  []handed         // commands handed to the sender, in the order of their seq
+	digests map[string]int64 // seq by the payload's digest, for receipts known from the broker's acknowledgements (SeenFromBroker only)
+	waiting []sentCmd        // sent and not received yet
 
 	pending bool      // a heal happened and nothing was received since
 	backAt  time.Time // the receipt that ended the last pending
@@ -102,8 +101,8 @@ type downstream struct {
 
 // handed is a command handed to the sender's connection.
 type handed struct {
+	seq      int64
 	at       time.Time
-	digest   string
 	resolved bool // its PUBACK was read, or given up on
 }
 
@@ -153,17 +152,23 @@ func StartCommands(ctx context.Context, spec CommandsSpec) (*Commands, error) {
 	if err := dev.Connect(ctx); err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
-	c := &Commands{spec: spec, wake: make(chan struct{}, 1), queued: make(chan struct{}, 1), devs: map[string]*downstream{}, done: make(chan struct{})}
+	c := &Commands{spec: spec, wake: make(chan struct{}, 1), queued: make(chan struct{}, 1), done: make(chan struct{}),
+		devs: make(map[string]*downstream, len(spec.Devices)), ids: make([]string, len(spec.Devices))}
 	c.verifier = newVerifier(c.resume)
 	c.verifier.dev = dev
 	now := time.Now()
+	all := make([]downstream, len(spec.Devices))
 	for i, id := range spec.Devices {
-		c.ids = append(c.ids, id.DeviceID)
+		c.ids[i] = id.DeviceID
 		// Spread over the interval, so that the devices' commands do not all
 		// leave in one tick.
 		next := now.Add(spec.Interval * time.Duration(i) / time.Duration(len(spec.Devices)))
-		c.devs[id.DeviceID] = &downstream{topic: id.CommandTopic(), listens: !spec.SeenFromBroker,
-			handed: map[int64]handed{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}, next: next}
+		d := &all[i]
+		d.topic, d.listens, d.next = id.CommandTopic(), !spec.SeenFromBroker, next
+		if spec.SeenFromBroker {
+			d.digests = map[string]int64{}
+		}
+		c.devs[id.DeviceID] = d
 	}
 	c.ctx, c.stop = context.WithCancel(context.WithoutCancel(ctx))
 	go c.run()
@@ -217,8 +222,10 @@ func (c *Commands) run() {
 func (c *Commands) handOver(o outgoing, p *device.Pending) {
 	c.mu.Lock()
 	if d := c.devs[o.id]; d != nil {
-		d.handed[o.seq] = handed{at: o.at, digest: brokerlog.Digest(o.payload)}
-		d.digests[brokerlog.Digest(o.payload)] = o.seq
+		d.handed = append(d.handed, handed{seq: o.seq, at: o.at})
+		if d.digests != nil {
+			d.digests[brokerlog.Digest(o.payload)] = o.seq
+		}
 	}
 	c.unacked = append(c.unacked, unacked{p, o})
 	c.mu.Unlock()
@@ -318,9 +325,11 @@ func (c *Commands) acked(o outgoing, ok bool) {
 	c.mu.Lock()
 	d := c.devs[o.id]
 	if d != nil {
-		if h, ok := d.handed[o.seq]; ok {
-			h.resolved = true
-			d.handed[o.seq] = h
+		for i := len(d.handed) - 1; i >= 0; i-- { // most likely among the newest
+			if d.handed[i].seq == o.seq {
+				d.handed[i].resolved = true
+				break
+			}
 		}
 		s := sentCmd{o.seq, o.at}
 		if ok {
@@ -328,7 +337,7 @@ func (c *Commands) acked(o outgoing, ok bool) {
 		}
 		received := slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq })
 		if ok && !received && (d.pending || d.kept || !o.at.Before(d.backAt)) {
-			d.waiting[o.seq] = s
+			d.waiting = append(d.waiting, s)
 		}
 	}
 	c.mu.Unlock()
@@ -441,14 +450,14 @@ func (c *Commands) receipt(id string, seq int64, at time.Time) {
 	d := c.devs[id]
 	if d != nil {
 		d.log.received = append(d.log.received, receipt{seq, at})
-		delete(d.waiting, seq)
+		d.waiting = slices.DeleteFunc(d.waiting, func(s sentCmd) bool { return s.seq == seq })
 		if d.pending {
 			d.pending, d.seen, d.backAt = false, false, at
 			d.next = at.Add(c.spec.Interval)
 			if !d.kept {
 				// Sent before it listened again, with a new session: the
 				// broker dropped what did not arrive.
-				maps.DeleteFunc(d.waiting, func(_ int64, s sentCmd) bool { return s.at.Before(at) })
+				d.waiting = slices.DeleteFunc(d.waiting, func(s sentCmd) bool { return s.at.Before(at) })
 			}
 		}
 	}
@@ -636,13 +645,13 @@ func (c *Commands) Forget(t time.Time) {
 	for _, d := range c.devs {
 		d.pending, d.seen = false, false
 		old := map[int64]bool{}
-		for seq, h := range d.handed {
+		for _, h := range d.handed {
 			if h.at.Before(t) {
-				old[seq] = true
-				delete(d.handed, seq)
-				delete(d.waiting, seq)
+				old[h.seq] = true
 			}
 		}
+		d.handed = slices.DeleteFunc(d.handed, func(h handed) bool { return old[h.seq] })
+		d.waiting = slices.DeleteFunc(d.waiting, func(s sentCmd) bool { return old[s.seq] })
 		d.log.sent = slices.DeleteFunc(d.log.sent, func(s sentCmd) bool { return old[s.seq] })
 		d.log.received = slices.DeleteFunc(d.log.received, func(r receipt) bool { return r.at.Before(t) || old[r.seq] })
 		d.log.subscribes = slices.DeleteFunc(d.log.subscribes, func(at time.Time) bool { return at.Before(t) })

@@ -256,7 +256,7 @@ func TestCommandsObserve(t *testing.T) {
 		for _, id := range []string{"a", "b"} {
 			c.ids = append(c.ids, id)
 			c.devs[id] = &downstream{topic: "devices/" + id + "/messages/devicebound/", listens: !seenFromBroker,
-				digests: map[string]int64{"d-" + id: 7}, waiting: map[int64]sentCmd{}}
+				digests: map[string]int64{"d-" + id: 7}}
 		}
 		return c
 	}
@@ -318,7 +318,7 @@ func TestCommandsObserve(t *testing.T) {
 func TestCommandsCadence(t *testing.T) {
 	c := &Commands{spec: CommandsSpec{Interval: time.Second}, devs: map[string]*downstream{}, ids: []string{"a"}}
 	t0 := time.Unix(1_800_000_000, 0)
-	d := &downstream{topic: "devices/a/messages/devicebound/", listens: true, next: t0, handed: map[int64]handed{}, waiting: map[int64]sentCmd{}}
+	d := &downstream{topic: "devices/a/messages/devicebound/", listens: true, next: t0}
 	c.devs["a"] = d
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	// schedule checks that commands leave at exactly the times in want
@@ -370,8 +370,7 @@ func TestCommandsSettle(t *testing.T) {
 	var notified int
 	setup := func() (*Commands, *downstream) {
 		c := &Commands{spec: CommandsSpec{Interval: time.Hour, Notify: func() { notified++ }}, devs: map[string]*downstream{}, ids: []string{"a"}}
-		d := &downstream{topic: "devices/a/messages/devicebound/", listens: true,
-			handed: map[int64]handed{}, digests: map[string]int64{}, waiting: map[int64]sentCmd{}}
+		d := &downstream{topic: "devices/a/messages/devicebound/", listens: true}
 		c.devs["a"] = d
 		return c, d
 	}
