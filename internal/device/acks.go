@@ -81,12 +81,15 @@ type acks struct {
 // message under the packet id paho gave it. paho's Publish can wait for
 // its writer: the lock is not held meanwhile, so that PUBACKs and pings
 // are read on.
-func (a *acks) publish(send func() (*Pending, uint16)) *Pending {
-	p, id := send()
+func (a *acks) publish(send func() *Pending) *Pending {
+	p := send()
+	id := p.id
 	if id == 0 { // QoS 0, or refused: its token says all
 		return p
 	}
-	p.acked = make(chan struct{})
+	if p.done == nil {
+		p.acked = make(chan struct{})
+	}
 	a.mu.Lock()
 	old := a.waiting[id]
 	at, early := a.early[id]
@@ -126,5 +129,23 @@ func (a *acks) puback(id uint16, at time.Time) {
 	a.mu.Unlock()
 	if p != nil {
 		p.settle(at, nil)
+	}
+}
+
+// failed settles the messages waiting for a PUBACK whose token paho
+// failed: a write on a connection that broke (paho fails it before it
+// reports the loss), or a disconnect. Wait would notice by itself; a
+// message sent with SendNotify has nobody waiting.
+func (a *acks) failed() {
+	a.mu.Lock()
+	var failed []*Pending
+	for _, p := range a.waiting {
+		if p.failed() != nil {
+			failed = append(failed, p)
+		}
+	}
+	a.mu.Unlock()
+	for _, p := range failed {
+		p.settle(time.Time{}, p.failed())
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -218,6 +217,7 @@ func (d *Device) notify(_ paho.Client, n paho.ConnectionNotification) {
 			e.At = time.Unix(0, at)
 		}
 	case paho.ConnectionNotificationLost:
+		d.acks.failed() // paho fails a message whose write broke before it reports the loss
 		e.Kind, e.Err = Lost, n.Reason
 		if at := d.brokenAt.Load(); at != 0 {
 			e.At = time.Unix(0, at)
@@ -297,31 +297,52 @@ type Pending struct {
 	Seq    int64
 	SentAt time.Time
 	tok    paho.Token
+	id     uint16 // its packet id, under which it waits for its PUBACK; 0 when its token says all (QoS 0, or refused)
 	// acked is closed when a QoS 1 message's PUBACK was read (at) or it
-	// can have none (err); nil for QoS 0, whose token says all.
-	acked chan struct{}
-	once  sync.Once
-	at    time.Time
-	err   error
+	// can have none (err); nil for QoS 0, whose token says all, and for a
+	// message whose settling calls done instead (SendNotify).
+	acked   chan struct{}
+	done    func(seq int64, at time.Time, err error)
+	settled atomic.Bool
+	at      time.Time
+	err     error
 }
 
 func (p *Pending) settle(at time.Time, err error) {
-	p.once.Do(func() {
-		p.at, p.err = at, err
+	if p.settled.Swap(true) {
+		return
+	}
+	p.at, p.err = at, err
+	if p.acked != nil {
 		close(p.acked)
-	})
+	}
+	if p.done != nil {
+		p.done(p.Seq, at, err)
+	}
+}
+
+// failed is the reason paho failed p's token, nil while it has not.
+func (p *Pending) failed() error {
+	select {
+	case <-p.tok.Done():
+		if err := p.tok.Error(); err != nil {
+			return fmt.Errorf("publish %d: %w", p.Seq, err)
+		}
+	default:
+	}
+	return nil
 }
 
 // publish hands paho the payload made for the moment it is sent, for
 // topic, and registers it for its PUBACK.
-func (d *Device) publish(seq int64, topic string, qos byte, payload func(sent time.Time) []byte) *Pending {
-	return d.acks.publish(func() (*Pending, uint16) {
-		p := &Pending{Seq: seq, SentAt: time.Now()}
+func (d *Device) publish(seq int64, topic string, qos byte, payload func(sent time.Time) []byte, done func(int64, time.Time, error)) *Pending {
+	return d.acks.publish(func() *Pending {
+		p := &Pending{Seq: seq, SentAt: time.Now(), done: done}
 		p.tok = d.client.Publish(topic, qos, false, payload(p.SentAt))
 		if pt, ok := p.tok.(*paho.PublishToken); ok && qos > 0 {
-			return p, pt.MessageID()
+			p.id = pt.MessageID()
 		}
-		return p, 0
+		return p
 	})
 }
 
@@ -329,11 +350,37 @@ func (d *Device) publish(seq int64, topic string, qos byte, payload func(sent ti
 // is {"deviceId":..., "seq":..., "sentAt":<Unix ns>}; seq counts from 1.
 // While the device reconnects, paho keeps QoS 1 messages and sends them
 // once the connection is back.
-func (d *Device) Send() *Pending {
+func (d *Device) Send() *Pending { return d.send(nil) }
+
+func (d *Device) send(done func(int64, time.Time, error)) *Pending {
 	seq := d.seq.Add(1)
 	return d.publish(seq, d.cfg.Identity.Topic(), d.cfg.QoS, func(sent time.Time) []byte {
 		return fmt.Appendf(nil, `{"deviceId":%q,"seq":%d,"sentAt":%d}`, d.ID(), seq, sent.UnixNano())
-	})
+	}, done)
+}
+
+// SendNotify is Send, and calls done once with what Wait would return:
+// when the message's PUBACK was read off the wire, or why it will have
+// none. A QoS 1 message costs no goroutine meanwhile: done runs on the
+// goroutine that settles it (paho's reader at its PUBACK, the caller's
+// when it fails at once, paho's when the device reports the connection
+// lost after paho failed it, or Close's), so it must not block. A QoS 0
+// message is waited for by a goroutine until ctx ends. Do not call Wait
+// on what it returns.
+func (d *Device) SendNotify(ctx context.Context, done func(seq int64, at time.Time, err error)) *Pending {
+	p := d.send(done)
+	switch {
+	case p.id != 0:
+		if err := p.failed(); err != nil { // paho gave up before it returned
+			p.settle(time.Time{}, err)
+		}
+	default: // its token says all
+		go func() {
+			at, err := p.Wait(ctx)
+			p.settle(at, err)
+		}()
+	}
+	return p
 }
 
 // Wait waits for the message's PUBACK and returns when it was read off the
@@ -452,11 +499,14 @@ func (d *Device) PublishTo(topic string, payload []byte) *Pending {
 	if !d.client.IsConnectionOpen() {
 		return nil
 	}
-	return d.publish(0, topic, 1, func(time.Time) []byte { return payload })
+	return d.publish(0, topic, 1, func(time.Time) []byte { return payload }, nil)
 }
 
 // Close disconnects, giving in-flight work up to 250 ms.
-func (d *Device) Close() { d.client.Disconnect(250) }
+func (d *Device) Close() {
+	d.client.Disconnect(250)
+	d.acks.failed() // paho failed what was in flight
+}
 
 // wait bridges a paho token to ctx.
 func wait(ctx context.Context, tok paho.Token) error {

@@ -225,6 +225,81 @@ func (t doneToken) WaitTimeout(time.Duration) bool { return true }
 func (t doneToken) Done() <-chan struct{}          { return t.done }
 func (t doneToken) Error() error                   { return nil }
 
+// failedToken is a paho token that paho failed.
+type failedToken struct{ doneToken }
+
+func (t failedToken) Error() error { return errors.New("write broke") }
+
+// TestSendNotify: done is called once, with what Wait would return: the
+// PUBACK read off the wire for a message acknowledged; the reason for one
+// paho failed, at once (not connected) or later (found when the device
+// reports the connection lost, or closes), and not again for a PUBACK
+// that comes after.
+func TestSendNotify(t *testing.T) {
+	type result struct {
+		seq int64
+		at  time.Time
+		err error
+	}
+	notified := func() (chan result, func(int64, time.Time, error)) {
+		ch := make(chan result, 2)
+		return ch, func(seq int64, at time.Time, err error) { ch <- result{seq, at, err} }
+	}
+	ctx := ctxT(t)
+	recv := func(ch chan result) result {
+		t.Helper()
+		select {
+		case r := <-ch:
+			return r
+		case <-ctx.Done():
+			t.Fatal("done not called")
+			return result{}
+		}
+	}
+	b := mqtttest.Start(t, "localhost")
+	d, err := New(testConfig(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	ch, done := notified()
+	p := d.SendNotify(ctx, done)
+	if r := recv(ch); r.err != nil || r.seq != p.Seq || r.at.Before(p.SentAt) {
+		t.Errorf("acknowledged message: seq %d at %v (%v); want seq %d, its PUBACK after %v", r.seq, r.at, r.err, p.Seq, p.SentAt)
+	}
+
+	idle, err := New(testConfig(b)) // never connected: paho fails it at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, done = notified()
+	idle.SendNotify(ctx, done)
+	if r := recv(ch); r.err == nil {
+		t.Error("a message to a device never connected: no error")
+	}
+
+	var a acks
+	ch, done = notified()
+	tok := failedToken{doneToken{make(chan struct{})}}
+	a.publish(func() *Pending {
+		return &Pending{Seq: 3, SentAt: time.Now(), tok: doneToken{make(chan struct{})}, id: 9, done: done}
+	})
+	a.failed()
+	if len(ch) != 0 {
+		t.Fatal("settled by a sweep while paho had not failed it")
+	}
+	a.waiting[9].tok = tok
+	close(tok.done)
+	a.failed()
+	a.puback(9, time.Now())
+	if r := recv(ch); r.err == nil || r.seq != 3 || len(ch) != 0 {
+		t.Errorf("failed by paho: seq %d (%v), %d more calls; want seq 3 with an error, once", r.seq, r.err, len(ch))
+	}
+}
+
 // TestWaitPrefersDone: a message acknowledged before its deadline counts
 // even when the deadline has passed by the time it is asked (a wait that
 // chose at random between the two would fail about half of these).
@@ -315,15 +390,15 @@ func TestAcksEarlyPuback(t *testing.T) {
 	var a acks
 	sent := time.Now()
 	a.puback(7, sent.Add(time.Millisecond))
-	p := a.publish(func() (*Pending, uint16) {
-		return &Pending{Seq: 1, SentAt: sent, tok: doneToken{make(chan struct{})}}, 7
+	p := a.publish(func() *Pending {
+		return &Pending{Seq: 1, SentAt: sent, tok: doneToken{make(chan struct{})}, id: 7}
 	})
 	if at, err := p.Wait(t.Context()); err != nil || !at.Equal(sent.Add(time.Millisecond)) {
 		t.Errorf("early PUBACK: %v, %v", at, err)
 	}
 	a.puback(8, sent.Add(-time.Second)) // before the next message was sent
-	q := a.publish(func() (*Pending, uint16) {
-		return &Pending{Seq: 2, SentAt: sent, tok: doneToken{make(chan struct{})}}, 8
+	q := a.publish(func() *Pending {
+		return &Pending{Seq: 2, SentAt: sent, tok: doneToken{make(chan struct{})}, id: 8}
 	})
 	select {
 	case <-q.acked:

@@ -139,22 +139,23 @@ func (d *driver) take(ctx context.Context) {
 	}
 }
 
+// publish sends the device's next message; nothing waits for its PUBACK
+// (SendNotify): a goroutine a message in flight would cost a fleet whose
+// broker is slow to answer a stack for each.
 func (d *driver) publish(ctx context.Context) {
-	p := d.dev.Send()
 	d.inflight.Add(1)
-	d.record(obsPublished, p.SentAt, p.Seq)
-	go func() {
+	p := d.dev.SendNotify(ctx, func(seq int64, at time.Time, err error) {
 		defer d.inflight.Add(-1)
-		at, err := p.Wait(ctx)
 		switch {
 		case err == nil:
 			d.lastAck.Store(at.UnixNano())
 			d.acked.Add(1)
-			d.record(obsAcked, at, p.Seq)
+			d.record(obsAcked, at, seq)
 		case ctx.Err() == nil:
-			d.record(obsFailed, time.Now(), p.Seq)
+			d.record(obsFailed, time.Now(), seq)
 		}
-	}()
+	})
+	d.record(obsPublished, p.SentAt, p.Seq)
 }
 
 // publishers is how many goroutines publish for a fleet's devices: more
