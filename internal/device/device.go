@@ -105,6 +105,11 @@ type Device struct {
 	sessionOn   atomic.Bool                  // the newest CONNACK's session-present flag
 	brokenAt    atomic.Int64                 // Unix ns the newest connection's first read error
 	acks        acks                         // QoS 1 messages waiting for the PUBACK read off the wire
+	// first wraps the first connection. Made with the device, it lies
+	// beside what the device keeps, not among what the TLS handshake
+	// leaves behind, where it would hold a page of that garbage; dial
+	// takes it, so it goes with its connection.
+	first atomic.Pointer[stampedConn]
 }
 
 // New builds a device from cfg without connecting it.
@@ -120,6 +125,7 @@ func New(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("device: %w", err)
 	}
 	d := &Device{cfg: cfg}
+	d.first.Store(new(stampedConn))
 	if cfg.OnEvent == nil {
 		d.events = make(chan Event, eventBuffer)
 	}
@@ -168,7 +174,12 @@ func (d *Device) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	d.connackAt.Store(0)
 	d.sessionOn.Store(false)
 	d.brokenAt.Store(0)
-	return &stampedConn{Conn: conn, d: d}, nil
+	c := d.first.Swap(nil)
+	if c == nil {
+		c = new(stampedConn)
+	}
+	c.Conn, c.d = conn, d
+	return c, nil
 }
 
 // stampedConn records the first read (the CONNACK, whose session-present
