@@ -303,3 +303,34 @@ func containerName(names []string, id string) string {
 	}
 	return id
 }
+
+// FindBuilt returns the id of an image of ours built for host with the
+// certificate of fingerprint from sources source, tagged or not (a tag
+// another checkout's build moved away leaves it dangling), or an error
+// wrapping ErrNotFound when there is none.
+func (e *Engine) FindBuilt(ctx context.Context, host, fingerprint, source string) (string, error) {
+	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelHost+"="+host, LabelCertSHA256+"="+fingerprint, LabelSource+"="+source)
+	res, err := call(ctx, e, "image list", 0, func(ctx context.Context) (client.ImageListResult, error) {
+		return e.cli.ImageList(ctx, client.ImageListOptions{Filters: f})
+	})
+	if err != nil {
+		return "", fmt.Errorf("list images: %w", err)
+	}
+	if len(res.Items) == 0 {
+		return "", fmt.Errorf("image for %s, certificate sha256 %s: %w", host, fingerprint, ErrNotFound)
+	}
+	newest := res.Items[0]
+	for _, img := range res.Items[1:] {
+		if img.Created > newest.Created {
+			newest = img
+		}
+	}
+	return newest.ID, nil
+}
+
+// Tag points tag at the image id.
+func (e *Engine) Tag(ctx context.Context, id, tag string) error {
+	return do(ctx, e, "image tag", 0, func(ctx context.Context) (client.ImageTagResult, error) {
+		return e.cli.ImageTag(ctx, client.ImageTagOptions{Source: id, Target: tag})
+	})
+}

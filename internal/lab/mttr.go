@@ -359,20 +359,33 @@ func (l *Lab) currentImage(ctx context.Context, eng *broker.Engine) (string, *tl
 		return "", nil, err
 	}
 	img, err := eng.InspectImage(ctx, l.Config.Image)
-	if err == nil {
+	var building string // what is printed when it builds
+	switch {
+	case errors.Is(err, broker.ErrNotFound):
+		building = fmt.Sprintf("image %s not found; building it", l.Config.Image)
+	case err != nil:
+		return "", nil, err
+	default:
 		switch certOK, sourceOK := imageCurrent(img, l.Config.Host, hc.fp, source); {
 		case certOK && sourceOK:
 			return img.ID, trust, nil
 		case !sourceOK:
-			l.printf("image %s was built from other %s/ sources; rebuilding\n", l.Config.Image, l.BuildDir)
+			building = fmt.Sprintf("image %s was built from other %s/ sources; rebuilding", l.Config.Image, l.BuildDir)
 		default:
-			l.printf("image %s carries another certificate; rebuilding\n", l.Config.Image)
+			building = fmt.Sprintf("image %s carries another certificate; rebuilding", l.Config.Image)
 		}
-	} else if errors.Is(err, broker.ErrNotFound) {
-		l.printf("image %s not found; building it\n", l.Config.Image)
-	} else {
-		return "", nil, err
 	}
+	// Another checkout (another certificate) may have moved the tag: its
+	// image for this certificate and these sources is still there, and a
+	// tag costs nothing where a build costs a minute and moves the tag
+	// back from under the other.
+	if id, ferr := eng.FindBuilt(ctx, l.Config.Host, hc.fp, source); ferr == nil {
+		if terr := eng.Tag(ctx, id, l.Config.Image); terr == nil {
+			l.printf("image %s: tagged the image already built for this certificate and these sources (%s), not rebuilt\n", l.Config.Image, id)
+			return id, trust, nil
+		}
+	}
+	l.printf("%s\n", building)
 	if err := l.Image(ctx); err != nil {
 		return "", nil, err
 	}
