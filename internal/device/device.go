@@ -448,13 +448,13 @@ func (d *Device) Subscribe(ctx context.Context, topic string, qos byte, fn func(
 type subscription struct {
 	topic   string
 	qos     byte
-	filters map[string]byte // several topics in one SUBSCRIBE, when topic is empty
+	filters func() map[string]byte // several topics in one SUBSCRIBE, when topic is empty; made for each, not kept
 	handler paho.MessageHandler
 }
 
 func (s *subscription) send(c paho.Client) paho.Token {
 	if s.filters != nil {
-		return c.SubscribeMultiple(s.filters, s.handler)
+		return c.SubscribeMultiple(s.filters(), s.handler)
 	}
 	return c.Subscribe(s.topic, s.qos, s.handler)
 }
@@ -480,7 +480,7 @@ func (id Identity) CommandTopic() string { return "devices/" + id.DeviceID + "/m
 // Config.Resubscribe.
 func (d *Device) Listen(ctx context.Context, fn func(topic string, payload []byte, at time.Time)) error {
 	handler := func(_ paho.Client, m paho.Message) { fn(m.Topic(), m.Payload(), time.Now()) }
-	s := &subscription{filters: d.cfg.Identity.CommandFilters(), handler: handler}
+	s := &subscription{filters: d.cfg.Identity.CommandFilters, handler: handler}
 	d.commands.Store(s)
 	if err := wait(ctx, s.send(d.client)); err != nil {
 		return fmt.Errorf("subscribe %s#: %w", d.cfg.Identity.CommandTopic(), err)
