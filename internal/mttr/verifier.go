@@ -108,13 +108,22 @@ type bySeq struct {
 	verifier
 
 	mu        sync.Mutex
-	seen      map[string]map[int64]int // device -> seq -> deliveries
+	seen      map[devSeq]int    // deliveries of each message
+	ids       map[string]string // one copy of each device id for the keys, not one a message
 	distinct  atomic.Int64
 	malformed atomic.Int64
 }
 
+// devSeq names one message of one device. One map for the fleet, not one
+// a device: a device with a message or two would cost a map's header and
+// a group of slots.
+type devSeq struct {
+	device string
+	seq    int64
+}
+
 func newBySeq(notify func()) *bySeq {
-	return &bySeq{verifier: newVerifier(notify), seen: make(map[string]map[int64]int)}
+	return &bySeq{verifier: newVerifier(notify), seen: map[devSeq]int{}, ids: map[string]string{}}
 }
 
 func (v *bySeq) deliver(_ string, payload []byte, _ time.Time) {
@@ -124,13 +133,14 @@ func (v *bySeq) deliver(_ string, payload []byte, _ time.Time) {
 		return
 	}
 	v.mu.Lock()
-	m := v.seen[t.DeviceID]
-	if m == nil {
-		m = make(map[int64]int)
-		v.seen[t.DeviceID] = m
+	id, ok := v.ids[t.DeviceID]
+	if !ok {
+		id = t.DeviceID
+		v.ids[id] = id
 	}
-	m[t.Seq]++
-	if m[t.Seq] == 1 {
+	k := devSeq{id, t.Seq}
+	v.seen[k]++
+	if v.seen[k] == 1 {
 		v.distinct.Add(1)
 	}
 	v.mu.Unlock()
@@ -142,7 +152,7 @@ func (v *bySeq) drop(device string, seqs []int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, s := range seqs {
-		delete(v.seen[device], s)
+		delete(v.seen, devSeq{device, s})
 	}
 }
 
@@ -152,7 +162,7 @@ func (v *bySeq) deliveries(device string, seqs []int64) map[int64]int {
 	defer v.mu.Unlock()
 	out := make(map[int64]int, len(seqs))
 	for _, s := range seqs {
-		if n := v.seen[device][s]; n > 0 {
+		if n := v.seen[devSeq{device, s}]; n > 0 {
 			out[s] = n
 		}
 	}
