@@ -337,6 +337,10 @@ func (c *Commands) acked(o outgoing, ok bool) {
 		}
 		received := slices.ContainsFunc(d.log.received, func(r receipt) bool { return r.seq == o.seq })
 		if ok && !received && (d.pending || d.kept || !o.at.Before(d.backAt)) {
+			// One sent an interval ago or more is never waited for again
+			// (Settled): a device that does not listen yet, as a fleet
+			// connects, would otherwise keep every one sent to it.
+			d.waiting = slices.DeleteFunc(d.waiting, func(w sentCmd) bool { return time.Since(w.at) >= c.spec.Interval })
 			d.waiting = append(d.waiting, s)
 		}
 	}

@@ -192,6 +192,7 @@ func TestTopicMatch(t *testing.T) {
 func TestRunDownstream(t *testing.T) {
 	for _, resubscribe := range []bool{true, false} {
 		t.Run(fmt.Sprintf("resubscribe=%v", resubscribe), func(t *testing.T) {
+			t.Parallel()
 			b := mqtttest.Start(t, "localhost")
 			devs, ver := configs(b.Addr, b.Client, 2, fastTimings)
 			for i := range devs {
@@ -207,7 +208,13 @@ func TestRunDownstream(t *testing.T) {
 			}
 			t.Cleanup(fleet.Close)
 			var got collected
-			plan := Plan{Cycles: 3, KeepRunning: 300 * time.Millisecond, KeepDead: 200 * time.Millisecond, RecoveryTimeout: 2 * time.Second, QoS: 1}
+			// A deaf device's commands never arrive: each cycle waits
+			// RecoveryTimeout, then settles for SettleTimeout, in vain. A
+			// device that resubscribes has its commands within 100 ms of
+			// its upstream, which is back within milliseconds here: 1 s and
+			// 500 ms are room enough.
+			plan := Plan{Cycles: 3, KeepRunning: 300 * time.Millisecond, KeepDead: 200 * time.Millisecond, RecoveryTimeout: time.Second,
+				SettleTimeout: 500 * time.Millisecond, QoS: 1}
 			f := &stopFault{b: b, addr: b.Addr, tls: b.Client}
 			sum, err := Experiment{Plan: plan, Fault: f, Devices: fleet, Sink: got.sink}.Run(runCtx(t))
 			if err != nil {
@@ -440,6 +447,25 @@ func TestCommandsSettle(t *testing.T) {
 		c.receipt("a", 2, at(4))
 		settled(c, true, "received")
 	})
+}
+
+// TestCommandsWaitingBounded: a command sent an interval ago or more is
+// never waited for again, so it is not kept either: a device that does not
+// listen yet (a fleet still connecting) keeps only the newest.
+func TestCommandsWaitingBounded(t *testing.T) {
+	c := &Commands{spec: CommandsSpec{Interval: time.Second}, devs: map[string]*downstream{}, ids: []string{"a"}}
+	d := &downstream{topic: "devices/a/messages/devicebound/", listens: true}
+	c.devs["a"] = d
+	now := time.Now()
+	for seq := range int64(5) {
+		c.acked(outgoing{id: "a", seq: seq + 1, at: now.Add(time.Duration(seq-4) * time.Second)}, true)
+	}
+	if len(d.waiting) != 1 || d.waiting[0].seq != 5 || len(c.log("a").sent) != 5 {
+		t.Errorf("waiting for %v, %d sent; want seq 5 only, 5", d.waiting, len(c.log("a").sent))
+	}
+	if c.Settled(now.Add(time.Millisecond)) {
+		t.Error("settled while the newest, sent less than an interval ago, is not received")
+	}
 }
 
 // TestCommandsSentOnce: a command whose PUBACK the broker sent but the
