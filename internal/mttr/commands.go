@@ -646,18 +646,19 @@ func (c *Commands) Forget(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.backs = slices.DeleteFunc(c.backs, func(at time.Time) bool { return at.Before(t) })
+	old := map[int64]bool{} // one for all devices: Connect forgets for 10 000 at once
 	for _, d := range c.devs {
 		d.pending, d.seen = false, false
-		old := map[int64]bool{}
+		clear(old)
 		for _, h := range d.handed {
 			if h.at.Before(t) {
 				old[h.seq] = true
 			}
 		}
-		d.handed = slices.DeleteFunc(d.handed, func(h handed) bool { return old[h.seq] })
-		d.waiting = slices.DeleteFunc(d.waiting, func(s sentCmd) bool { return old[s.seq] })
-		d.log.sent = slices.DeleteFunc(d.log.sent, func(s sentCmd) bool { return old[s.seq] })
-		d.log.received = slices.DeleteFunc(d.log.received, func(r receipt) bool { return r.at.Before(t) || old[r.seq] })
+		d.handed = emptied(slices.DeleteFunc(d.handed, func(h handed) bool { return old[h.seq] }))
+		d.waiting = emptied(slices.DeleteFunc(d.waiting, func(s sentCmd) bool { return old[s.seq] }))
+		d.log.sent = emptied(slices.DeleteFunc(d.log.sent, func(s sentCmd) bool { return old[s.seq] }))
+		d.log.received = emptied(slices.DeleteFunc(d.log.received, func(r receipt) bool { return r.at.Before(t) || old[r.seq] }))
 		d.log.subscribes = slices.DeleteFunc(d.log.subscribes, func(at time.Time) bool { return at.Before(t) })
 		d.log.connacks = slices.DeleteFunc(d.log.connacks, func(s sessionAt) bool { return s.at.Before(t) })
 		d.log.unmatched = 0
@@ -667,6 +668,14 @@ func (c *Commands) Forget(t time.Time) {
 			}
 		}
 	}
+}
+
+// emptied gives back the array of a list that Forget emptied.
+func emptied[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // topicMatch reports whether MQTT topic filter f (with + and #) matches

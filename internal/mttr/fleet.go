@@ -321,6 +321,10 @@ func Connect(ctx context.Context, spec FleetSpec) (*Fleet, error) {
 		vdev.Close()
 		return nil, err
 	}
+	// The commands sent while the fleet connected, to devices that did
+	// not listen yet, are no cycle's (a cycle counts from its start):
+	// kept, they were a list of 15 a device after 10 000 connected.
+	f.cmds.Forget(time.Now())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel = cancel
 	for range publishers {
