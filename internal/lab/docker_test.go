@@ -22,6 +22,7 @@ import (
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/mqttprobe"
+	"github.com/mttrlab/mttr/internal/needs"
 	"github.com/mttrlab/mttr/internal/netfault"
 )
 
@@ -135,9 +136,9 @@ func hasEvent(evs []map[string]any, event, clientID string) bool {
 }
 
 func TestDockerBrokerLifecycle(t *testing.T) {
+	t.Parallel()
 	eng := dockertest.Engine(t)
-	l, out := newLab(t, "localhost")
-	build(t, l)
+	l, out := sharedLab(t)
 	ctx := testCtx(t)
 
 	img, err := eng.InspectImage(ctx, l.Config.Image)
@@ -208,10 +209,7 @@ func TestDockerBrokerLifecycle(t *testing.T) {
 	t.Run("mosquitto_pub trusts the certificate", func(t *testing.T) {
 		bin, err := exec.LookPath("mosquitto_pub")
 		if err != nil {
-			if dockertest.Required() {
-				t.Fatal("MTTR_REQUIRE_DOCKER=1 but mosquitto_pub is not installed (Debian: mosquitto-clients)")
-			}
-			t.Skip("mosquitto_pub not installed")
+			needs.Mosquitto.Missing(t, "mosquitto_pub is not installed (Debian: mosquitto-clients)")
 		}
 		cert := certs.For(l.Config.CertDir, "localhost").CertPath
 		cmd := exec.CommandContext(testCtx(t), bin, "-h", "localhost", "-p", strconv.Itoa(l.Config.Port),
@@ -256,7 +254,11 @@ func TestDockerBrokerLifecycle(t *testing.T) {
 	}
 }
 
+// TestDockerRemoveImage removes an image that a container uses, then
+// one that none uses, then one that is not there. It builds an image of
+// its own.
 func TestDockerRemoveImage(t *testing.T) {
+	t.Parallel()
 	dockertest.Engine(t)
 	l, out := newLab(t, "localhost")
 	build(t, l)
@@ -284,9 +286,9 @@ func TestDockerRemoveImage(t *testing.T) {
 }
 
 func TestDockerRefusals(t *testing.T) {
+	t.Parallel()
 	eng := dockertest.Engine(t)
-	l, _ := newLab(t, "localhost")
-	build(t, l)
+	l, _ := sharedLab(t)
 	ctx := testCtx(t)
 
 	t.Run("host port busy", func(t *testing.T) {
@@ -340,6 +342,7 @@ func TestDockerRefusals(t *testing.T) {
 	t.Run("stale image", func(t *testing.T) {
 		stale := *l
 		stale.Out = io.Discard
+		stale.Config.CertDir = t.TempDir() // a certificate newer than the shared image's
 		if err := stale.Certs(ctx, "localhost"); err != nil {
 			t.Fatal(err)
 		}
@@ -351,6 +354,7 @@ func TestDockerRefusals(t *testing.T) {
 }
 
 func TestDockerBuildFailureNamesStep(t *testing.T) {
+	t.Parallel()
 	dockertest.Engine(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY certs/ /certs/\nRUN false\n"), 0o644); err != nil {
@@ -369,7 +373,9 @@ func TestDockerBuildFailureNamesStep(t *testing.T) {
 // the broker with a certificate for alohomora.net and has the device dial
 // 127.0.0.1 while verifying alohomora.net.
 func TestDockerDifferentHost(t *testing.T) {
-	dockertest.Engine(t)
+	if !inOwnProcess(t, true) {
+		return
+	}
 	t.Setenv("DOCKER_HOST", dockertest.TCPProxy(t))
 	t.Setenv("DOCKER_TLS_VERIFY", "")
 	l, out := newLab(t, "alohomora.net")
@@ -410,9 +416,9 @@ func TestDockerDifferentHost(t *testing.T) {
 // a free port of 127.0.0.1): the broker answers over verified TLS with the
 // image's own settings, and `mage down` treats the container as ours.
 func TestDockerOldKitCommand(t *testing.T) {
+	t.Parallel()
 	eng := dockertest.Engine(t)
-	l, _ := newLab(t, "localhost")
-	build(t, l)
+	l, _ := sharedLab(t)
 	dockertest.RunLikeCLI(t, l.Config.Container, l.Config.Image, l.Config.Port)
 	tlsConf, err := l.tlsConfig()
 	if err != nil {
@@ -441,9 +447,9 @@ func TestDockerOldKitCommand(t *testing.T) {
 // process stands in for it): each refuses, naming the run, and the
 // container is left as it was.
 func TestDockerLiveRunContainerUntouched(t *testing.T) {
+	t.Parallel()
 	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
+	base, _ := sharedLab(t)
 	owner := shortRun(t, base, "stop")
 	labels := runLabels(7) // owned by this very process, which is alive
 	c, err := eng.Run(testCtx(t), broker.RunSpec{Name: owner.Config.Container, Image: owner.Config.Image, Bind: "127.0.0.1",

@@ -47,8 +47,7 @@ func (w *lineSignal) String() string {
 // the engine directly.
 func behindProxy(t *testing.T) (eng *broker.Engine, base *Lab, proxy *dockertest.EngineProxy) {
 	eng = dockertest.Engine(t)
-	base, _ = newLab(t, "localhost")
-	build(t, base)
+	base, _ = sharedLab(t)
 	proxy = dockertest.NewEngineProxy(t)
 	t.Setenv("DOCKER_HOST", proxy.Host)
 	return eng, base, proxy
@@ -68,8 +67,12 @@ func containerCall(action string) func(*http.Request) bool {
 // derived from MTTR_ENGINE_TIMEOUT, names the call the engine did not
 // answer, sends no start once the engine stopped answering, and leaves
 // nothing running once the engine has carried out what waited for it. It
-// used to hang for as long as the engine stayed frozen.
+// used to hang for as long as the engine stayed frozen. Like every test
+// that points DOCKER_HOST elsewhere, it runs in a process of its own.
 func TestDockerFrozenEngine(t *testing.T) {
+	if !inOwnProcess(t, true) {
+		return
+	}
 	eng, base, proxy := behindProxy(t)
 
 	for _, tt := range []struct {
@@ -154,6 +157,9 @@ func TestDockerFrozenEngine(t *testing.T) {
 // the first cycle: the run fails saying so, instead of quoting whatever
 // the broken call last said (such as libnetwork's endpoint errors).
 func TestDockerEngineGoneDuringHeal(t *testing.T) {
+	if !inOwnProcess(t, true) {
+		return
+	}
 	eng, base, proxy := behindProxy(t)
 	l := shortRun(t, base, "stop")
 	t.Cleanup(func() { _ = eng.Remove(context.Background(), l.Config.Container) })

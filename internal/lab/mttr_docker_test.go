@@ -74,6 +74,29 @@ func checkOrder(t *testing.T, r mttr.Cycle) {
 	}
 }
 
+// checkDelivered checks that the verifier received every message of r
+// that the broker did (external clients) or acknowledged (our devices),
+// but one in a stop or kill. aedes acknowledges a QoS 1 message before it
+// passes it on, and keeps sessions in memory: a message it took in the
+// instant it was stopped (its shutdown closes every connection) or
+// killed can be acknowledged and never reach the verifier (SIGKILL on the
+// PUBACK: 93 of 100 lost; a device publishing every 2 ms through SIGTERM:
+// 1 lost in 6 of 30 stops). That instant is shorter than any client's
+// send interval here, on a machine with a core to spare, so it holds one
+// message at most. Nothing is lost in a pause, and nothing is lost
+// unacknowledged.
+func checkDelivered(t *testing.T, r mttr.Cycle, fault string) {
+	t.Helper()
+	gone := 0
+	if fault == "stop" || fault == "kill" {
+		gone = 1
+	}
+	if r.Delivered < r.Published-gone || r.Lost != 0 {
+		t.Errorf("cycle %d: published %d, delivered %d, lost %d after %s: want at most %d acknowledged and not delivered, none lost",
+			r.Cycle, r.Published, r.Delivered, r.Lost, fault, gone)
+	}
+}
+
 func readRun(t *testing.T, path string, id int64) (store.Run, []mttr.Cycle) {
 	t.Helper()
 	db := readStore(t, path)
@@ -89,9 +112,9 @@ func readRun(t *testing.T, path string, id int64) (store.Run, []mttr.Cycle) {
 }
 
 func TestDockerMttr(t *testing.T) {
+	t.Parallel()
 	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
+	base, _ := sharedLab(t)
 
 	for _, fault := range []string{"stop", "kill", "pause", "recreate", "restart", "disconnect"} {
 		t.Run(fault, func(t *testing.T) {
@@ -152,10 +175,15 @@ func (c *cancelOn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// TestDockerMttrInterruptedAndAbandoned interrupts a run, which removes its
+// container and is marked interrupted, then leaves a container and a
+// running row for a run whose process is gone: the next run marks it
+// abandoned and removes the container. It is not parallel: a run that
+// starts beside it would remove what the dead run left before the next run
+// is there to.
 func TestDockerMttrInterruptedAndAbandoned(t *testing.T) {
 	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
+	base, _ := sharedLab(t)
 	l := shortRun(t, base, "stop")
 	l.Config.RestartCount = 5
 

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -18,23 +17,17 @@ import (
 	"github.com/mttrlab/mttr/internal/device"
 	"github.com/mttrlab/mttr/internal/dockertest"
 	"github.com/mttrlab/mttr/internal/mttr"
+	"github.com/mttrlab/mttr/internal/needs"
 	"github.com/mttrlab/mttr/internal/netfault"
 	"github.com/mttrlab/mttr/internal/store"
 )
 
-// netLab is a broker lab for network faults: its own broker image and
-// netfilter helper image, removed when the test ends.
+// netLab is a broker lab for network faults, on the shared broker and
+// netfilter helper images (the helper is made by the first run that needs
+// it).
 func netLab(t *testing.T) *Lab {
 	t.Helper()
-	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	base.Config.NetfilterImage = dockertest.Name("mttr-netfilter")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = eng.RemoveImage(ctx, base.Config.NetfilterImage)
-	})
-	build(t, base)
+	base, _ := sharedLab(t)
 	return base
 }
 
@@ -125,13 +118,15 @@ func dur(d time.Duration, _ bool) time.Duration { return d }
 // TestDockerNetworkFaults runs each network fault against our paho device
 // with bounds from its settings.
 func TestDockerNetworkFaults(t *testing.T) {
+	t.Parallel()
 	base := netLab(t)
 	blackhole := func(l *Lab) {
-		l.Config.KeepAlive = 4 * time.Second
-		l.Config.PingTimeout = 2 * time.Second
-		// Detection is at most 1.5 × 4 s + 2 s = 8 s: the heal at 10 s
-		// finds the device in its first reconnect attempt.
-		l.Config.KeepDead = 10 * time.Second
+		l.Config.KeepAlive = 2 * time.Second
+		l.Config.PingTimeout = time.Second
+		// Detection is at most 1.5 × 2 s + 1 s = 4 s (and checkBlackholeCycle's
+		// margin), and paho's first reconnect attempt begins at once: the
+		// heal at 5 s finds the device in it.
+		l.Config.KeepDead = 5 * time.Second
 	}
 
 	t.Run("blackhole", func(t *testing.T) {
@@ -408,12 +403,14 @@ func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
 	}
 }
 
-// TestDockerNetworkFaultLeftovers stops a run in the middle of each
-// network fault. After SIGINT the run cleans up; after SIGKILL, which runs
-// no clean-up, the next run (another container) does before it starts:
-// neither the broker, its namespace holder nor the netfilter helper, whose
+// TestDockerNetworkFaultLeftovers stops a run in the middle of each network
+// fault. After SIGINT the run cleans up; after SIGKILL, which runs no
+// clean-up, the next run (another container) does before it starts: neither
+// the broker, its namespace holder nor the netfilter helper, whose
 // namespace holds the fault's rules, is left, nor the readdress network.
-// The link lives in the run's process and ends with it.
+// The link lives in the run's process and ends with it. It is not parallel:
+// a run that starts beside it would remove what the dead run left before
+// the next run is there to.
 func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
@@ -563,10 +560,7 @@ func readmeClient(t *testing.T, marker string) string {
 		t.Fatalf("README.md: no MTTR_CLIENT_CMD='…' after %q", marker)
 	}
 	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
-		if dockertest.Required() {
-			t.Fatal("MTTR_REQUIRE_DOCKER=1 but mosquitto_pub is not installed (Debian: mosquitto-clients)")
-		}
-		t.Skip("mosquitto_pub not installed")
+		needs.Mosquitto.Missing(t, "mosquitto_pub is not installed (Debian: mosquitto-clients)")
 	}
 	return cmd
 }
@@ -576,6 +570,7 @@ func readmeClient(t *testing.T, marker string) string {
 // the broker's side. They dial the path's address and check the broker's
 // certificate chain, not its name there.
 func TestDockerExternalNetworkFaults(t *testing.T) {
+	t.Parallel()
 	base := netLab(t)
 	pyClient := readmeClient(t, "saved as `client.py`:")
 	shClient := readmeClient(t, "A shell loop around `mosquitto_pub`")
@@ -588,8 +583,10 @@ func TestDockerExternalNetworkFaults(t *testing.T) {
 		t.Parallel()
 		l := shortRun(t, base, netfault.Blackhole)
 		l.Config.Client, l.Config.ClientCmd = "external", pyClient
-		l.Config.KeepAlive = 4 * time.Second
-		l.Config.KeepDead = 10 * time.Second
+		l.Config.KeepAlive = 2 * time.Second
+		// The broker drops the client 1.5 × 2 s = 3 s into the blackhole (and
+		// the margin below): it is gone well before the heal at 5 s.
+		l.Config.KeepDead = 5 * time.Second
 		run, rows := runMttr(t, l)
 		checkNetRun(t, l, run, rows)
 		for _, c := range rows {

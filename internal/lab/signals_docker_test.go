@@ -28,6 +28,7 @@ type command struct {
 	lines, errLines chan string
 	mu              sync.Mutex
 	errs            strings.Builder // all of stderr so far
+	errRead         chan struct{}   // closed once stderr has been read to its end
 	done            chan struct{}
 }
 
@@ -52,7 +53,7 @@ func commandEnv(l *Lab) []string {
 
 func startCommand(t *testing.T, l *Lab, argv ...string) *command {
 	t.Helper()
-	c := &command{cmd: exec.Command(argv[0], argv[1:]...), lines: make(chan string, 100), errLines: make(chan string, 100), done: make(chan struct{})}
+	c := &command{cmd: exec.Command(argv[0], argv[1:]...), lines: make(chan string, 100), errLines: make(chan string, 100), errRead: make(chan struct{}), done: make(chan struct{})}
 	c.cmd.Dir = "../.."
 	c.cmd.Env = commandEnv(l)
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -76,11 +77,14 @@ func startCommand(t *testing.T, l *Lab, argv ...string) *command {
 		c.errOut.Close()
 	})
 	go scanLines(c.out, c.lines, nil)
-	go scanLines(c.errOut, c.errLines, func(line string) {
-		c.mu.Lock()
-		c.errs.WriteString(line + "\n")
-		c.mu.Unlock()
-	})
+	go func() {
+		defer close(c.errRead)
+		scanLines(c.errOut, c.errLines, func(line string) {
+			c.mu.Lock()
+			c.errs.WriteString(line + "\n")
+			c.mu.Unlock()
+		})
+	}()
 	go func() { _ = c.cmd.Wait(); close(c.done) }()
 	return c
 }
@@ -103,6 +107,14 @@ func scanLines(r *os.File, ch chan string, keep func(string)) {
 
 // stderr is what the command wrote to its error output so far.
 func (c *command) stderr() string {
+	select {
+	case <-c.done: // all it wrote, once read (or 5 s later: a child may hold it open)
+		select {
+		case <-c.errRead:
+		case <-time.After(5 * time.Second):
+		}
+	default:
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.errs.String()
@@ -207,12 +219,12 @@ func checkInterrupted(t *testing.T, eng *broker.Engine, l *Lab, reason string) {
 // alone and died of SIGTERM and SIGHUP without a word to the targets, and
 // go then exited 0; a closed output killed the targets on the spot.
 func TestDockerStopRequests(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs mage")
 	}
 	eng := dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
+	base, _ := sharedLab(t)
 	compiled := filepath.Join(t.TempDir(), "mttr-lab")
 	compile := exec.Command("go", "tool", "mage", "-compile", compiled)
 	compile.Dir = "../.."
@@ -253,6 +265,7 @@ func TestDockerStopRequests(t *testing.T) {
 		{"SIGTERM to a compiled binary", []string{compiled, "mttr"}, signal(syscall.SIGTERM, top), "SIGTERM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			l := stopRun(t, base)
 			c := startCommand(t, l, tt.argv...)
 			c.await(t, "cycle 1/")
@@ -267,6 +280,7 @@ func TestDockerStopRequests(t *testing.T) {
 	// Killing go leaves the targets without a parent: they must notice,
 	// clean up and end on their own.
 	t.Run("SIGKILL to go", func(t *testing.T) {
+		t.Parallel()
 		l := stopRun(t, base)
 		c := startCommand(t, l, gotool...)
 		c.await(t, "cycle 1/")
@@ -293,16 +307,17 @@ func stopRun(t *testing.T, base *Lab) *Lab {
 // SIGKILL, which runs no clean-up. Each client (a python process under sh,
 // as sh -c runs it) first starts a child that leaves its process group
 // (setsid) and keeps its output. The clients must die with the run; the
-// children that escaped must be ended by the next run. Clients used to
-// live on and reconnect to later runs' brokers with the same ids.
+// children that escaped must be ended by the next run. Clients used to live
+// on and reconnect to later runs' brokers with the same ids. It is not
+// parallel: a run that starts beside it would remove what the dead run left
+// before the next run is there to.
 func TestDockerKilledRunClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
 	}
 	eng := dockertest.Engine(t)
 	clientCmd := pythonClient(t, "paho_client.py")
-	base, _ := newLab(t, "localhost")
-	build(t, base)
+	base, _ := sharedLab(t)
 	l := stopRun(t, base)
 	l.Config.Client, l.Config.Devices = "external", 2
 	l.Config.ClientCmd = `setsid sh -c 'echo "escaped $$"; exec sleep 300' & exec ` + clientCmd
@@ -385,14 +400,14 @@ func marked(t *testing.T, owner string) []client.Marked {
 // TestDockerKilledWhileWaiting kills go while `go tool mage mttr` waits
 // for another mage call in the checkout to compile: nothing must run once
 // that one is done. The targets used to start regardless, with no parent,
-// and nothing would ever stop them.
+// and nothing would ever stop them. It is not parallel: it holds the
+// checkout's lock, which other tests' mage calls would wait for.
 func TestDockerKilledWhileWaiting(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
 	}
 	dockertest.Engine(t)
-	base, _ := newLab(t, "localhost")
-	build(t, base)
+	base, _ := sharedLab(t)
 	l := stopRun(t, base)
 	// The lock another mage call would hold on the checkout.
 	checkout, err := os.Open("../..")

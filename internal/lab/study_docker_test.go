@@ -19,9 +19,9 @@ import (
 // that the runs are grouped, that the resumed study ran only the
 // combinations it lacked, and that every output has its table and chart.
 func TestDockerStudy(t *testing.T) {
+	t.Parallel()
 	dockertest.Engine(t)
-	lab, _ := newLab(t, "localhost")
-	build(t, lab)
+	lab, _ := sharedLab(t)
 	base := shortRun(t, lab, "stop")
 	base.Config.RestartCount = 1
 	for _, fault := range []string{"stop", "kill"} {
