@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -126,11 +128,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun
 		return err
 	}
 
-	dir := filepath.Dir(cfg.DB)
-	if store.IsPostgres(cfg.DB) { // beside the HTML report, on this machine
-		dir = filepath.Dir(cfg.HTML)
-	}
-	logPath := filepath.Join(dir, fmt.Sprintf("clients-run-%d.log", runID))
+	logPath := clientLog(cfg.DB, cfg.HTML, runID)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return fmt.Errorf("client log: %w", err)
@@ -187,4 +185,26 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun
 		}
 	}
 	return nil
+}
+
+// clientLog is where the external clients of run runID of database db
+// write: beside an SQLite database, named after it and the run
+// ("mttr.db-clients-run-7.log"), so that two databases in one
+// directory keep their logs apart; for PostgreSQL beside the HTML report
+// html, on this machine, named after the database's host and name.
+func clientLog(db, html string, runID int64) string {
+	if !store.IsPostgres(db) {
+		return fmt.Sprintf("%s-clients-run-%d.log", db, runID)
+	}
+	name := "postgres"
+	if u, err := url.Parse(db); err == nil {
+		name += "-" + u.Hostname() + "-" + strings.TrimPrefix(u.Path, "/")
+	}
+	name = strings.Map(func(r rune) rune {
+		if r == '/' || r == os.PathSeparator || r < ' ' {
+			return '_'
+		}
+		return r
+	}, name)
+	return filepath.Join(filepath.Dir(html), fmt.Sprintf("%s-clients-run-%d.log", name, runID))
 }

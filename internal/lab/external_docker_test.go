@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -88,7 +87,7 @@ func TestDockerExternalClient(t *testing.T) {
 					}
 				}
 			}
-			logPath := filepath.Join(filepath.Dir(l.Config.DB), "clients-run-1.log")
+			logPath := clientLog(l.Config.DB, l.Config.HTML, 1)
 			if b, err := os.ReadFile(logPath); err != nil || !strings.Contains(string(b), "devicemtr | devicemtr: publishing to devices/devicemtr/messages/events/") {
 				t.Errorf("client log %s: %v\n%s", logPath, err, b)
 			}
@@ -224,16 +223,16 @@ func TestDockerImpatientClient(t *testing.T) {
 
 	// The key is fingerprinted or masked everywhere it could land.
 	st := readStore(t, db)
-	clientLog := filepath.Join(filepath.Dir(db), fmt.Sprintf("clients-run-%d.log", pause))
+	logPath := clientLog(db, "", pause)
 	outputs := map[string][]byte{}
-	for _, f := range []string{db, db + "-wal", clientLog} {
+	for _, f := range []string{db, db + "-wal", logPath} {
 		b, err := os.ReadFile(f)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Fatal(err)
 		}
 		outputs[f] = b
 	}
-	if !strings.Contains(string(outputs[clientLog]), "my connection string: HostName=localhost;DeviceId=devicemtr;SharedAccessKey="+client.Masked) {
+	if !strings.Contains(string(outputs[logPath]), "my connection string: HostName=localhost;DeviceId=devicemtr;SharedAccessKey="+client.Masked) {
 		t.Error("the client's own printing of its connection string did not reach the log, masked")
 	}
 	rep, err := report.Build(t.Context(), st, report.Options{Last: 20, Baseline: strconv.FormatInt(baseline, 10), Alpha: 0.05})

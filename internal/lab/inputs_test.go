@@ -86,3 +86,26 @@ func TestErrorsNameTheInput(t *testing.T) {
 		t.Errorf("left in %s: %v", dir, entries)
 	}
 }
+
+// TestClientLogsOfTwoDatabases guards that the client logs of two
+// databases in one directory, or of two PostgreSQL databases beside one
+// report, never share a name, whatever their run ids.
+func TestClientLogsOfTwoDatabases(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"/r/a.db", "/r/b.db"},
+		{"/r/a.db", "/r/a.sqlite"},
+		{"postgres://u@h1/x", "postgres://u@h2/x"},
+		{"postgres://u@h/x", "postgresql://u@h/y"},
+	} {
+		one, two := clientLog(pair[0], "/r/report.html", 1), clientLog(pair[1], "/r/report.html", 1)
+		if one == two {
+			t.Errorf("%s and %s: both log run 1 to %s", pair[0], pair[1], one)
+		}
+	}
+	if got, want := clientLog("/r/mttr.db", "", 7), "/r/mttr.db-clients-run-7.log"; got != want {
+		t.Errorf("clientLog = %q, want %q", got, want)
+	}
+	if got, want := clientLog("postgres://u:pw@db.example:5432/mttr?sslmode=x", "/r/report.html", 7), "/r/postgres-db.example-mttr-clients-run-7.log"; got != want {
+		t.Errorf("clientLog = %q, want %q", got, want)
+	}
+}
