@@ -63,12 +63,13 @@ type Watch struct {
 	done    chan struct{}
 
 	released chan struct{} // signalled when a held connection is let go
+	sent     chan struct{} // signalled when a SYN toward a target is seen
 
-	mu    sync.Mutex
-	sent  map[Conn]time.Time // SYN left toward a target, no answer yet
-	holds map[Conn]*Hold
-	err   error
-	now   func() time.Time
+	mu      sync.Mutex
+	waiting map[Conn]time.Time // SYN left toward a target, no answer yet
+	holds   map[Conn]*Hold
+	err     error
+	now     func() time.Time
 }
 
 // Active starts (true) or pauses (false) the watching of new connections; a
@@ -78,6 +79,10 @@ func (w *Watch) Active(on bool) { w.active.Store(on) }
 
 // Released is signalled whenever a held connection is let go.
 func (w *Watch) Released() <-chan struct{} { return w.released }
+
+// Sent is signalled whenever a connection toward a target is seen sending
+// its SYN.
+func (w *Watch) Sent() <-chan struct{} { return w.sent }
 
 // Start listens to this network namespace's connection events and follows
 // every TCP connection toward one of targets (asked anew at each new
@@ -107,8 +112,8 @@ func Start(ctx context.Context, targets func() []netip.AddrPort) (*Watch, error)
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watch{
 		targets: targets, ct: ct, stop: cancel, done: make(chan struct{}),
-		released: make(chan struct{}, 1),
-		sent:     map[Conn]time.Time{}, holds: map[Conn]*Hold{}, now: time.Now,
+		released: make(chan struct{}, 1), sent: make(chan struct{}, 1),
+		waiting: map[Conn]time.Time{}, holds: map[Conn]*Hold{}, now: time.Now,
 	}
 	w.active.Store(true)
 	go w.loop(ctx, events, errs)
@@ -208,14 +213,18 @@ func (w *Watch) handle(ev conntrack.Event, at time.Time) {
 	switch ev.Type {
 	case conntrack.EventNew:
 		if w.active.Load() && w.isTarget(conn.Remote) {
-			w.sent[conn] = at
+			w.waiting[conn] = at
+			select {
+			case w.sent <- struct{}{}:
+			default:
+			}
 		}
 	case conntrack.EventUpdate, conntrack.EventDestroy:
-		first, waiting := w.sent[conn]
+		first, waiting := w.waiting[conn]
 		if !waiting || (ev.Type == conntrack.EventUpdate && ev.Flow.ProtoInfo.TCP != nil && ev.Flow.ProtoInfo.TCP.State == tcpSynSent) {
 			return
 		}
-		delete(w.sent, conn)
+		delete(w.waiting, conn)
 		if at.Sub(first) >= HeldMin {
 			w.holds[conn] = &Hold{Conn: conn, First: first, Last: at}
 			select {
@@ -248,7 +257,7 @@ func (w *Watch) HeldAfter(t time.Time) time.Time {
 		}
 	}
 	now := w.now()
-	for _, first := range w.sent {
+	for _, first := range w.waiting {
 		if now.Sub(first) >= HeldMin && !now.Before(t) && now.After(last) {
 			last = now
 		}
@@ -271,9 +280,9 @@ func (w *Watch) Forget(t time.Time) {
 			delete(w.holds, c)
 		}
 	}
-	for c, first := range w.sent {
+	for c, first := range w.waiting {
 		if t.Sub(first) > synSentTimeout {
-			delete(w.sent, c)
+			delete(w.waiting, c)
 		}
 	}
 }

@@ -89,7 +89,7 @@ func TestHandle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &Watch{
 				targets:  func() []netip.AddrPort { return []netip.AddrPort{target} },
-				released: make(chan struct{}, 1), sent: map[Conn]time.Time{}, holds: map[Conn]*Hold{},
+				released: make(chan struct{}, 1), sent: make(chan struct{}, 1), waiting: map[Conn]time.Time{}, holds: map[Conn]*Hold{},
 				now: func() time.Time { return t0.Add(time.Hour) },
 			}
 			for _, s := range tc.steps {
@@ -130,7 +130,7 @@ func TestHeldAfterCountsAStillWaitingConnection(t *testing.T) {
 	now := t0.Add(HeldMin - time.Microsecond)
 	w := &Watch{
 		targets:  func() []netip.AddrPort { return []netip.AddrPort{target} },
-		released: make(chan struct{}, 1), sent: map[Conn]time.Time{}, holds: map[Conn]*Hold{},
+		released: make(chan struct{}, 1), sent: make(chan struct{}, 1), waiting: map[Conn]time.Time{}, holds: map[Conn]*Hold{},
 		now: func() time.Time { return now },
 	}
 	w.Active(true)
@@ -143,11 +143,11 @@ func TestHeldAfterCountsAStillWaitingConnection(t *testing.T) {
 		t.Errorf("HeldAfter while waiting = %v, want now (%v)", got, now)
 	}
 	w.Forget(t0.Add(time.Second))
-	if len(w.sent) != 1 {
+	if len(w.waiting) != 1 {
 		t.Error("Forget dropped a connection that still waits")
 	}
 	w.Forget(t0.Add(synSentTimeout + time.Second))
-	if len(w.sent) != 0 {
+	if len(w.waiting) != 0 {
 		t.Error("Forget kept a connection waiting past connection tracking's own timeout")
 	}
 }
@@ -166,10 +166,11 @@ func startOrSkip(t *testing.T, targets func() []netip.AddrPort) *Watch {
 }
 
 // TestWatchSeesAHeldConnection makes a real connection wait in SYN-SENT on
-// loopback: a listener with a backlog of 0 that has not accepted drops the
-// SYNs of connections beyond its full queue, and their clients wait until
-// it accepts and TCP sends the SYN again. A connection answered at once to
-// another listener is not a hold.
+// loopback: a listener with a backlog of 0 holds one connection in its
+// queue and drops the SYN of the next. Once the watch has seen that SYN,
+// the test accepts the first, and the next SYN TCP sends (after its first
+// retransmission timeout) is answered: a hold of about a second. A
+// connection answered at once to another listener is not a hold.
 func TestWatchSeesAHeldConnection(t *testing.T) {
 	addr, fd := fullListener(t)
 	quick, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -183,26 +184,42 @@ func TestWatchSeesAHeldConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var d net.Dialer
-	if c, err := d.DialContext(ctx, "tcp4", quickAddr.String()); err != nil {
-		t.Fatal(err)
-	} else {
+	for _, to := range []netip.AddrPort{quickAddr, addr} { // answered; then queued
+		c, err := d.DialContext(ctx, "tcp4", to.String())
+		if err != nil {
+			t.Fatal(err)
+		}
 		defer c.Close()
 	}
-	for range 3 { // fill the queue, then be held
-		go func() {
-			if c, err := d.DialContext(ctx, "tcp4", addr.String()); err == nil {
-				defer c.Close()
-				<-ctx.Done()
-			}
-		}()
-	}
-	go func() { // make room, so that a SYN sent again is answered
-		for ctx.Err() == nil {
-			if nfd, _, err := syscall.Accept(fd); err == nil {
-				defer syscall.Close(nfd)
-			}
+	heldFrom := make(chan netip.AddrPort, 1)
+	go func() { // its SYN is dropped: the queue is full
+		if c, err := d.DialContext(ctx, "tcp4", addr.String()); err == nil {
+			heldFrom <- netip.MustParseAddrPort(c.LocalAddr().String())
+			defer c.Close()
+			<-ctx.Done()
 		}
 	}()
+	for waiting := false; !waiting; { // until the watch has the third one waiting
+		select {
+		case <-w.Sent():
+		case <-ctx.Done():
+			t.Fatal("the watch saw no SYN toward the full listener")
+		}
+		w.mu.Lock()
+		n := 0
+		for c := range w.waiting {
+			if c.Remote == addr {
+				n++
+			}
+		}
+		w.mu.Unlock()
+		waiting = n > 0
+	}
+	nfd, _, err := syscall.Accept(fd) // room for the SYN sent again
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(nfd)
 	select {
 	case <-w.Released():
 	case <-ctx.Done():
@@ -212,7 +229,16 @@ func TestWatchSeesAHeldConnection(t *testing.T) {
 	if held.Before(before) {
 		t.Errorf("HeldAfter = %v, want after %v", held, before)
 	}
+	var from netip.AddrPort
+	select {
+	case from = <-heldFrom:
+	case <-ctx.Done():
+		t.Fatal("the held connection never connected")
+	}
 	w.mu.Lock()
+	if w.holds[Conn{Local: from, Remote: addr}] == nil {
+		t.Errorf("holds %v lack the held connection from %v", w.holds, from)
+	}
 	for c, h := range w.holds {
 		if c.Remote != addr {
 			t.Errorf("hold toward %v, which answered at once", c.Remote)
