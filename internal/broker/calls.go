@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -58,10 +59,25 @@ func (e *Engine) containerRestart(ctx context.Context, id string, grace time.Dur
 	})
 }
 
+// pauseAttempts bounds how often a pause the runtime could not carry out
+// is asked again.
+const pauseAttempts = 3
+
+// containerPause freezes container id. runc's cgroup v1 freezer gives up
+// ("unable to freeze") when the container's tasks do not all stop within
+// its short loop, as on a loaded host, and thaws them again: the
+// container runs on as before, and asking again freezes it.
 func (e *Engine) containerPause(ctx context.Context, id string) error {
-	return do(ctx, e, "container pause", 0, func(ctx context.Context) (client.ContainerPauseResult, error) {
-		return e.cli.ContainerPause(ctx, id, client.ContainerPauseOptions{})
-	})
+	var err error
+	for range pauseAttempts {
+		err = do(ctx, e, "container pause", 0, func(ctx context.Context) (client.ContainerPauseResult, error) {
+			return e.cli.ContainerPause(ctx, id, client.ContainerPauseOptions{})
+		})
+		if err == nil || !strings.Contains(err.Error(), "unable to freeze") || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
 }
 
 func (e *Engine) containerUnpause(ctx context.Context, id string) error {

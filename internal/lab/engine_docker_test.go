@@ -86,7 +86,9 @@ func TestDockerFrozenEngine(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			l := stopRun(t, base)
-			l.Config.EngineTimeout = 2 * time.Second
+			// Long enough for an engine that answers to start the run's
+			// containers on a loaded machine; the bound below grows with it.
+			l.Config.EngineTimeout = 10 * time.Second
 			l.Config.KeepDead = 2 * time.Second
 			out := &lineSignal{prefix: "cycle 1/", seen: make(chan struct{})}
 			l.Out = out
