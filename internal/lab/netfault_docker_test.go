@@ -409,34 +409,53 @@ func checkNetRun(t *testing.T, l *Lab, run store.Run, rows []mttr.Cycle) {
 	}
 }
 
-// TestDockerNetworkFaultLeftovers stops a run in the middle of each network
-// fault. After SIGINT the run cleans up; after SIGKILL, which runs no
-// clean-up, the next run (another container) does before it starts: neither
-// the broker, its namespace holder nor the netfilter helper, whose
-// namespace holds the fault's rules, is left, nor the readdress network.
-// The link lives in the run's process and ends with it. It is not parallel:
-// a run that starts beside it would remove what the dead run left before
-// the next run is there to.
+// networkFaults are the faults whose runs TestDockerNetworkFaultInterrupted
+// and TestDockerNetworkFaultLeftovers stop in the middle.
+var networkFaults = []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle, netfault.Readdress}
+
+// TestDockerNetworkFaultInterrupted stops a run with SIGINT in the middle
+// of each network fault: the run cleans up, and neither the broker, its
+// namespace holder nor the netfilter helper, whose namespace holds the
+// fault's rules, is left, nor the readdress network. The link lives in the
+// run's process and ends with it.
+func TestDockerNetworkFaultInterrupted(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs mage")
+	}
+	bed := newLeftovers(t)
+	for _, fault := range networkFaults {
+		t.Run(fault, func(t *testing.T) { t.Parallel(); bed.interrupt(t, fault) })
+	}
+}
+
+// TestDockerNetworkFaultLeftovers kills a run with SIGKILL, which runs no
+// clean-up, in the middle of each network fault: the next run (another
+// container) clears what they left before it starts, as for
+// TestDockerNetworkFaultInterrupted. It is not parallel: a run that starts
+// beside it would remove what the dead runs left before the next run is
+// there to.
 func TestDockerNetworkFaultLeftovers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs mage")
 	}
+	newLeftovers(t).kill(t, networkFaults)
+}
+
+// newLeftovers compiles the magefile for the runs of t.
+func newLeftovers(t *testing.T) leftovers {
+	t.Helper()
 	bed := leftovers{eng: dockertest.Engine(t), base: netLab(t), compiled: filepath.Join(t.TempDir(), "mttr-lab")}
 	compile := exec.Command("go", "tool", "mage", "-compile", bed.compiled)
 	compile.Dir = "../.."
 	if out, err := compile.CombinedOutput(); err != nil {
 		t.Fatalf("mage -compile: %v\n%s", err, out)
 	}
-	faults := []string{netfault.Blackhole, netfault.Loss, netfault.Latency, netfault.Bandwidth, netfault.Reset, netfault.Idle, netfault.Readdress}
-	t.Run("interrupt", func(t *testing.T) {
-		for _, fault := range faults {
-			t.Run(fault, func(t *testing.T) { t.Parallel(); bed.interrupt(t, fault) })
-		}
-	})
-	t.Run("killed", func(t *testing.T) { bed.kill(t, faults) })
+	return bed
 }
 
-// leftovers is what TestDockerNetworkFaultLeftovers's runs share.
+// leftovers is what the runs of TestDockerNetworkFaultInterrupted and
+// TestDockerNetworkFaultLeftovers share.
 type leftovers struct {
 	eng      *broker.Engine
 	base     *Lab

@@ -135,7 +135,7 @@ func (c *command) awaitIn(t *testing.T, lines chan string, prefix string) {
 		case line, ok := <-lines:
 			if !ok {
 				<-c.done
-				t.Fatalf("no line %q before the output ended; stderr:\n%s", prefix, c.stderr())
+				t.Fatalf("no line %q before the output ended (%s); stderr:\n%s", prefix, c.cmd.ProcessState, c.stderr())
 			}
 			if strings.HasPrefix(line, prefix) {
 				return
