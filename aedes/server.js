@@ -141,8 +141,14 @@ broker.on('ack', (packet, client) => {
     digest: d ? d.digest : (packet ? digest(packet.payload) : null)
   })
 })
-broker.on('clientError', (client, err) => log('client_error', { clientId: clientId(client), error: err.message }))
-broker.on('connectionError', (client, err) => log('connection_error', { clientId: clientId(client), error: err.message }))
+// A warm-up connection's own end (a reset as it closes) is not logged,
+// like the rest of it.
+broker.on('clientError', (client, err) => {
+  if (!own(client)) log('client_error', { clientId: clientId(client), error: err.message })
+})
+broker.on('connectionError', (client, err) => {
+  if (!own(client)) log('connection_error', { clientId: clientId(client), error: err.message })
+})
 
 let tlsOptions
 try {

@@ -26,8 +26,10 @@ import (
 // busy in each cycle's window (every core is kept at 100 %, over the
 // bed-bound limit of 90 %), so the cycles are bed-bound, the report warns
 // and check calls the verdict inconclusive with its own exit status. The
-// same run without the loops is not bed-bound. It is not parallel: the
-// loops would bind every test beside it.
+// same run without the loops measures a host less busy than that (on a
+// quiet machine, not bed-bound: the run logs it; the test cannot know what
+// else loads the machine it runs on). It is not parallel: the loops would
+// bind every test beside it.
 func TestBedBoundRun(t *testing.T) {
 	requireNode(t)
 	certDir, db := t.TempDir(), filepath.Join(t.TempDir(), "mttr.db")
@@ -50,14 +52,15 @@ func TestBedBoundRun(t *testing.T) {
 	}
 
 	_, quiet := runMttr(t, newRun())
+	if len(quiet) != 2 {
+		t.Fatalf("quiet run: %d rows, want 2", len(quiet))
+	}
 	for _, r := range quiet {
 		b := r.Bed
 		if !b.Measured() || b.Cores != runtime.NumCPU() || b.Broker < 0 || b.Tool <= 0 || b.Window < time.Second {
 			t.Errorf("quiet cycle %d: bed %+v, want every figure measured over at least keep-dead", r.Cycle, b)
 		}
-		if why := b.Bound(mttr.DefaultBedLimits); len(why) > 0 {
-			t.Errorf("quiet cycle %d bed-bound: %v (bed %s)", r.Cycle, why, b)
-		}
+		t.Logf("quiet cycle %d: bed %s; bound: %v", r.Cycle, b, b.Bound(mttr.DefaultBedLimits))
 	}
 
 	for range runtime.NumCPU() {
@@ -73,9 +76,10 @@ func TestBedBoundRun(t *testing.T) {
 	if run.Status != store.StatusCompleted || len(busy) != 2 {
 		t.Fatalf("busy run %+v with %d rows", run, len(busy))
 	}
-	for _, r := range busy {
-		if busy := r.Bed.HostBusy(); busy < mttr.DefaultBedLimits.HostBusy {
-			t.Errorf("busy cycle %d: host %.0f %% busy with a loop on every core (bed %s)", r.Cycle, 100*busy, r.Bed)
+	for i, r := range busy {
+		if busy := r.Bed.HostBusy(); busy < mttr.DefaultBedLimits.HostBusy || busy <= quiet[i].Bed.HostBusy() && busy < 1 {
+			t.Errorf("busy cycle %d: host %.0f %% busy with a loop on every core (quiet: %.0f %%; bed %s)",
+				r.Cycle, 100*busy, 100*quiet[i].Bed.HostBusy(), r.Bed)
 		}
 	}
 	if out := l.Out.(*bytes.Buffer).String(); !strings.Contains(out, "cycles bed-bound") {

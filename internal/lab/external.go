@@ -153,7 +153,7 @@ func (l *Lab) startExternal(ctx context.Context, w *externalWatch, run clientRun
 	}
 	w.sup.Store(sup)
 	cleanup.addBounded(sup.Stop)
-	l.printf("started %d external client(s): %s; their output goes to %s\n", len(specs), cfg.ClientCmd, logPath)
+	l.printf("started %d external client(s): %s; their output goes to %s\n", len(specs), cfg.Vars()["MTTR_CLIENT_CMD"], logPath)
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	cleanup.add(stop)
 	go func() {

@@ -163,6 +163,7 @@ func TestDockerImpatientClient(t *testing.T) {
 		secretKey  = "c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Q="
 	)
 	runs := map[string]int64{}
+	var pauseOut bytes.Buffer // what the pause run printed
 	measure := func(t *testing.T, netns, fault string) {
 		l := shortRun(t, base, fault)
 		l.Config.DB = db
@@ -174,7 +175,10 @@ func TestDockerImpatientClient(t *testing.T) {
 		l.Config.ClientCmd = clientCmd
 		if fault == "pause" {
 			l.Config.ConnectionString = "HostName=localhost;DeviceId=devicemtr;SharedAccessKey=" + secretKey
-			l.Config.ClientCmd = `echo "my connection string: $MTTR_CONNECTION_STRING"; exec ` + l.Config.ClientCmd
+			// The key inline too (": " ignores its argument), as a command
+			// that takes it as a flag would carry it.
+			l.Config.ClientCmd = `: ` + secretKey + `; echo "my connection string: $MTTR_CONNECTION_STRING"; exec ` + l.Config.ClientCmd
+			l.Out = &pauseOut
 		}
 		run, rows := runMttr(t, l)
 		runs[netns+"/"+fault] = run.ID
@@ -251,6 +255,7 @@ func TestDockerImpatientClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	outputs["report html"] = html.Bytes()
+	outputs["the pause run's output"] = pauseOut.Bytes()
 	if !strings.Contains(string(outputs["report text"]), "MTTR_CONNECTION_STRING") {
 		t.Error("the text report does not show that the connection strings differ")
 	}
