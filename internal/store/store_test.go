@@ -453,22 +453,7 @@ func TestRefusesWithoutTouching(t *testing.T) {
 func TestPreviousOfScenarioNetwork(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ string) {
 		ctx := t.Context()
-		mk := func(fault, vars string) Run {
-			r := sampleRun()
-			r.Fault, r.ConfigJSON = fault, vars
-			id, err := s.StartRun(ctx, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
-				t.Fatal(err)
-			}
-			stored, err := s.GetRun(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return stored
-		}
+		mk := func(fault, vars string) Run { return completedRun(t, s, fault, vars) }
 		slow := mk("latency", `{"MTTR_LATENCY":"200ms","MTTR_JITTER":"0s"}`)
 		mk("latency", `{"MTTR_LATENCY":"500ms","MTTR_JITTER":"0s"}`)
 		mk("latency", `{"MTTR_LATENCY":"200ms","MTTR_JITTER":"0s","MTTR_LINK":"latency=100ms"}`)
@@ -499,22 +484,7 @@ func TestPreviousOfScenarioNetwork(t *testing.T) {
 func TestPreviousOfScenarioDeviceTLS(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, _ string) {
 		ctx := t.Context()
-		mk := func(vars string) Run {
-			r := sampleRun()
-			r.ConfigJSON = vars
-			id, err := s.StartRun(ctx, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.FinishRun(ctx, id, StatusCompleted, ""); err != nil {
-				t.Fatal(err)
-			}
-			stored, err := s.GetRun(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return stored
-		}
+		mk := func(vars string) Run { return completedRun(t, s, sampleRun().Fault, vars) }
 		plain := mk(`{"MTTR_TLS_RESUMPTION":"false","MTTR_TLS_GROUPS":""}`)
 		resuming := mk(`{"MTTR_TLS_RESUMPTION":"true","MTTR_TLS_GROUPS":"X25519"}`)
 		mk(`{"MTTR_TLS_RESUMPTION":"true","MTTR_TLS_GROUPS":""}`)
@@ -533,4 +503,24 @@ func TestPreviousOfScenarioDeviceTLS(t *testing.T) {
 			t.Errorf("an external client's run: DeviceTLS() = %q, want empty", got)
 		}
 	})
+}
+
+// completedRun stores a completed sample run of fault with the settings
+// vars, and reads it back.
+func completedRun(t *testing.T, s *Store, fault, vars string) Run {
+	t.Helper()
+	r := sampleRun()
+	r.Fault, r.ConfigJSON = fault, vars
+	id, err := s.StartRun(t.Context(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishRun(t.Context(), id, StatusCompleted, ""); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.GetRun(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored
 }
